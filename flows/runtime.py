@@ -1,0 +1,76 @@
+"""How a flow runs: one Prefect API server for the whole run, and the Dask task runner.
+
+With no PREFECT_API_URL, Prefect would start a temporary API server in every process, Dask workers
+included, all on one SQLite file ("database is locked"). :func:`prefect_api` starts a single server in
+the parent and exports its URL, so the worker processes (which inherit the environment) report to it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Iterator
+
+
+def configure_environment(home: str | os.PathLike | None = None) -> None:
+    """Quiet, offline Prefect defaults; values the user already set win."""
+    home = Path(home or os.environ.get("VLALIGN_HOME") or Path.cwd()).resolve()
+    defaults = {
+        "PREFECT_HOME": str(home / ".prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+        "PREFECT_LOGGING_LEVEL": "INFO",
+        "PREFECT_UI_ENABLED": "false",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    for k, v in defaults.items():
+        os.environ.setdefault(k, v)
+
+
+@contextlib.contextmanager
+def prefect_api() -> Iterator[str]:
+    """Use PREFECT_API_URL if set; otherwise start one temporary API server for the duration."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    url = os.environ.get("PREFECT_API_URL")
+    if url:
+        yield url
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()
+    server.start(timeout=90)
+    os.environ["PREFECT_API_URL"] = server.api_url
+    try:
+        with temporary_settings({PREFECT_API_URL: server.api_url}):
+            yield server.api_url
+    finally:
+        os.environ.pop("PREFECT_API_URL", None)
+        server.stop()
+
+
+def dask_task_runner(address: str | None = None, n_workers: int | None = None, threads_per_worker: int = 1):
+    """A DaskTaskRunner on an existing scheduler (``address``) or on a new LocalCluster of processes."""
+    from prefect_dask import DaskTaskRunner
+
+    if address:
+        return DaskTaskRunner(address=address)
+    n_workers = n_workers or max(1, min(2, os.cpu_count() or 1))
+    return DaskTaskRunner(
+        cluster_class="distributed.LocalCluster",
+        cluster_kwargs={
+            "n_workers": n_workers,
+            "threads_per_worker": threads_per_worker,
+            "processes": True,
+            "dashboard_address": None,
+        },
+    )
+
+
+def torch_threads_per_worker(n_workers: int | None, threads_per_worker: int = 1) -> int:
+    """Cores each worker's torch may use, so that workers sharing cores do not oversubscribe them."""
+    cores = os.cpu_count() or 1
+    n = n_workers or max(1, min(2, cores))
+    return max(1, cores // (n * threads_per_worker))

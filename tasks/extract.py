@@ -1,0 +1,84 @@
+"""Extraction tasks: thin wrappers that read/write the lake and call the library."""
+
+from __future__ import annotations
+
+import os
+
+import pyarrow as pa
+from prefect import task
+
+from vlalign.extract import ShardSpec, embed_shard, plan_shards, shard_is_done
+from vlalign.lake import Lake
+from vlalign.readers import REJECT_SCHEMA, DatasetSource, content_digest, read_dataset
+
+
+@task(name="ingest_items")
+def ingest_items(lake_root: str, source: DatasetSource) -> dict:
+    """Read a data set into canonical items in the lake (rewritten only when its content changed)."""
+    lake = Lake.open(lake_root)
+    result = read_dataset(source)
+    items = result.items.sort_by([("image_id", "ascending"), ("item_id", "ascending")])
+    keys = ["item_id", "image_id", "image", "caption_id", "caption", "lang", "label", "domain"]
+    digest = content_digest(
+        [v for k in keys for v in items[k].to_pylist()],
+        extra=[len(b or b"") for b in items["image_bytes"].to_pylist()],
+    )
+    path = lake.items_path(source.name)
+    if (lake.read_metadata(path) or {}).get("digest") != digest:
+        lake.write_table(path, items, metadata={"digest": digest, "source": source.__dict__})
+    rejects_path = lake.rejects_path(source.name, "read", "items")
+    if result.rejects:
+        lake.write_table(rejects_path, pa.Table.from_pylist(result.rejects, schema=REJECT_SCHEMA))
+    elif lake.exists(rejects_path):
+        lake.fs.rm(rejects_path)
+    return {"path": path, "digest": digest, "items": items.num_rows, "rejects": len(result.rejects)}
+
+
+@task(name="plan_shards")
+def plan_extraction(
+    lake_root: str,
+    dataset: str,
+    encoders: list,  # EncoderSpec
+    digests: dict[str, str],
+    shard_size: int,
+    domains: list[str] | None = None,
+    langs: list[str] | None = None,
+) -> tuple[list[ShardSpec], list[ShardSpec]]:
+    """(all shards, shards still to compute) for every encoder over the selected domains/languages."""
+    import pyarrow.compute as pc
+
+    lake = Lake.open(lake_root)
+    lake.clean_tmp(f"embeddings/dataset={dataset}")
+    lake.clean_tmp(f"rejects/dataset={dataset}")
+    items = lake.read_table(lake.items_path(dataset), columns=["image_id", "domain", "image", "image_bytes", "caption_id", "lang", "caption"])
+    if domains:
+        items = items.filter(pc.is_in(items["domain"], pa.array(domains)))
+    if langs:
+        items = items.filter(pc.is_in(items["lang"], pa.array(langs)))
+    if items.num_rows == 0:
+        raise ValueError(f"data set {dataset!r}: no items left for domains={domains} langs={langs}")
+    planned = []
+    for enc in encoders:
+        planned += plan_shards(lake, dataset, items, enc, digests[enc.name], shard_size)
+    todo = [s for s in planned if not shard_is_done(lake, s)]
+    return planned, todo
+
+
+def _worker_threads() -> int | None:
+    """Cores per task slot on the Dask worker running this task (None outside a worker)."""
+    try:
+        from distributed import get_worker
+
+        nthreads = get_worker().state.nthreads
+    except (ImportError, ValueError):
+        return None
+    return max(1, (os.cpu_count() or 1) // max(1, nthreads))
+
+
+@task(name="embed_shard", task_run_name="embed-{spec.lake_name}-{spec.part}-{spec.shard}")
+def embed_shard_task(spec: ShardSpec, batch_size: int = 32, device: str | None = None, threads: int | None = None) -> dict:
+    """Embed one shard; the encoder is loaded once per worker process and reused."""
+    from vlalign.encoders import load_encoder
+
+    encoder = load_encoder(spec.encoder, device=device, threads=threads or _worker_threads(), batch_size=batch_size)
+    return embed_shard(Lake.open(spec.lake_root), spec, encoder, batch_size=batch_size)
