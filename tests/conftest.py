@@ -1,0 +1,106 @@
+"""Shared fixtures: one real Prefect API server per test session, tiny COCO-format data sets, lakes."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# Prefect reads its home and settings when first imported: point them at a throwaway folder first.
+_HOME = tempfile.mkdtemp(prefix="vlalign-test-")
+os.environ["VLALIGN_HOME"] = _HOME
+os.environ["PREFECT_HOME"] = os.path.join(_HOME, ".prefect")
+os.environ.pop("PREFECT_API_URL", None)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from flows.runtime import configure_environment  # noqa: E402
+
+configure_environment(_HOME)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """A real Prefect API server (temporary, 127.0.0.1) shared by every test that runs a flow."""
+    from flows.runtime import prefect_api
+
+    with prefect_api() as url:
+        yield url
+
+
+def emoji_pngs(n: int, domain: str = "google") -> list[tuple[str, bytes]]:
+    """The first ``n`` embedded emoji images of ``domain`` as (emoji_id, png bytes)."""
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(REPO / "data" / "emoji" / "images.parquet")
+    out = [(e, p) for e, d, p in zip(t["emoji_id"].to_pylist(), t["domain"].to_pylist(), t["png"].to_pylist()) if d == domain]
+    return out[:n]
+
+
+def emoji_names() -> dict[str, str]:
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(REPO / "data" / "emoji" / "captions.parquet")
+    return {e: c for e, lang, c in zip(t["emoji_id"].to_pylist(), t["lang"].to_pylist(), t["caption"].to_pylist()) if lang == "en"}
+
+
+def make_coco(
+    root: Path,
+    n_images: int = 12,
+    captions_per_image: int = 2,
+    corrupt: int = 0,
+    missing: int = 0,
+    empty_captions: int = 0,
+    truncated: int = 0,
+    duplicate_ids: int = 0,
+) -> tuple[Path, Path]:
+    """A COCO-captions folder made of real emoji images saved as JPEG (white background).
+
+    The first ``corrupt`` images are garbage bytes (unreadable header), the next ``truncated`` are cut-off
+    JPEGs (readable header, fail to decode), the next ``missing`` are listed but not on disk; the first
+    ``empty_captions`` annotations have empty captions; ``duplicate_ids`` annotations repeat an id."""
+    from PIL import Image
+
+    img_dir = root / "images"
+    img_dir.mkdir(parents=True, exist_ok=True)
+    names = emoji_names()
+    images, anns = [], []
+    ann_id = 1000
+    for i, (eid, png) in enumerate(emoji_pngs(n_images)):
+        fname = f"{i:06d}.jpg"
+        images.append({"id": i + 1, "file_name": fname, "width": 64, "height": 64})
+        im = Image.open(io.BytesIO(png)).convert("RGBA")
+        bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        buf = io.BytesIO()
+        Image.alpha_composite(bg, im).convert("RGB").save(buf, format="JPEG", quality=90)
+        data = buf.getvalue()
+        if i < corrupt:
+            data = b"this is not a jpeg" * 10
+        elif i < corrupt + truncated:
+            data = data[: len(data) // 3]
+        if not (corrupt + truncated <= i < corrupt + truncated + missing):
+            (img_dir / fname).write_bytes(data)
+        for c in range(captions_per_image):
+            text = names[eid] if c == 0 else f"an emoji of {names[eid]}"
+            anns.append({"id": ann_id, "image_id": i + 1, "caption": text})
+            ann_id += 1
+    for k in range(empty_captions):
+        anns[-(k + 1) * captions_per_image]["caption"] = "   "
+    for k in range(duplicate_ids):
+        anns.append({"id": anns[k]["id"], "image_id": anns[k]["image_id"], "caption": "duplicate"})
+    ann_path = root / "captions.json"
+    ann_path.write_text(json.dumps({"images": images, "annotations": anns}))
+    return ann_path, img_dir
+
+
+@pytest.fixture
+def coco_factory(tmp_path):
+    def factory(**kw):
+        return make_coco(tmp_path / "coco", **kw)
+
+    return factory

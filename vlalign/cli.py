@@ -1,0 +1,185 @@
+"""The `vlalign` command: the user's door to the flows and the lake.
+
+    vlalign encoders                      list the encoder catalog
+    vlalign datasets                      list the embedded data sets
+    vlalign extract --dataset emoji --encoders mobilenetv2,minilm-l6
+    vlalign run [--spec sweep.yaml]       the main job (the sweep on the embedded default unless a spec is given)
+    vlalign sweep SPEC.yaml               a sweep from a spec
+    vlalign resume RUN_ID                 finish a run that failed or was killed
+    vlalign query "SQL" [--format table|csv|json]
+    vlalign report [RUN_ID]               plots and a summary of a run
+
+Prefect and Dask are imported lazily, after the environment defaults are set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def _csv(s: str | None) -> list[str] | None:
+    if not s:
+        return None
+    return [x.strip() for x in s.split(",") if x.strip()]
+
+
+def _add_cluster_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lake", default=os.environ.get("VLALIGN_LAKE", "lake"), help="lake root: a folder or fsspec URL (default ./lake, or $VLALIGN_LAKE)")
+    p.add_argument("--dask-address", default=os.environ.get("VLALIGN_DASK_ADDRESS"), help="scheduler address of an existing Dask cluster (default: a LocalCluster)")
+    p.add_argument("--workers", type=int, default=None, help="LocalCluster worker processes (default: min(2, cores))")
+    p.add_argument("--device", default=None, help="torch device for encoders (default: cuda if available, else cpu)")
+    p.add_argument("--batch-size", type=int, default=32)
+
+
+def _add_dataset_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", default="emoji", help="data set name ('emoji' is embedded; others need --format coco ...)")
+    p.add_argument("--format", default=None, choices=["emoji", "coco"], help="data set format (default: emoji for 'emoji', else coco)")
+    p.add_argument("--annotations", default=None, help="coco: captions annotations JSON")
+    p.add_argument("--images", default=None, help="coco: image folder")
+    p.add_argument("--domains", default=None, help="comma-separated domains to embed (default: all)")
+    p.add_argument("--langs", default=None, help="comma-separated caption languages to embed (default: all)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="vlalign", description="Do vision and language encoders represent the world alike?")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("encoders", help="list the encoder catalog")
+    p.add_argument("--format", default="table", choices=["table", "json"])
+
+    sub.add_parser("datasets", help="list the embedded data sets")
+
+    p = sub.add_parser("extract", help="embed a data set with some encoders (sharded, resumable)")
+    _add_dataset_args(p)
+    p.add_argument("--encoders", required=True, help="comma-separated encoder names (see `vlalign encoders`)")
+    p.add_argument("--shard-size", type=int, default=256)
+    _add_cluster_args(p)
+
+    p = sub.add_parser("run", help="the main job: the default sweep on the embedded data set")
+    p.add_argument("--spec", default=None, help="a sweep spec (default: the built-in default spec)")
+    p.add_argument("--run-id", default=None)
+    _add_cluster_args(p)
+
+    p = sub.add_parser("sweep", help="run a sweep from a YAML spec")
+    p.add_argument("spec")
+    p.add_argument("--run-id", default=None)
+    _add_cluster_args(p)
+
+    p = sub.add_parser("resume", help="finish a run that failed or was killed; computes only what is missing")
+    p.add_argument("run_id")
+    _add_cluster_args(p)
+
+    p = sub.add_parser("query", help="run read-only SQL over the lake's tables")
+    p.add_argument("sql")
+    p.add_argument("--format", default="table", choices=["table", "csv", "json"])
+    p.add_argument("--lake", default=os.environ.get("VLALIGN_LAKE", "lake"))
+
+    p = sub.add_parser("report", help="summary and plots of a run")
+    p.add_argument("run_id", nargs="?", default=None)
+    p.add_argument("--lake", default=os.environ.get("VLALIGN_LAKE", "lake"))
+    return ap
+
+
+def _dataset_source(args):
+    from .readers import DatasetSource
+
+    fmt = args.format or ("emoji" if args.dataset == "emoji" else "coco")
+    return DatasetSource(name=args.dataset, format=fmt, annotations=args.annotations, images=args.images)
+
+
+def cmd_encoders(args) -> int:
+    from .encoders import is_available, list_encoders
+
+    rows = []
+    for spec in list_encoders():
+        ok, why = is_available(spec)
+        rows.append({"name": spec.name, "modality": spec.modality, "dim": spec.dim, "pooling": spec.pooling,
+                     "offline": "yes" if ok and spec.offline else ("no" if not ok else "hub"), "source": spec.source,
+                     **({"note": why} if why else {})})
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+    else:
+        _print_table(rows, ["name", "modality", "dim", "pooling", "offline", "source"])
+        print("\nHub names also work where there is network: timm/<model>, st/<model>, hf/<repo>.")
+    return 0
+
+
+def cmd_datasets(args) -> int:
+    from .readers import EMOJI_DOMAINS, EMOJI_LANGS
+
+    print("emoji   embedded   1906 emoji x domains " + ",".join(EMOJI_DOMAINS) + "; captions in " + ",".join(EMOJI_LANGS))
+    print("        labels: category, subcategory; see data/README.md")
+    print("coco    format     --format coco --annotations captions.json --images DIR (COCO 2017, NoCaps)")
+    return 0
+
+
+def cmd_extract(args) -> int:
+    from .encoders import preflight
+
+    source = _dataset_source(args)
+    source.check()
+    encoders = _csv(args.encoders) or []
+    preflight(encoders)  # before any Prefect or Dask start-up
+    from flows.extract import extract_flow
+    from flows.runtime import dask_task_runner, prefect_api
+
+    with prefect_api():
+        result = extract_flow.with_options(task_runner=dask_task_runner(args.dask_address, args.workers))(
+            dataset=source,
+            encoders=encoders,
+            lake_root=args.lake,
+            shard_size=args.shard_size,
+            domains=_csv(args.domains),
+            langs=_csv(args.langs),
+            batch_size=args.batch_size,
+            device=args.device,
+        )
+    print(
+        f"\nembedded {result['rows_computed']} units in {result['shards_computed']} new shards "
+        f"({result['shards_planned']} planned); {result['rejects']} rejects; lake: {result['lake']}"
+    )
+    return 0
+
+
+def _print_table(rows: list[dict], cols: list[str]) -> None:
+    widths = {c: max(len(c), *(len(_fmt(r.get(c))) for r in rows)) if rows else len(c) for c in cols}
+    print("  ".join(c.ljust(widths[c]) for c in cols))
+    print("  ".join("-" * widths[c] for c in cols))
+    for r in rows:
+        print("  ".join(_fmt(r.get(c)).ljust(widths[c]) for c in cols))
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+COMMANDS = {"encoders": cmd_encoders, "datasets": cmd_datasets, "extract": cmd_extract}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from flows.runtime import configure_environment
+
+    configure_environment()
+    handler = COMMANDS.get(args.cmd)
+    if handler is None:
+        from . import cli_sweep  # run, sweep, resume, query, report
+
+        handler = cli_sweep.COMMANDS[args.cmd]
+    try:
+        return handler(args) or 0
+    except (ValueError, FileNotFoundError) as e:
+        # bad input: a clear message, no traceback
+        print(f"vlalign {args.cmd}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
