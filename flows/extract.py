@@ -14,36 +14,37 @@ from vlalign.readers import DatasetSource
 
 
 class Progress:
-    """Per-encoder progress: units done, rate and ETA, logged as each shard lands."""
+    """Per-encoder progress, logged as each shard lands: units done, rate and ETA.
+
+    The rate is measured from an encoder's first finished shard on, so model loading does not skew it."""
 
     def __init__(self, todo, log):
         self.log = log
         self.total: dict[str, int] = {}
         self.done: dict[str, int] = {}
-        self.start: dict[str, float] = {}
+        self.first: dict[str, tuple[float, int]] = {}
         for s in todo:
             self.total[s.encoder] = self.total.get(s.encoder, 0) + s.size
             self.done.setdefault(s.encoder, 0)
-        self.t0 = time.perf_counter()
 
     def update(self, summary: dict, size: int) -> None:
-        enc = summary["encoder"]
+        enc, now = summary["encoder"], time.perf_counter()
         self.done[enc] += size
-        elapsed = time.perf_counter() - self.t0
-        rate = self.done[enc] / elapsed if elapsed > 0 else float("nan")
+        t_first, n_first = self.first.setdefault(enc, (now, self.done[enc]))
         left = self.total[enc] - self.done[enc]
-        eta = left / rate if rate > 0 else float("inf")
-        self.log.info(
-            "%-22s %6d/%-6d items  %7.1f items/s  ETA %5.0fs  (%s, %d rejects)",
-            enc, self.done[enc], self.total[enc], rate, eta, summary["path"].rsplit("/", 3)[-2] + "/" + summary["path"].rsplit("/", 1)[-1], summary["rejects"],
-        )
+        if now > t_first:
+            rate = (self.done[enc] - n_first) / (now - t_first)
+            speed = f"{rate:7.1f} items/s  ETA {left / rate if rate > 0 else float('inf'):5.0f}s"
+        else:
+            speed = "  (warming up: rate after the next shard)"
+        where = "/".join(summary["path"].rsplit("/", 2)[-2:])
+        self.log.info("%-20s %6d/%-6d items  %s  %s, %d rejects", enc, self.done[enc], self.total[enc], speed, where, summary["rejects"])
 
 
-@flow(name="extract", log_prints=True)
-def extract_flow(
+def run_extraction(
     dataset: DatasetSource,
     encoders: list[str],
-    lake_root: str = "lake",
+    lake_root: str,
     shard_size: int = 256,
     domains: list[str] | None = None,
     langs: list[str] | None = None,
@@ -51,7 +52,7 @@ def extract_flow(
     device: str | None = None,
     threads: int | None = None,
 ) -> dict:
-    """Embed ``dataset`` with every encoder in ``encoders``; only shards not already in the lake run."""
+    """The extraction steps, on the task runner of the calling flow (the sweep reuses them)."""
     log = get_run_logger()
     specs = preflight(encoders)  # fails on unknown or unloadable names before any shard runs
     digests = {s.name: weights_digest(s) for s in specs}
@@ -71,15 +72,30 @@ def extract_flow(
         summary = fut.result()
         summaries.append(summary)
         progress.update(summary, futures[fut].size)
-    rejects = ingested["rejects"] + sum(s["rejects"] for s in summaries)
     result = {
         "dataset": dataset.name,
         "encoders": [s.name for s in specs],
         "shards_planned": len(planned),
         "shards_computed": len(summaries),
         "rows_computed": sum(s["rows"] for s in summaries),
-        "rejects": rejects,
+        "rejects": ingested["rejects"] + sum(s["rejects"] for s in summaries),
         "lake": lake.root,
     }
-    log.info("extraction done: %s", result)
+    log.info("extraction of %s done: %s", dataset.name, result)
     return result
+
+
+@flow(name="extract", log_prints=True)
+def extract_flow(
+    dataset: DatasetSource,
+    encoders: list[str],
+    lake_root: str = "lake",
+    shard_size: int = 256,
+    domains: list[str] | None = None,
+    langs: list[str] | None = None,
+    batch_size: int = 32,
+    device: str | None = None,
+    threads: int | None = None,
+) -> dict:
+    """Embed ``dataset`` with every encoder in ``encoders``; only shards not already in the lake run."""
+    return run_extraction(dataset, encoders, lake_root, shard_size, domains, langs, batch_size, device, threads)

@@ -24,6 +24,8 @@ def configure_environment(home: str | os.PathLike | None = None) -> None:
         "PREFECT_LOGGING_LEVEL": "INFO",
         "PREFECT_UI_ENABLED": "false",
         "TOKENIZERS_PARALLELISM": "false",
+        "DASK_LOGGING__DISTRIBUTED": "warning",
+        "DASK_DISTRIBUTED__WORKER__DAEMON": "true",
     }
     for k, v in defaults.items():
         os.environ.setdefault(k, v)
@@ -47,8 +49,23 @@ def prefect_api() -> Iterator[str]:
         with temporary_settings({PREFECT_API_URL: server.api_url}):
             yield server.api_url
     finally:
+        _flush_api_logs()
         os.environ.pop("PREFECT_API_URL", None)
         server.stop()
+
+
+def _flush_api_logs() -> None:
+    """Send queued flow/task logs while the server still runs (otherwise the exit hook retries for a minute)."""
+    try:
+        from prefect.logging.api_log_worker import APILogWorker  # noqa: F401  (prefect >= 3.4)
+    except ImportError:
+        pass
+    try:
+        from prefect.logging.handlers import APILogHandler
+
+        APILogHandler().flush()
+    except Exception:  # never let log shipping break a finished run
+        pass
 
 
 def dask_task_runner(address: str | None = None, n_workers: int | None = None, threads_per_worker: int = 1):

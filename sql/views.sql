@@ -14,8 +14,8 @@ FROM read_parquet('{lake}/rejects/*/*/*.parquet', union_by_name = true);
 
 -- view: embeddings
 CREATE OR REPLACE VIEW embeddings AS
-SELECT dataset, encoder, part, CAST(shard AS INTEGER) AS shard, unit_id, embedding
-FROM read_parquet('{lake}/embeddings/*/*/*/*.parquet', hive_partitioning = true);
+SELECT dataset, encoder, part, CAST(regexp_extract(filename, 'shard=([0-9]+)', 1) AS INTEGER) AS shard, unit_id, embedding
+FROM read_parquet('{lake}/embeddings/*/*/*/*.parquet', hive_partitioning = true, filename = true);
 
 -- view: embedding_index
 CREATE OR REPLACE VIEW embedding_index AS
@@ -24,16 +24,16 @@ SELECT
     regexp_extract(file_name, 'encoder=([^/]+)', 1)                    AS encoder,
     regexp_extract(file_name, 'part=([^/]+)', 1)                       AS part,
     CAST(regexp_extract(file_name, 'shard=([0-9]+)', 1) AS INTEGER)    AS shard,
-    json_extract_string(CAST(value AS VARCHAR), '$.identity.data_digest')    AS data_digest,
-    json_extract_string(CAST(value AS VARCHAR), '$.identity.weights_digest') AS weights_digest,
-    json_extract_string(CAST(value AS VARCHAR), '$.identity.pooling')        AS pooling,
-    CAST(json_extract(CAST(value AS VARCHAR), '$.identity.start') AS INTEGER) AS start,
-    CAST(json_extract(CAST(value AS VARCHAR), '$.identity.stop') AS INTEGER)  AS stop,
-    CAST(json_extract(CAST(value AS VARCHAR), '$.rejects') AS INTEGER)        AS rejects,
-    CAST(json_extract(CAST(value AS VARCHAR), '$.seconds') AS DOUBLE)         AS seconds,
+    json_extract_string(decode(value), '$.identity.data_digest')    AS data_digest,
+    json_extract_string(decode(value), '$.identity.weights_digest') AS weights_digest,
+    json_extract_string(decode(value), '$.identity.pooling')        AS pooling,
+    CAST(json_extract(decode(value), '$.identity.start') AS INTEGER) AS start,
+    CAST(json_extract(decode(value), '$.identity.stop') AS INTEGER)  AS stop,
+    CAST(json_extract(decode(value), '$.rejects') AS INTEGER)        AS rejects,
+    CAST(json_extract(decode(value), '$.seconds') AS DOUBLE)         AS seconds,
     file_name                                                          AS path
 FROM parquet_kv_metadata('{lake}/embeddings/*/*/*/*.parquet')
-WHERE CAST(key AS VARCHAR) = 'vlalign';
+WHERE decode(key) = 'vlalign';
 
 -- view: cka
 CREATE OR REPLACE VIEW cka AS

@@ -1,0 +1,416 @@
+"""HSIC and CKA: exact definitions, feature-space linear CKA, a grid over encoders, shuffled and bootstrap baselines.
+
+Definitions (Kornblith et al. 2019; Song et al. 2012; Maniparambil et al. 2024):
+
+    HSIC_0(K, L) = tr(K H L H) / (n-1)^2                                    biased, H = I - 11^T/n
+    HSIC_1(K, L) = [tr(K~L~) + 1^T K~ 1 1^T L~ 1 / ((n-1)(n-2)) - 2/(n-2) 1^T K~ L~ 1] / (n(n-3))
+                   with K~, L~ the Grams with their diagonals set to 0      unbiased (Song et al. 2012)
+    CKA(K, L)    = HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L))                 HSIC_0: CKA, HSIC_1: debiased CKA
+
+H is never formed: Grams are centred by subtracting row and column means (``kernels.center_gram``), and
+HSIC_0 = sum_ij (HKH)_ij (HLH)_ij / (n-1)^2 (an elementwise product; both are symmetric), so no matrix product
+is needed once the Grams exist. Linear CKA with n > d is computed in feature space and never forms an n x n matrix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from vlalign.kernels import (
+    Kernel,
+    _validate_square,
+    center_gram,
+    gram_linear,
+    rbf_from_squared_distances,
+    rbf_sigma2,
+    squared_distances,
+    u_center_gram,
+    validate_kernel,
+    validate_matrix,
+    validate_paired,
+)
+
+__all__ = [
+    "hsic_biased",
+    "hsic_unbiased",
+    "cka_from_grams",
+    "feature_space_linear_cka",
+    "cka",
+    "CKAGrid",
+    "cka_grid",
+    "cka_shuffled",
+    "CKAInterval",
+    "cka_bootstrap",
+]
+
+# Rows per block when accumulating X^T Y over row blocks (bounds the extra memory by a block, not by n).
+_BLOCK_ELEMENTS = 4_000_000
+
+
+def _check_grams(k: np.ndarray, l: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    k = _validate_square(k, "k")
+    l = _validate_square(l, "l")
+    if k.shape != l.shape:
+        raise ValueError(f"k and l must have the same shape, got {k.shape} and {l.shape}")
+    return k, l
+
+
+def _min_rows(debiased: bool) -> int:
+    return 4 if debiased else 2
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# HSIC
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def hsic_biased(k: np.ndarray, l: np.ndarray) -> float:
+    """Biased HSIC: HSIC_0(K, L) = tr(K H L H) / (n-1)^2, H = I - 11^T/n.
+
+    K, L: symmetric (n, n) Grams. Computed as sum((HKH) * L) / (n-1)^2 with HKH from row/column means.
+    """
+    k, l = _check_grams(k, l)
+    n = k.shape[0]
+    if n < 2:
+        raise ValueError(f"k must be at least 2 x 2, got {k.shape}")
+    return float(np.vdot(center_gram(k), l)) / (n - 1) ** 2
+
+
+def hsic_unbiased(k: np.ndarray, l: np.ndarray) -> float:
+    """Unbiased HSIC of Song et al. (2012), K~ = K - diag(K), L~ = L - diag(L):
+
+        HSIC_1 = 1/(n(n-3)) [ tr(K~ L~) + (1^T K~ 1)(1^T L~ 1)/((n-1)(n-2)) - 2/(n-2) 1^T K~ L~ 1 ].
+
+    K, L: symmetric (n, n) Grams, n >= 4. Computed as sum(U(K) * U(L)) / (n(n-3)) with the U-centring
+    ``kernels.u_center_gram`` (equal to the formula above, and numerically better behaved).
+    """
+    k, l = _check_grams(k, l)
+    n = k.shape[0]
+    if n < 4:
+        raise ValueError(f"k must be at least 4 x 4 for the unbiased HSIC, got {k.shape}")
+    return float(np.vdot(u_center_gram(k), u_center_gram(l))) / (n * (n - 3))
+
+
+def _cka_from_centred(kc: np.ndarray, lc: np.ndarray, kk: float, ll: float) -> float:
+    """CKA from two centred Grams and their self-products sum(kc*kc), sum(lc*lc) (scale factors cancel)."""
+    return float(np.vdot(kc, lc)) / np.sqrt(kk * ll)
+
+
+def cka_from_grams(k: np.ndarray, l: np.ndarray, *, debiased: bool = False) -> float:
+    """CKA(K, L) = HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L)), HSIC_0 (biased) or HSIC_1 (``debiased=True``).
+
+    K, L: symmetric (n, n) Grams of the same n samples, in the same order.
+    """
+    k, l = _check_grams(k, l)
+    if k.shape[0] < _min_rows(debiased):
+        raise ValueError(f"k must be at least {_min_rows(debiased)} x {_min_rows(debiased)}, got {k.shape}")
+    centre = u_center_gram if debiased else center_gram
+    kc, lc = centre(k), centre(l)
+    return _cka_from_centred(kc, lc, float(np.vdot(kc, kc)), float(np.vdot(lc, lc)))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Linear CKA in feature space
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _block_rows(*dims: int) -> int:
+    return max(256, _BLOCK_ELEMENTS // max(dims))
+
+
+def _centred_cross(x: np.ndarray, y: np.ndarray, mx: np.ndarray, my: np.ndarray) -> np.ndarray:
+    """Xc^T Yc with Xc = X - mean, accumulated over row blocks (extra memory: one block, never n x n or n x d)."""
+    n = x.shape[0]
+    out = np.zeros((x.shape[1], y.shape[1]))
+    step = _block_rows(x.shape[1], y.shape[1])
+    same = x is y
+    for s in range(0, n, step):
+        xb = x[s : s + step] - mx
+        yb = xb if same else y[s : s + step] - my
+        out += xb.T @ yb
+    return out
+
+
+def _centred_row_sq_norms(x: np.ndarray, mx: np.ndarray) -> np.ndarray:
+    """||x_i - mean||^2 for every row, by blocks (an n-vector)."""
+    n = x.shape[0]
+    out = np.empty(n)
+    step = _block_rows(x.shape[1])
+    for s in range(0, n, step):
+        xb = x[s : s + step] - mx
+        out[s : s + step] = np.einsum("ij,ij->i", xb, xb)
+    return out
+
+
+@dataclass(frozen=True)
+class _FeatureStats:
+    """Per-matrix quantities of feature-space linear CKA: column means, self-similarity, centred row norms."""
+
+    mean: np.ndarray
+    self_sim: float  # ||Xc^T Xc||_F^2 (biased) or its debiased counterpart
+    row_sq: np.ndarray | None  # ||xc_i||^2 (debiased only)
+    total_sq: float  # ||Xc||_F^2
+
+
+def _debiased_dot(xty_sq: float, rx: np.ndarray, ry: np.ndarray, tx: float, ty: float, n: int) -> float:
+    """n(n-3) HSIC_1 for linear kernels on centred features (Song's formula with K1 = 0):
+
+    ||Xc^T Yc||_F^2 - n/(n-2) <r_x, r_y> + ||Xc||_F^2 ||Yc||_F^2 / ((n-1)(n-2)), r = centred row norms squared.
+    """
+    return xty_sq - n / (n - 2.0) * float(rx @ ry) + tx * ty / ((n - 1.0) * (n - 2.0))
+
+
+def _feature_stats(x: np.ndarray, debiased: bool) -> _FeatureStats:
+    mean = x.mean(axis=0)
+    xtx = _centred_cross(x, x, mean, mean)
+    self_sq = float(np.vdot(xtx, xtx))
+    total = float(np.trace(xtx))
+    if not debiased:
+        return _FeatureStats(mean, self_sq, None, total)
+    rows = _centred_row_sq_norms(x, mean)
+    return _FeatureStats(mean, _debiased_dot(self_sq, rows, rows, total, total, x.shape[0]), rows, total)
+
+
+def _feature_cka(x: np.ndarray, y: np.ndarray, sx: _FeatureStats, sy: _FeatureStats, debiased: bool) -> float:
+    xty = _centred_cross(x, y, sx.mean, sy.mean)
+    num = float(np.vdot(xty, xty))
+    if debiased:
+        num = _debiased_dot(num, sx.row_sq, sy.row_sq, sx.total_sq, sy.total_sq, x.shape[0])
+    return num / np.sqrt(sx.self_sim * sy.self_sim)
+
+
+def feature_space_linear_cka(x: np.ndarray, y: np.ndarray, *, debiased: bool = False) -> float:
+    """Linear CKA without n x n matrices (Kornblith et al. 2019, Sec. 3): with column-centred Xc, Yc,
+
+        CKA = ||Yc^T Xc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F),
+
+    equal to CKA(X X^T, Y Y^T). Debiased: each ||.||_F^2 is replaced by n(n-3) HSIC_1 written in features,
+    ||Xc^T Yc||_F^2 - n/(n-2) sum_i ||xc_i||^2 ||yc_i||^2 + ||Xc||_F^2 ||Yc||_F^2 / ((n-1)(n-2)).
+    X: (n, d1), Y: (n, d2), rows paired. Memory: O(d1 d2 + block x d), independent of n^2.
+    """
+    x, y = validate_paired(x, y, ("x", "y"), min_rows=_min_rows(debiased))
+    return _feature_cka(x, y, _feature_stats(x, debiased), _feature_stats(y, debiased), debiased)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# CKA of two representations
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _centred_gram(x: np.ndarray, kernel: Kernel, sigma: float | None, scale: float, debiased: bool) -> np.ndarray:
+    """The Gram of X for ``kernel``, centred in place (H K H, or U-centred when debiased)."""
+    if kernel == "linear":
+        k = x @ x.T
+    else:
+        k = squared_distances(x)
+        k = rbf_from_squared_distances(k, rbf_sigma2(k, sigma=sigma, scale=scale), inplace=True)
+    return u_center_gram(k, inplace=True) if debiased else center_gram(k, inplace=True)
+
+
+def _use_features(kernel: str, n: int, *dims: int) -> bool:
+    return kernel == "linear" and n > max(dims)
+
+
+def cka(
+    x: np.ndarray,
+    y: np.ndarray,
+    kernel: Kernel = "linear",
+    debiased: bool = False,
+    *,
+    sigma: float | None = None,
+    scale: float = 1.0,
+) -> float:
+    """CKA(X, Y) = HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L)) with K = k(X), L = k(Y).
+
+    X: (n, d1), Y: (n, d2), rows paired. ``kernel``: 'linear' (K = X X^T) or 'rbf'
+    (K_ij = exp(-||x_i - x_j||^2 / (2 sigma^2)), sigma^2 = scale^2 * median of the non-zero off-diagonal squared
+    distances of that matrix, unless ``sigma`` is given). ``debiased``: HSIC_1 of Song et al. instead of HSIC_0.
+    Linear with n > max(d1, d2) is computed in feature space (``feature_space_linear_cka``), never forming n x n.
+    """
+    validate_kernel(kernel, sigma, scale)
+    x, y = validate_paired(x, y, ("X", "Y"), min_rows=_min_rows(debiased))
+    n = x.shape[0]
+    if _use_features(kernel, n, x.shape[1], y.shape[1]):
+        return _feature_cka(x, y, _feature_stats(x, debiased), _feature_stats(y, debiased), debiased)
+    kc = _centred_gram(x, kernel, sigma, scale, debiased)
+    lc = _centred_gram(y, kernel, sigma, scale, debiased)
+    return _cka_from_centred(kc, lc, float(np.vdot(kc, kc)), float(np.vdot(lc, lc)))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Grid over encoders
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CKAGrid:
+    """CKA of every vision encoder (rows) with every text encoder (columns)."""
+
+    values: np.ndarray  # (n_vision, n_text)
+    vision: tuple[str, ...]
+    text: tuple[str, ...]
+    kernel: str = "linear"
+    debiased: bool = False
+
+    def as_dict(self) -> dict[tuple[str, str], float]:
+        """{(vision_name, text_name): cka} for every pair."""
+        return {(v, t): float(self.values[i, j]) for i, v in enumerate(self.vision) for j, t in enumerate(self.text)}
+
+    def records(self) -> list[dict[str, object]]:
+        """One dict per pair (vision, text, kernel, debiased, cka): ready for a results table."""
+        return [
+            {"vision": v, "text": t, "kernel": self.kernel, "debiased": self.debiased, "cka": c}
+            for (v, t), c in self.as_dict().items()
+        ]
+
+
+def _validate_encoders(arrays: Mapping[str, object], side: str, min_rows: int) -> dict[str, np.ndarray]:
+    if not isinstance(arrays, Mapping) or len(arrays) == 0:
+        raise ValueError(f"{side} must be a non-empty mapping of encoder name -> (n, d) array")
+    return {name: validate_matrix(a, f"{side}[{name!r}]", min_rows=min_rows) for name, a in arrays.items()}
+
+
+def cka_grid(
+    vision: Mapping[str, np.ndarray],
+    text: Mapping[str, np.ndarray],
+    kernel: Kernel = "linear",
+    debiased: bool = False,
+    *,
+    sigma: float | None = None,
+    scale: float = 1.0,
+) -> CKAGrid:
+    """CKA(V_a, T_b) for every vision encoder a and text encoder b (same n samples, rows paired across all).
+
+    Each encoder's Gram is built and centred once (not once per pair), and each pair then costs one elementwise
+    product: CKA_ab = sum(Kc_a * Lc_b) / (||Kc_a||_F ||Lc_b||_F). Linear with n > every d uses feature space
+    (per-encoder means and ||Xc^T Xc||_F once, then ||Xc_a^T Yc_b||_F^2 per pair). Memory for Grams: the text
+    Grams plus one vision Gram at a time. Kernel options as in ``cka``; the RBF bandwidth is per encoder.
+    """
+    validate_kernel(kernel, sigma, scale)
+    mr = _min_rows(debiased)
+    vis = _validate_encoders(vision, "vision", mr)
+    txt = _validate_encoders(text, "text", mr)
+    sizes = {a.shape[0] for a in (*vis.values(), *txt.values())}
+    if len(sizes) != 1:
+        shapes = {f"{side}[{k!r}]": a.shape for side, d in (("vision", vis), ("text", txt)) for k, a in d.items()}
+        raise ValueError(f"all encoders must embed the same n samples (same number of rows), got {shapes}")
+    n = sizes.pop()
+    values = np.empty((len(vis), len(txt)))
+    dims = [a.shape[1] for a in (*vis.values(), *txt.values())]
+    if _use_features(kernel, n, *dims):
+        tstats = {name: _feature_stats(y, debiased) for name, y in txt.items()}
+        for i, x in enumerate(vis.values()):
+            sx = _feature_stats(x, debiased)
+            for j, (name, y) in enumerate(txt.items()):
+                values[i, j] = _feature_cka(x, y, sx, tstats[name], debiased)
+    else:
+        tgrams = [_centred_gram(y, kernel, sigma, scale, debiased) for y in txt.values()]
+        tself = [float(np.vdot(lc, lc)) for lc in tgrams]
+        for i, x in enumerate(vis.values()):
+            kc = _centred_gram(x, kernel, sigma, scale, debiased)
+            kk = float(np.vdot(kc, kc))
+            for j, lc in enumerate(tgrams):
+                values[i, j] = _cka_from_centred(kc, lc, kk, tself[j])
+            del kc
+    return CKAGrid(values, tuple(vis), tuple(txt), kernel, debiased)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Baselines for a CKA value: shuffled pairing, bootstrap interval
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def cka_shuffled(
+    x: np.ndarray,
+    y: np.ndarray,
+    kernel: Kernel = "linear",
+    debiased: bool = False,
+    *,
+    seed: int = 0,
+    sigma: float | None = None,
+    scale: float = 1.0,
+) -> float:
+    """CKA(X, Y[pi]) with pi a random permutation of the rows drawn from ``np.random.default_rng(seed)``.
+
+    The chance level of ``cka`` (the paper: 0.72 with the true pairing, 0.01 shuffled on COCO).
+    """
+    x, y = validate_paired(x, y, ("X", "Y"), min_rows=_min_rows(debiased))
+    perm = np.random.default_rng(seed).permutation(x.shape[0])
+    return cka(x, y[perm], kernel, debiased, sigma=sigma, scale=scale)
+
+
+@dataclass(frozen=True)
+class CKAInterval:
+    """A CKA value with a percentile bootstrap confidence interval."""
+
+    estimate: float
+    low: float
+    high: float
+    level: float
+    n_boot: int
+    seed: int
+    samples: np.ndarray = field(repr=False)
+
+
+def _bootstrap_source(x: np.ndarray, kernel: str, sigma: float | None, scale: float) -> np.ndarray:
+    """What resamples are cut from: the linear Gram, or the squared distances (exact zeros for duplicates)."""
+    return gram_linear(x) if kernel == "linear" else squared_distances(x)
+
+
+def _resampled_cka(
+    sx: np.ndarray, sy: np.ndarray, idx: np.ndarray, kernel: str, debiased: bool, sigma: float | None, scale: float
+) -> float:
+    grams = []
+    for s in (sx, sy):
+        k = s[np.ix_(idx, idx)]
+        if kernel == "rbf":
+            # duplicated samples have D = 0 exactly here, so they are left out of the median like in the paper
+            k = rbf_from_squared_distances(k, rbf_sigma2(k, sigma=sigma, scale=scale), inplace=True)
+        grams.append(u_center_gram(k, inplace=True) if debiased else center_gram(k, inplace=True))
+    kc, lc = grams
+    return _cka_from_centred(kc, lc, float(np.vdot(kc, kc)), float(np.vdot(lc, lc)))
+
+
+def cka_bootstrap(
+    x: np.ndarray,
+    y: np.ndarray,
+    kernel: Kernel = "linear",
+    debiased: bool = False,
+    *,
+    n_boot: int = 200,
+    level: float = 0.95,
+    seed: int = 0,
+    sigma: float | None = None,
+    scale: float = 1.0,
+) -> CKAInterval:
+    """Percentile bootstrap interval for CKA(X, Y): resample the n paired rows with replacement ``n_boot`` times
+    (indices from ``np.random.default_rng(seed)``), compute CKA on each resample, and report the
+    ((1-level)/2, (1+level)/2) quantiles. Resampled Grams are cut from the Gram (linear) or the squared distances
+    (RBF, bandwidth recomputed per resample) of the full data, so a duplicated sample has distance exactly 0.
+    Linear with n > max(d1, d2) resamples features instead (no n x n matrix). Deterministic given ``seed``.
+    """
+    validate_kernel(kernel, sigma, scale)
+    x, y = validate_paired(x, y, ("X", "Y"), min_rows=_min_rows(debiased))
+    if not (isinstance(n_boot, int | np.integer) and n_boot >= 1):
+        raise ValueError(f"n_boot must be a positive integer, got {n_boot!r}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    n = x.shape[0]
+    estimate = cka(x, y, kernel, debiased, sigma=sigma, scale=scale)
+    rng = np.random.default_rng(seed)
+    samples = np.empty(n_boot)
+    features = _use_features(kernel, n, x.shape[1], y.shape[1])
+    if not features:
+        sx, sy = _bootstrap_source(x, kernel, sigma, scale), _bootstrap_source(y, kernel, sigma, scale)
+    for b in range(n_boot):
+        idx = rng.integers(0, n, size=n)
+        if features:
+            xb, yb = x[idx], y[idx]
+            samples[b] = _feature_cka(xb, yb, _feature_stats(xb, debiased), _feature_stats(yb, debiased), debiased)
+        else:
+            samples[b] = _resampled_cka(sx, sy, idx, kernel, debiased, sigma, scale)
+    low, high = np.quantile(samples, [(1 - level) / 2, (1 + level) / 2])
+    return CKAInterval(estimate, float(low), float(high), float(level), int(n_boot), int(seed), samples)

@@ -1,0 +1,89 @@
+"""CLI commands for sweeps and the lake: run, sweep, resume, query, report."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+
+from .lake import Lake
+
+
+def _run_sweep(args, spec, run_id):
+    from flows.runtime import dask_task_runner, prefect_api
+    from flows.sweep import resolve_spec, sweep_flow
+
+    from .report import plot_run, summary
+    from .spec import load_spec, validate_against_world
+
+    sweep = resolve_spec(spec) if spec is not None else load_spec()
+    validate_against_world(sweep)  # fail fast, before Prefect and Dask start
+    with prefect_api():
+        result = sweep_flow.with_options(task_runner=dask_task_runner(args.dask_address, args.workers))(
+            spec=spec, lake_root=args.lake, run_id=run_id, device=args.device,
+        )
+    lake = Lake.open(args.lake)
+    print()
+    print(summary(lake, result["run_id"]))
+    plots = plot_run(lake, result["run_id"])
+    print(f"\n{result['cells']} analysis cells ({result['computed']} computed now) in {result['seconds']:.1f}s")
+    print(f"results: {lake.root}/results/  (SQL: vlalign query \"select * from matching where run_id = '{result['run_id']}'\")")
+    print("plots:   " + ", ".join(plots))
+    return 0
+
+
+def cmd_run(args) -> int:
+    return _run_sweep(args, args.spec, args.run_id)
+
+
+def cmd_sweep(args) -> int:
+    return _run_sweep(args, args.spec, args.run_id)
+
+
+def cmd_resume(args) -> int:
+    lake = Lake.open(args.lake)
+    path = lake.run_path(args.run_id)
+    if not lake.exists(path):
+        known = [p.rsplit("run=", 1)[-1][:-5] for p in lake.glob(lake.path("runs", "*.json"))]
+        raise FileNotFoundError(f"no run {args.run_id!r} in {lake.root}; known runs: {known or 'none'}")
+    record = lake.read_json(path)
+    print(f"resuming run {args.run_id} (was {record.get('status')}, {record.get('cells_done')}/{record.get('cells_total')} cells)")
+    return _run_sweep(args, record["spec"], args.run_id)
+
+
+def cmd_query(args) -> int:
+    from .catalog import query
+
+    table = query(Lake.open(args.lake), args.sql)
+    rows = table.to_pylist()
+    if args.format == "json":
+        print(json.dumps(rows, indent=2, default=str))
+    elif args.format == "csv":
+        w = csv.DictWriter(sys.stdout, fieldnames=table.column_names)
+        w.writeheader()
+        w.writerows(rows)
+    else:
+        from .cli import _print_table
+
+        _print_table(rows, table.column_names)
+        print(f"({len(rows)} rows)")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .catalog import query
+    from .report import plot_run, summary
+
+    lake = Lake.open(args.lake)
+    run_id = args.run_id
+    if run_id is None:
+        last = query(lake, "select run_id from runs order by started_at desc limit 1").to_pylist()
+        if not last:
+            raise FileNotFoundError(f"no runs in {lake.root}")
+        run_id = last[0]["run_id"]
+    print(summary(lake, run_id))
+    print("plots: " + ", ".join(plot_run(lake, run_id)))
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "resume": cmd_resume, "query": cmd_query, "report": cmd_report}

@@ -1,0 +1,248 @@
+"""Kernels (Gram matrices), pairwise distances, the RBF bandwidth and Gram centring.
+
+One short function per quantity, after Kornblith et al.'s CKA reference code. Everything is float64.
+
+Notation: X is (n, d) with one sample per row; K is an (n, n) Gram; H = I - 11^T/n is the centring matrix,
+which is never formed: centring subtracts row and column means instead.
+
+The input checks (``validate_matrix``, ``validate_paired``) live here too, so that every public function of the
+engine validates its arguments once, at its boundary, with the same messages.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+__all__ = [
+    "Kernel",
+    "validate_matrix",
+    "validate_paired",
+    "validate_kernel",
+    "gram_linear",
+    "squared_distances",
+    "cross_squared_distances",
+    "median_squared_distance",
+    "rbf_sigma2",
+    "rbf_from_squared_distances",
+    "gram_rbf",
+    "gram",
+    "center_gram",
+    "u_center_gram",
+]
+
+Kernel = Literal["linear", "rbf"]
+KERNELS = ("linear", "rbf")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Input checks (used at every public boundary of the engine)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _all_finite(a: np.ndarray) -> bool:
+    """True when every entry of ``a`` is finite; a sum is the fast path (NaN/inf anywhere make it non-finite)."""
+    if np.isfinite(a.sum()):
+        return True
+    return bool(np.isfinite(a).all())  # the sum may have overflowed on huge but finite values
+
+
+def validate_matrix(x: object, name: str, *, min_rows: int = 1, min_cols: int = 1) -> np.ndarray:
+    """Return ``x`` as a 2-D float64 array, or raise ValueError naming ``name`` and what was expected.
+
+    Checks: two dimensions, at least ``min_rows`` rows and ``min_cols`` columns, every entry finite.
+    No copy is made when ``x`` is already a float64 array.
+    """
+    try:
+        a = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be a numeric array, got {type(x).__name__}: {exc}") from exc
+    if a.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array (samples x features), got shape {a.shape}")
+    if a.shape[0] < min_rows:
+        raise ValueError(f"{name} must have at least {min_rows} rows (samples), got {a.shape[0]}")
+    if a.shape[1] < min_cols:
+        raise ValueError(f"{name} must have at least {min_cols} columns, got {a.shape[1]}")
+    if not _all_finite(a):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return a
+
+
+def validate_paired(
+    x: object, y: object, names: tuple[str, str] = ("X", "Y"), *, min_rows: int = 2
+) -> tuple[np.ndarray, np.ndarray]:
+    """Validate two matrices whose rows are paired (same number of rows); see ``validate_matrix``."""
+    a = validate_matrix(x, names[0], min_rows=min_rows)
+    b = validate_matrix(y, names[1], min_rows=min_rows)
+    if a.shape[0] != b.shape[0]:
+        raise ValueError(
+            f"{names[0]} and {names[1]} must have the same number of rows (paired samples), "
+            f"got {a.shape[0]} and {b.shape[0]}"
+        )
+    return a, b
+
+
+def validate_kernel(kernel: str, sigma: float | None = None, scale: float = 1.0) -> None:
+    """Raise ValueError unless ``kernel`` is 'linear' or 'rbf' and the bandwidth options are positive."""
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+    if sigma is not None and not (np.isfinite(sigma) and sigma > 0):
+        raise ValueError(f"sigma must be a positive finite number or None, got {sigma!r}")
+    if not (np.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale must be a positive finite number, got {scale!r}")
+
+
+def _validate_square(k: object, name: str) -> np.ndarray:
+    a = validate_matrix(k, name)
+    if a.shape[0] != a.shape[1]:
+        raise ValueError(f"{name} must be a square (n, n) Gram matrix, got shape {a.shape}")
+    return a
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Grams and distances
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def gram_linear(x: np.ndarray) -> np.ndarray:
+    """Linear Gram: K = X X^T, K_ij = <x_i, x_j>.  X: (n, d) -> K: (n, n), exactly symmetric."""
+    x = validate_matrix(x, "x")
+    return x @ x.T  # numpy uses syrk for a @ a.T: half the work and an exactly symmetric result
+
+
+def squared_distances(x: np.ndarray) -> np.ndarray:
+    """Squared Euclidean distances by the Gram trick: D_ij = ||x_i||^2 + ||x_j||^2 - 2 <x_i, x_j>.
+
+    X: (n, d) -> D: (n, n). Round-off can leave small negative entries (clipped to 0) and, on the diagonal,
+    non-zero values where the exact answer is 0: the diagonal is set to exactly 0, so that it can never enter
+    the median bandwidth (``median_squared_distance``).
+    """
+    x = validate_matrix(x, "x")
+    d = x @ x.T
+    sq = np.diag(d).copy()
+    d *= -2.0
+    d += sq[:, None]
+    d += sq[None, :]
+    np.maximum(d, 0.0, out=d)
+    np.fill_diagonal(d, 0.0)
+    return d
+
+
+def cross_squared_distances(x: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Squared distances between two sets: D_ij = ||x_i - z_j||^2 (Gram trick, clipped at 0).
+
+    X: (p, d), Z: (m, d) -> D: (p, m).
+    """
+    x = validate_matrix(x, "x")
+    z = validate_matrix(z, "z")
+    if x.shape[1] != z.shape[1]:
+        raise ValueError(f"x and z must have the same number of columns, got {x.shape[1]} and {z.shape[1]}")
+    d = x @ z.T
+    d *= -2.0
+    d += np.einsum("ij,ij->i", x, x)[:, None]
+    d += np.einsum("ij,ij->i", z, z)[None, :]
+    np.maximum(d, 0.0, out=d)
+    return d
+
+
+def median_squared_distance(d: np.ndarray) -> float:
+    """The paper's median heuristic: median{ D_ij : i != j, D_ij > 0 } of an (n, n) squared-distance matrix.
+
+    Only off-diagonal pairs (i != j) are used, whatever the diagonal holds (Gram-trick round-off there never
+    enters the median); zero distances (duplicate samples) are left out, as in the paper. Both triangles are
+    used, which gives the same median as one triangle for a symmetric D.
+    """
+    d = _validate_square(d, "d")
+    n = d.shape[0]
+    if n < 2:
+        raise ValueError(f"d must be at least 2 x 2 to have off-diagonal pairs, got {d.shape}")
+    off = np.ascontiguousarray(d).ravel()[1:].reshape(n - 1, n + 1)[:, :-1]  # every entry with i != j
+    off = off[off > 0]
+    if off.size == 0:
+        raise ValueError("all pairwise distances are zero (identical samples): the median bandwidth is undefined")
+    return float(np.median(off))
+
+
+def rbf_sigma2(d: np.ndarray | None = None, *, sigma: float | None = None, scale: float = 1.0) -> float:
+    """The RBF bandwidth sigma^2 used by k(x, y) = exp(-||x - y||^2 / (2 sigma^2)).
+
+    Default (the paper): sigma^2 = scale^2 * median{ D_ij : i != j, D_ij > 0 } with scale = 1, i.e. sigma is
+    ``scale`` times the median pairwise distance's square root (Kornblith's ``threshold``). With ``sigma`` given,
+    sigma^2 = sigma^2 and ``d`` is not used.
+    """
+    validate_kernel("rbf", sigma, scale)
+    if sigma is not None:
+        return float(sigma) ** 2
+    if d is None:
+        raise ValueError("d (squared distances) is required when sigma is None")
+    return float(scale) ** 2 * median_squared_distance(d)
+
+
+def rbf_from_squared_distances(d: np.ndarray, sigma2: float, *, inplace: bool = False) -> np.ndarray:
+    """RBF kernel from squared distances: K_ij = exp(-D_ij / (2 sigma^2)). In place on ``d`` if asked."""
+    k = d if inplace else np.array(d, dtype=np.float64, copy=True)
+    k *= -0.5 / sigma2
+    np.exp(k, out=k)
+    return k
+
+
+def gram_rbf(x: np.ndarray, *, sigma: float | None = None, scale: float = 1.0) -> np.ndarray:
+    """RBF Gram: K_ij = exp(-||x_i - x_j||^2 / (2 sigma^2)), sigma^2 from ``rbf_sigma2`` (per-matrix median).
+
+    X: (n, d) -> K: (n, n).
+    """
+    x = validate_matrix(x, "x", min_rows=2)
+    validate_kernel("rbf", sigma, scale)
+    d = squared_distances(x)
+    return rbf_from_squared_distances(d, rbf_sigma2(d, sigma=sigma, scale=scale), inplace=True)
+
+
+def gram(x: np.ndarray, kernel: Kernel = "linear", *, sigma: float | None = None, scale: float = 1.0) -> np.ndarray:
+    """Gram matrix of X (n, d) for ``kernel`` 'linear' (X X^T) or 'rbf' (``gram_rbf``)."""
+    validate_kernel(kernel, sigma, scale)
+    if kernel == "linear":
+        return gram_linear(x)
+    return gram_rbf(x, sigma=sigma, scale=scale)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Centring (no dense H)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def center_gram(k: np.ndarray, *, inplace: bool = False) -> np.ndarray:
+    """Double centring: H K H = K - 1 r^T/n ... written out: (HKH)_ij = K_ij - mean_i. - mean_.j + mean_..
+
+    K: (n, n). The centring matrix H = I - 11^T/n is never formed (O(n^2) instead of O(n^3)).
+    """
+    k = _validate_square(k, "k")
+    kc = k if inplace else k.copy()
+    row = kc.mean(axis=1)
+    col = kc.mean(axis=0)
+    grand = row.mean()
+    kc -= row[:, None]
+    kc -= col[None, :]
+    kc += grand
+    return kc
+
+
+def u_center_gram(k: np.ndarray, *, inplace: bool = False) -> np.ndarray:
+    """U-centring (Szekely & Rizzo 2014), the centring behind the unbiased HSIC of Song et al. (2012).
+
+    With K~ = K with a zero diagonal, r_i = sum_j K~_ij, s = sum_ij K~_ij:
+        U_ij = K~_ij - r_i/(n-2) - r_j/(n-2) + s/((n-1)(n-2))  for i != j,   U_ii = 0.
+    Then sum_ij U(K)_ij U(L)_ij / (n(n-3)) is Song et al.'s unbiased HSIC_1. Requires n >= 4. K: (n, n), symmetric.
+    """
+    k = _validate_square(k, "k")
+    n = k.shape[0]
+    if n < 4:
+        raise ValueError(f"k must be at least 4 x 4 for the unbiased (U-centred) estimator, got {k.shape}")
+    u = k if inplace else k.copy()
+    np.fill_diagonal(u, 0.0)
+    means = u.sum(axis=0) / (n - 2)
+    means -= means.sum() / (2 * (n - 1))
+    u -= means[:, None]
+    u -= means[None, :]
+    np.fill_diagonal(u, 0.0)
+    return u

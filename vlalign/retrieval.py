@@ -1,0 +1,172 @@
+"""Local CKA in closed form, and retrieval recall from a (query image x query caption) score matrix.
+
+localCKA(x_i, y_j) = CKA(K[base + x_i], L[base + y_j]) (Maniparambil et al. 2024, Sec. 4.2): the CKA of the M base
+images plus query image i against the M base captions plus query caption j. The paper scores it with a Python
+loop over all p x q pairs, each building and centring (M+1) x (M+1) Grams; here every score comes from one
+(p, M) x (M, q) product plus per-row and per-column vectors (derivation in ``local_cka_scores``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from vlalign.kernels import (
+    Kernel,
+    cross_squared_distances,
+    median_squared_distance,
+    squared_distances,
+    validate_kernel,
+    validate_matrix,
+)
+
+__all__ = ["local_cka_scores", "RetrievalResult", "recall_at_k"]
+
+
+@dataclass(frozen=True)
+class _BaseCentred:
+    """Base Gram and query kernels after centring with the base statistics (see ``base_centred_kernel``)."""
+
+    base_sq: float  # ||Kc_bb||_F^2
+    cross: np.ndarray  # (p, M): kc_i
+    diag: np.ndarray  # (p,): kappa_i
+    base: np.ndarray  # (M, M): Kc_bb
+
+
+def _base_centred_kernel(
+    base: np.ndarray, query: np.ndarray, kernel: Kernel = "linear", *, sigma: float | None = None, scale: float = 1.0
+) -> _BaseCentred:
+    """Kernel of base (M, d) and queries (p, d), centred with the base's statistics.
+
+    With K_bb the base Gram, k_i = k(base, query_i) (M-vector), kappa_i = k(query_i, query_i), r = K_bb 1 / M,
+    g = 1^T K_bb 1 / M^2:
+        Kc_bb = K_bb - r 1^T - 1 r^T + g,   kc_i = k_i - r - mean(k_i) + g,   kappa_c_i = kappa_i - 2 mean(k_i) + g.
+    This subtracts a 1^T + 1 a^T from each augmented Gram, which H annihilates, so every augmented CKA is unchanged
+    while Kc_bb 1 = 0 and 1^T kc_i = 0 (for the linear kernel it is the same as subtracting the base mean).
+    RBF: sigma^2 = scale^2 * median of the base set's non-zero off-diagonal squared distances (or ``sigma``).
+    """
+    if kernel == "linear":
+        mu = base.mean(axis=0)
+        zb = base - mu
+        zq = query - mu
+        kb = zb @ zb.T
+        cross = zq @ zb.T
+        diag = np.einsum("ij,ij->i", zq, zq)
+        # exact in exact arithmetic already; recentre to remove the round-off of the mean
+        r = kb.mean(axis=1)
+        g = r.mean()
+        kb = kb - r[:, None] - r[None, :] + g
+        return _BaseCentred(float(np.vdot(kb, kb)), cross, diag, kb)
+    d_bb = squared_distances(base)
+    sigma2 = float(sigma) ** 2 if sigma is not None else scale**2 * median_squared_distance(d_bb)
+    kb = np.exp(d_bb * (-0.5 / sigma2))
+    k = np.exp(cross_squared_distances(query, base) * (-0.5 / sigma2))
+    kappa = np.ones(query.shape[0])
+    r = kb.mean(axis=1)
+    g = r.mean()
+    km = k.mean(axis=1)
+    kb -= r[:, None]
+    kb -= r[None, :]
+    kb += g
+    k -= r[None, :]
+    k -= km[:, None]
+    k += g
+    kappa = kappa - 2 * km + g
+    return _BaseCentred(float(np.vdot(kb, kb)), k, kappa, kb)
+
+
+def local_cka_scores(
+    base_x: np.ndarray,
+    base_y: np.ndarray,
+    query_x: np.ndarray,
+    query_y: np.ndarray,
+    kernel: Kernel = "linear",
+    *,
+    sigma: float | None = None,
+    scale: float = 1.0,
+) -> np.ndarray:
+    """All local CKA scores S[i, j] = CKA(K[base_x + query_x[i]], L[base_y + query_y[j]]) in closed form.
+
+    base_x (M, d1) images and base_y (M, d2) captions, rows paired; query_x (p, d1); query_y (q, d2).
+    Returns a (p, q) array.
+
+    Closed form: for the augmented (m x m) Grams, m = M + 1, centred with the base statistics
+    (``_base_centred_kernel``: Kc_bb 1 = 0, 1^T kc_i = 0),
+        tr(K~ H L~ H) = <Kc_bb, Lc_bb>_F + 2 (1 - 1/m) <kc_i, lc_j> + (1 - 1/m)^2 kappa_i lambda_j,
+        tr(K~ H K~ H) = ||Kc_bb||_F^2 + 2 (1 - 1/m) ||kc_i||^2 + (1 - 1/m)^2 kappa_i^2     (same for L~),
+    S = tr(K~HL~H) / sqrt(tr(K~HK~H) tr(L~HL~H)). The only pair term <kc_i, lc_j> is one (p, M) x (M, q) product.
+
+    RBF bandwidth: sigma_x^2 = scale^2 * median of the non-zero pairwise squared distances of base_x (likewise
+    sigma_y^2 from base_y), fixed for every query, which is what makes a single product possible. This differs
+    from recomputing the median on each augmented (M+1)-set: adding one query changes that median slightly, and
+    differently for every query. A fixed ``sigma`` is also accepted. The linear kernel has no such choice.
+    """
+    validate_kernel(kernel, sigma, scale)
+    base_x = validate_matrix(base_x, "base_x", min_rows=2)
+    base_y = validate_matrix(base_y, "base_y", min_rows=2)
+    if base_x.shape[0] != base_y.shape[0]:
+        raise ValueError(f"base_x and base_y must have the same number of rows (paired), got "
+                         f"{base_x.shape[0]} and {base_y.shape[0]}")
+    query_x = validate_matrix(query_x, "query_x")
+    query_y = validate_matrix(query_y, "query_y")
+    if query_x.shape[1] != base_x.shape[1]:
+        raise ValueError(f"query_x must have {base_x.shape[1]} columns like base_x, got {query_x.shape[1]}")
+    if query_y.shape[1] != base_y.shape[1]:
+        raise ValueError(f"query_y must have {base_y.shape[1]} columns like base_y, got {query_y.shape[1]}")
+    m = base_x.shape[0] + 1
+    c = 1.0 - 1.0 / m
+    kx = _base_centred_kernel(base_x, query_x, kernel, sigma=sigma, scale=scale)
+    ky = _base_centred_kernel(base_y, query_y, kernel, sigma=sigma, scale=scale)
+    num = kx.cross @ ky.cross.T
+    num *= 2 * c
+    num += (c * c) * np.outer(kx.diag, ky.diag)
+    num += float(np.vdot(kx.base, ky.base))
+    nx = kx.base_sq + 2 * c * np.einsum("ij,ij->i", kx.cross, kx.cross) + (c * kx.diag) ** 2
+    ny = ky.base_sq + 2 * c * np.einsum("ij,ij->i", ky.cross, ky.cross) + (c * ky.diag) ** 2
+    num /= np.sqrt(nx)[:, None]
+    num /= np.sqrt(ny)[None, :]
+    return num
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Retrieval
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetrievalResult:
+    """Recall@k in both directions; the true partner of query i is i."""
+
+    image_to_text: dict[int, float]  # row i ranks the captions (columns)
+    text_to_image: dict[int, float]  # column j ranks the images (rows)
+
+    def as_dict(self) -> dict[str, float]:
+        """{'i2t_r1': ..., 't2i_r10': ...}."""
+        out = {f"i2t_r{k}": v for k, v in self.image_to_text.items()}
+        out.update({f"t2i_r{k}": v for k, v in self.text_to_image.items()})
+        return out
+
+
+def _true_ranks(scores: np.ndarray) -> np.ndarray:
+    """rank_i = #{j != i : S_ij >= S_ii} (0 = the partner is strictly first; ties count against it)."""
+    true = np.diag(scores)
+    return (scores >= true[:, None]).sum(axis=1) - 1
+
+
+def recall_at_k(scores: np.ndarray, ks: tuple[int, ...] = (1, 5, 10)) -> RetrievalResult:
+    """Recall@k = (1/n) sum_i [rank_i < k], rank_i = #{j != i : S_ij >= S_ii}, for image->text (rows of S)
+    and text->image (columns of S). ``scores``: (n, n), S[i, j] = score of image i with caption j.
+    Ties are counted against the true partner, so a constant score matrix gives recall 0 (not 1).
+    """
+    s = validate_matrix(scores, "scores")
+    if s.shape[0] != s.shape[1]:
+        raise ValueError(f"scores must be square (query i's partner is i), got shape {s.shape}")
+    if not ks or any(int(k) < 1 for k in ks):
+        raise ValueError(f"ks must be positive integers, got {ks!r}")
+    r_i2t = _true_ranks(s)
+    r_t2i = _true_ranks(s.T)
+    return RetrievalResult(
+        {int(k): float(np.mean(r_i2t < k)) for k in ks},
+        {int(k): float(np.mean(r_t2i < k)) for k in ks},
+    )
