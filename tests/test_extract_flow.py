@@ -1,0 +1,198 @@
+"""The extraction flow, for real: a Prefect server, Dask worker processes, pretrained encoders, Parquet.
+
+Covers the foundation issue's checks: rejects with reasons, resume computes only missing shards,
+kill -9 of the whole run and of one worker, a separately started `dask scheduler` + `dask worker`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from vlalign.lake import TMP_MARK, Lake
+from vlalign.readers import DatasetSource
+
+pytestmark = pytest.mark.slow
+VENV_BIN = Path(sys.executable).parent
+ENCODERS = ["mobilenetv2", "minilm-l6"]
+
+
+def shard_files(lake_root: Path) -> dict[str, tuple[int, int]]:
+    """shard path -> (inode, mtime_ns): a rewritten file gets a new inode (atomic rename)."""
+    out = {}
+    for p in (lake_root / "embeddings").rglob("*.parquet"):
+        st = p.stat()
+        out[str(p)] = (st.st_ino, st.st_mtime_ns)
+    return out
+
+
+def temporaries(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if TMP_MARK in p.name]
+
+
+def units_per_encoder(lake_root: Path) -> dict[str, list[str]]:
+    import pyarrow.parquet as pq
+
+    out: dict[str, list[str]] = {}
+    for p in (lake_root / "embeddings").rglob("*.parquet"):
+        enc = next(part for part in p.parts if part.startswith("encoder=")).split("=", 1)[1]
+        out.setdefault(enc, []).extend(pq.read_table(p, columns=["unit_id"])["unit_id"].to_pylist())
+    return out
+
+
+def run_extract(source, lake_root, shard_size=4, address=None, workers=2):
+    from flows.extract import extract_flow
+    from flows.runtime import dask_task_runner
+
+    return extract_flow.with_options(task_runner=dask_task_runner(address, workers))(
+        dataset=source, encoders=ENCODERS, lake_root=str(lake_root), shard_size=shard_size
+    )
+
+
+def test_flow_embeds_every_item_once_and_records_three_rejects(prefect_server, coco_factory, tmp_path):
+    ann, img = coco_factory(n_images=16, captions_per_image=1, corrupt=1, missing=1, empty_captions=1)
+    lake_root = tmp_path / "lake"
+    result = run_extract(DatasetSource("tiny", "coco", str(ann), str(img)), lake_root)
+
+    from vlalign.catalog import query
+
+    rejects = query(Lake.open(lake_root), "select item_id, reason from rejects order by item_id").to_pylist()
+    assert len(rejects) == 3 and result["rejects"] == 3
+    reasons = " | ".join(r["reason"] for r in rejects)
+    assert "unreadable image 000000.jpg" in reasons and "missing image file" in reasons and "empty caption" in reasons
+    units = units_per_encoder(lake_root)
+    # 16 images: 2 bad files, 1 image whose only caption is empty -> 13 items embedded by each encoder
+    assert sorted(units) == ["minilm-l6__mean", "mobilenetv2__avg"]
+    assert len(units["mobilenetv2__avg"]) == len(set(units["mobilenetv2__avg"])) == 13
+    assert len(units["minilm-l6__mean"]) == len(set(units["minilm-l6__mean"])) == 13
+
+    # a rerun computes nothing and rewrites nothing
+    before = shard_files(lake_root)
+    again = run_extract(DatasetSource("tiny", "coco", str(ann), str(img)), lake_root)
+    assert again["shards_computed"] == 0 and shard_files(lake_root) == before
+
+    # a lost shard and a killed writer's temporary: only that shard is recomputed, the temporary removed
+    victim = sorted(before)[1]
+    os.remove(victim)
+    Path(victim + TMP_MARK + "dead").write_bytes(b"half a file")
+    third = run_extract(DatasetSource("tiny", "coco", str(ann), str(img)), lake_root)
+    assert third["shards_computed"] == 1
+    after = shard_files(lake_root)
+    assert {k: v for k, v in after.items() if k != victim} == {k: v for k, v in before.items() if k != victim}
+    assert victim in after and not temporaries(lake_root)
+
+
+def test_truncated_jpeg_is_rejected_at_decode_and_the_rest_embedded(prefect_server, coco_factory, tmp_path):
+    ann, img = coco_factory(n_images=6, captions_per_image=1, truncated=1)
+    lake_root = tmp_path / "lake"
+    result = run_extract(DatasetSource("t", "coco", str(ann), str(img)), lake_root, workers=1)
+    assert result["rejects"] == 1
+    units = units_per_encoder(lake_root)
+    assert len(units["mobilenetv2__avg"]) == 5 and len(units["minilm-l6__mean"]) == 6
+
+
+def _cli(args, env, **kw):
+    return subprocess.Popen([str(VENV_BIN / "vlalign"), *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def _wait_for(cond, timeout, what):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_kill_9_of_the_whole_run_then_rerun(prefect_server, coco_factory, tmp_path):
+    ann, img = coco_factory(n_images=40, captions_per_image=1)
+    lake_root = tmp_path / "lake"
+    args = ["extract", "--dataset", "k9", "--format", "coco", "--annotations", str(ann), "--images", str(img),
+            "--encoders", ",".join(ENCODERS), "--shard-size", "2", "--lake", str(lake_root), "--workers", "2"]
+    env = {**os.environ, "PREFECT_API_URL": prefect_server}
+    proc = _cli(args, env, start_new_session=True)
+    _wait_for(lambda: len(shard_files(lake_root)) >= 3, 240, "three shards before the kill")
+    os.killpg(proc.pid, signal.SIGKILL)  # the CLI, the Dask scheduler and every worker
+    proc.wait()
+    written_before = shard_files(lake_root)
+    assert 3 <= len(written_before) < 40, "the kill should land mid-run"
+
+    rerun = _cli(args, env)
+    out, _ = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, out
+    after = shard_files(lake_root)
+    for path, ident in written_before.items():  # shards written before the kill are not rewritten
+        assert after[path] == ident, path
+    units = units_per_encoder(lake_root)
+    for enc, ids in units.items():  # every item exactly once per encoder
+        assert len(ids) == len(set(ids)) == 40, enc
+    assert not temporaries(lake_root)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def dask_cluster(prefect_server, tmp_path):
+    """`dask scheduler` and `dask worker` (2 processes) started as separate programs on 127.0.0.1."""
+    port = _free_port()
+    env = {**os.environ, "PREFECT_API_URL": prefect_server}
+    logs = tmp_path / "dask-logs"
+    logs.mkdir()
+    sched = subprocess.Popen([str(VENV_BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                              "--no-dashboard"], env=env, stdout=open(logs / "scheduler.log", "w"), stderr=subprocess.STDOUT)
+    address = f"tcp://127.0.0.1:{port}"
+    workers = subprocess.Popen([str(VENV_BIN / "dask"), "worker", address, "--nworkers", "2", "--nthreads", "1",
+                                "--no-dashboard", "--host", "127.0.0.1"], env=env,
+                               stdout=open(logs / "workers.log", "w"), stderr=subprocess.STDOUT)
+    from distributed import Client
+
+    client = Client(address, timeout=60)
+    client.wait_for_workers(2, timeout=120)
+    try:
+        yield address, client
+    finally:
+        client.close()
+        for p in (workers, sched):
+            p.terminate()
+        for p in (workers, sched):
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def test_existing_cluster_survives_a_killed_worker(dask_cluster, coco_factory, tmp_path):
+    address, client = dask_cluster
+    ann, img = coco_factory(n_images=24, captions_per_image=1)
+    lake_root = tmp_path / "lake"
+    pids = list(client.run(os.getpid).values())
+    assert len(pids) == 2 and os.getpid() not in pids
+
+    import threading
+
+    def kill_one_worker_mid_run():
+        _wait_for(lambda: len(shard_files(lake_root)) >= 2, 240, "two shards")
+        os.kill(pids[0], signal.SIGKILL)  # the nanny restarts it; Dask reschedules its task
+
+    killer = threading.Thread(target=kill_one_worker_mid_run, daemon=True)
+    killer.start()
+    result = run_extract(DatasetSource("ext", "coco", str(ann), str(img)), lake_root, shard_size=2, address=address)
+    killer.join(timeout=5)
+    units = units_per_encoder(lake_root)
+    for enc, ids in units.items():
+        assert len(ids) == len(set(ids)) == 24, enc
+    assert result["shards_planned"] == 24
+    assert not temporaries(lake_root)
+    with pytest.raises(ProcessLookupError):
+        os.kill(pids[0], 0)  # the killed worker really died
