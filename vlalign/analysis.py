@@ -27,12 +27,13 @@ from .preprocess import select_base, stretch
 from .retrieval import local_cka_scores, recall_at_k
 from .schemas import CKA_SCHEMA, MATCHING_SCHEMA, RETRIEVAL_SCHEMA
 
-BASELINE_SCORES = {
-    "linear_regression": bl.linear_regression_scores,
-    "relative": bl.relative_scores,
-    "procrustes": bl.procrustes_scores,
-    "cosine": bl.cosine_scores,
-}
+# sweep-spec name -> vlalign.baselines name
+BASELINE_NAMES = {"linear_regression": "linear", "relative": "relative", "procrustes": "procrustes", "cosine": "cosine"}
+
+
+def _jsonable(obj):
+    """``obj`` as it reads back from JSON (tuples become lists), so stored and planned identities compare equal."""
+    return json.loads(json.dumps(obj, sort_keys=True, default=str))
 
 
 def _digest(obj) -> str:
@@ -75,7 +76,7 @@ class CKACell:
         d = asdict(self)
         d.pop("lake_root")
         d.pop("pairs_path")
-        return d
+        return _jsonable(d)
 
     @property
     def key(self) -> str:
@@ -113,7 +114,7 @@ class MatchCell:
         d = asdict(self)
         d.pop("lake_root")
         d.pop("pairs_path")
-        return d
+        return _jsonable(d)
 
     @property
     def key(self) -> str:
@@ -256,7 +257,7 @@ def run_match_cell(cell: MatchCell) -> tuple[list[dict], list[dict]]:
         score_rows("local_cka", s, time.perf_counter() - t, "local_cka" in cell.matching, "local_cka" in cell.retrieval)
     for name in cell.baselines:
         t = time.perf_counter()
-        s = BASELINE_SCORES[name](bx, by, qx, qy)
+        s = bl.baseline_scores(BASELINE_NAMES[name], bx, by, qx, qy)
         score_rows(name, s, time.perf_counter() - t, True, True)
     return matching, retrieval
 

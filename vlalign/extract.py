@@ -218,6 +218,9 @@ def embed_shard(lake: Lake, spec: ShardSpec, encoder, batch_size: int = 32) -> d
         good_ids.append(uid)
         good_inputs.append(x)
 
+    if not good_ids and len(ids) >= 4:
+        # every unit failed the same way: a systematic problem (format, decoder), not bad items
+        raise RuntimeError(f"shard {spec.path}: all {len(ids)} inputs were rejected, e.g. {rejects[0]['reason']}")
     chunks = []
     for i in range(0, len(good_inputs), batch_size):
         chunks.append(np.asarray(encoder.encode(good_inputs[i : i + batch_size]), dtype=np.float32))

@@ -20,7 +20,6 @@ Images that pass the header check but fail to decode are caught later, by the ex
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 from dataclasses import dataclass, field
@@ -260,5 +259,5 @@ def content_digest(values: list, extra: list | None = None) -> str:
 def image_source(row_image: str | None, row_bytes: bytes | None):
     """What an encoder's image decoder accepts: the bytes if inline, else an open-able path."""
     if row_bytes is not None:
-        return io.BytesIO(row_bytes)
+        return row_bytes
     return os.fspath(row_image)
