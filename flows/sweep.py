@@ -3,7 +3,6 @@ analysis cell (encoder combinations x settings) fanned out over Dask. Reruns com
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import datetime, timezone
 
@@ -73,7 +72,7 @@ def sweep_flow(
     lake = Lake.open(lake_root)
     lake.clean_tmp("results")
     record = {
-        "run_id": run_id, "spec": json.loads(sweep.to_json()), "status": "running", "flow": "sweep",
+        "run_id": run_id, "spec": sweep.source, "status": "running", "flow": "sweep",
         "started_at": datetime.now(timezone.utc).isoformat(), "finished_at": None,
         "cells_total": None, "cells_done": None, "error": None,
     }

@@ -5,6 +5,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import socket
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -104,3 +107,44 @@ def coco_factory(tmp_path):
         return make_coco(tmp_path / "coco", **kw)
 
     return factory
+
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def dask_cluster(prefect_server, tmp_path):
+    """`dask scheduler` and `dask worker` (2 processes) started as separate programs on 127.0.0.1."""
+    port = _free_port()
+    env = {**os.environ, "PREFECT_API_URL": prefect_server}
+    logs = tmp_path / "dask-logs"
+    logs.mkdir()
+    sched = subprocess.Popen([str(VENV_BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                              "--no-dashboard"], env=env, stdout=open(logs / "scheduler.log", "w"), stderr=subprocess.STDOUT)
+    address = f"tcp://127.0.0.1:{port}"
+    workers = subprocess.Popen([str(VENV_BIN / "dask"), "worker", address, "--nworkers", "2", "--nthreads", "1",
+                                "--no-dashboard", "--host", "127.0.0.1"], env=env,
+                               stdout=open(logs / "workers.log", "w"), stderr=subprocess.STDOUT)
+    from distributed import Client
+
+    client = Client(address, timeout=60)
+    client.wait_for_workers(2, timeout=120)
+    try:
+        yield address, client
+    finally:
+        client.close()
+        for p in (workers, sched):
+            p.terminate()
+        for p in (workers, sched):
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+

@@ -1,0 +1,211 @@
+"""The sweep, for real: results tables, resume after a failed cell and after kill -9, an external Dask
+cluster, and the read-only SQL door. A small COCO-format data set (real emoji images, two captions per
+image) keeps it fast; the embeddings of one uninterrupted reference run are copied into the other lakes so
+every comparison sees identical inputs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from conftest import VENV_BIN, make_coco
+from vlalign.catalog import query
+from vlalign.lake import TMP_MARK, Lake
+
+pytestmark = pytest.mark.slow
+SEEDS = [0, 1, 2, 3, 4]
+
+
+def spec_doc(ann: Path, img: Path) -> dict:
+    return {
+        "name": "tiny-sweep",
+        "datasets": [{"name": "tiny", "format": "coco", "annotations": str(ann), "images": str(img)}],
+        "vision_encoders": ["mobilenetv2"],
+        "text_encoders": ["minilm-l6", "wordllama"],
+        "analyses": {"cka": {"kernels": ["linear", "rbf"]}, "matching": ["qap", "local_cka"],
+                     "retrieval": ["local_cka"], "baselines": ["linear_regression", "procrustes"],
+                     "qap": {"restarts": 8}},
+        "base_size": 20, "query_size": 30, "base_selection": "kmeans_image", "stretch": True, "seeds": SEEDS,
+        "extraction": {"shard_size": 16},
+    }
+
+
+def run_sweep(doc, lake_root, address=None, run_id=None):
+    from flows.runtime import dask_task_runner
+    from flows.sweep import sweep_flow
+
+    return sweep_flow.with_options(task_runner=dask_task_runner(address, 2))(spec=doc, lake_root=str(lake_root), run_id=run_id)
+
+
+def results(lake_root: Path, table: str) -> list[dict]:
+    """Every row of a result table, without timings, in a canonical order."""
+    rows = []
+    for p in sorted((lake_root / "results" / table).rglob("*.parquet")):
+        rows += pq.read_table(p).to_pylist()
+    for r in rows:
+        r.pop("seconds", None)
+    return sorted(rows, key=lambda r: tuple(str(r[k]) for k in sorted(r)))
+
+
+def seed_lake(reference: Path, target: Path) -> None:
+    """A new lake holding the reference run's items and embeddings (extraction then has nothing to do)."""
+    for sub in ("items", "embeddings"):
+        shutil.copytree(reference / sub, target / sub)
+
+
+@pytest.fixture(scope="module")
+def reference(prefect_server, tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep")
+    ann, img = make_coco(root / "coco", n_images=70, captions_per_image=2)
+    doc = spec_doc(ann, img)
+    lake_root = root / "reference-lake"
+    out = run_sweep(doc, lake_root)
+    return doc, lake_root, out
+
+
+def test_uninterrupted_sweep_fills_every_table(reference):
+    doc, lake_root, out = reference
+    lake = Lake.open(lake_root)
+    n_cka = query(lake, "select count(*) as n from cka")["n"][0].as_py()
+    assert n_cka == 1 * 2 * 2  # vision x text x kernels
+    matching = query(lake, "select method, count(*) as n from matching group by method order by method").to_pylist()
+    assert {r["method"]: r["n"] for r in matching} == {m: 2 * len(SEEDS) for m in ("linear_regression", "local_cka", "procrustes", "qap")}
+    retrieval = query(lake, "select count(*) as n from retrieval")["n"][0].as_py()
+    assert retrieval == 2 * len(SEEDS) * 3 * 2  # pairs x seeds x (local_cka + 2 baselines) x directions
+    run = query(lake, "select run_id, status, cells_total, cells_done from runs").to_pylist()
+    assert run == [{"run_id": out["run_id"], "status": "completed", "cells_total": out["cells"], "cells_done": out["cells"]}]
+    # true pairing beats a shuffled one; matching beats chance on average
+    cka = query(lake, "select value, shuffled_value from cka").to_pylist()
+    assert all(r["value"] > r["shuffled_value"] for r in cka)
+    acc = query(lake, "select avg(accuracy) as a, avg(chance) as c from matching where text_encoder = 'minilm-l6'").to_pylist()[0]
+    assert acc["a"] > 3 * acc["c"]
+
+
+def test_stored_cka_matches_a_recomputation_from_stored_embeddings(reference):
+    """Pairs rebuilt from the annotations JSON (mean caption embedding per image), embeddings read straight
+    from the lake's Parquet, CKA by the dense-H definition: equal to the stored values within 1e-6."""
+    import json
+
+    from reference import cka_dense_h
+
+    doc, lake_root, out = reference
+    ann = json.loads(Path(doc["datasets"][0]["annotations"]).read_text())
+
+    def load(encoder):
+        rows = {}
+        for p in (lake_root / "embeddings" / "dataset=tiny" / f"encoder={encoder}").rglob("*.parquet"):
+            t = pq.read_table(p)
+            rows.update(zip(t["unit_id"].to_pylist(), t["embedding"].to_pylist()))
+        return rows
+
+    vis = load("mobilenetv2__avg")
+    image_ids = sorted(vis)
+    for text, lake_text in (("minilm-l6", "minilm-l6__mean"), ("wordllama", "wordllama__mean")):
+        txt = load(lake_text)
+        caps: dict[str, list] = {}
+        for a in ann["annotations"]:
+            caps.setdefault(str(a["image_id"]), []).append(txt[str(a["id"])])
+        x = np.array([vis[i] for i in image_ids], dtype=np.float64)
+        y = np.array([np.mean(np.array(caps[i], dtype=np.float64), axis=0) for i in image_ids])
+        for kernel in ("linear", "rbf"):
+            stored = query(Lake.open(lake_root), f"select value, n from cka where text_encoder = '{text}' and kernel = '{kernel}'").to_pylist()[0]
+            assert stored["n"] == len(image_ids)
+            assert abs(stored["value"] - cka_dense_h(x, y, kernel)) < 1e-6, (text, kernel)
+
+
+def test_rerun_of_a_finished_sweep_computes_nothing(reference, prefect_server):
+    doc, lake_root, out = reference
+    before = {p: p.stat().st_mtime_ns for p in (lake_root / "results").rglob("*.parquet")}
+    again = run_sweep(doc, lake_root)
+    assert again["computed"] == 0 and again["run_id"] == out["run_id"]
+    assert {p: p.stat().st_mtime_ns for p in (lake_root / "results").rglob("*.parquet")} == before
+
+
+def test_failed_cell_then_resume_equals_the_uninterrupted_run(reference, prefect_server, tmp_path, monkeypatch):
+    doc, ref_root, out = reference
+    lake_root = tmp_path / "lake"
+    seed_lake(ref_root, lake_root)
+    monkeypatch.setenv("VLALIGN_FAIL_CELL", "wordllama")  # every matching cell of that text encoder fails
+    with pytest.raises(Exception, match="cells failed"):
+        run_sweep(doc, lake_root)
+    lake = Lake.open(lake_root)
+    run = query(lake, "select status, cells_done, cells_total, error from runs").to_pylist()[0]
+    assert run["status"] == "failed" and 0 < run["cells_done"] < run["cells_total"]
+    assert "injected failure" in run["error"]
+    done_before = {p: p.stat().st_mtime_ns for p in (lake_root / "results").rglob("*.parquet")}
+
+    monkeypatch.delenv("VLALIGN_FAIL_CELL")
+    resumed = run_sweep(doc, lake_root)
+    assert resumed["computed"] == len(SEEDS)  # exactly the failed cells
+    for p, mtime in done_before.items():
+        assert p.stat().st_mtime_ns == mtime  # finished cells were not redone
+    for table in ("cka", "matching", "retrieval"):
+        assert results(lake_root, table) == results(ref_root, table), table
+    assert query(lake, "select status from runs")["status"][0].as_py() == "completed"
+
+
+def test_kill_9_mid_sweep_then_resume_equals_the_uninterrupted_run(reference, prefect_server, tmp_path):
+    doc, ref_root, out = reference
+    lake_root = tmp_path / "lake"
+    seed_lake(ref_root, lake_root)
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump(doc))
+    env = {**os.environ, "PREFECT_API_URL": prefect_server}
+    cli = [str(VENV_BIN / "vlalign"), "sweep", str(spec_path), "--lake", str(lake_root), "--workers", "2"]
+    proc = subprocess.Popen(cli, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    matching_dir = lake_root / "results" / "matching"
+    t0 = time.time()
+    while time.time() - t0 < 300 and len(list(matching_dir.rglob("*.parquet"))) < 2:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    n_at_kill = len(list(matching_dir.rglob("*.parquet")))
+    assert 2 <= n_at_kill < 2 * len(SEEDS), "the kill should land mid-sweep"
+
+    resume = subprocess.run([str(VENV_BIN / "vlalign"), "resume", out["run_id"], "--lake", str(lake_root)],
+                            env=env, capture_output=True, text=True, timeout=600)
+    assert resume.returncode == 0, resume.stdout + resume.stderr
+    assert "resuming run" in resume.stdout
+    for table in ("cka", "matching", "retrieval"):
+        assert results(lake_root, table) == results(ref_root, table), table
+    assert not [p for p in lake_root.rglob("*") if TMP_MARK in p.name]
+
+
+def test_sweep_on_a_separately_started_dask_cluster(reference, dask_cluster, tmp_path):
+    doc, ref_root, out = reference
+    address, client = dask_cluster
+    lake_root = tmp_path / "lake"
+    seed_lake(ref_root, lake_root)
+    shutil.rmtree(lake_root / "embeddings" / "dataset=tiny" / "encoder=wordllama__mean")  # the cluster re-extracts it
+    res = run_sweep(doc, lake_root, address=address)
+    assert res["computed"] == res["cells"]
+    for table in ("cka", "matching", "retrieval"):
+        assert results(lake_root, table) == results(ref_root, table), table
+    logs = (tmp_path / "dask-logs" / "workers.log").read_text()
+    # the separately started workers ran the extraction and the analysis tasks
+    assert "Task run 'embed-wordllama__mean" in logs and "Task run 'match-mobilenetv2-minilm-l6" in logs
+
+
+def test_query_cli_reads_and_refuses_writes(reference):
+    doc, lake_root, out = reference
+    vl = str(VENV_BIN / "vlalign")
+    ok = subprocess.run([vl, "query", "select count(*) as n from cka", "--lake", str(lake_root), "--format", "json"],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0 and '"n": 4' in ok.stdout
+    csv = subprocess.run([vl, "query", "select kernel from cka order by 1 limit 1", "--lake", str(lake_root), "--format", "csv"],
+                         capture_output=True, text=True)
+    assert csv.stdout.splitlines() == ["kernel", "linear"]
+    bad = subprocess.run([vl, "query", "drop view cka", "--lake", str(lake_root)], capture_output=True, text=True)
+    assert bad.returncode == 2 and "refused: DROP" in bad.stderr
+    again = subprocess.run([vl, "query", "select count(*) as n from cka", "--lake", str(lake_root), "--format", "csv"],
+                           capture_output=True, text=True)
+    assert again.stdout.splitlines() == ["n", "4"]
