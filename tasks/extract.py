@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 import pyarrow as pa
@@ -64,15 +65,25 @@ def plan_extraction(
     return planned, todo
 
 
+@functools.lru_cache(maxsize=1)
 def _worker_threads() -> int | None:
-    """Cores per task slot on the Dask worker running this task (None outside a worker)."""
+    """This worker's share of its host's cores: cores / (task slots of all workers on the same host).
+
+    Dask's nanny starts workers with OMP/MKL/OpenBLAS threads = 1; torch is pinned here instead, so workers
+    sharing a machine do not oversubscribe its cores. None outside a Dask worker."""
     try:
         from distributed import get_worker
 
-        nthreads = get_worker().state.nthreads
+        worker = get_worker()
     except (ImportError, ValueError):
         return None
-    return max(1, (os.cpu_count() or 1) // max(1, nthreads))
+    host = worker.address.rsplit(":", 1)[0]
+    try:
+        infos = worker.client.scheduler_info(n_workers=-1)["workers"].values()
+        slots = sum(w.get("nthreads", 1) for w in infos if w.get("host") == host.split("://")[-1]) or worker.state.nthreads
+    except Exception:  # an old scheduler or a transient error: assume this worker is alone on its host
+        slots = worker.state.nthreads
+    return max(1, (os.cpu_count() or 1) // max(1, slots))
 
 
 @task(name="embed_shard", task_run_name="embed-{spec.lake_name}-{spec.part}-{spec.shard}")

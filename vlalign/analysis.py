@@ -152,7 +152,7 @@ def paired_embeddings(
             continue
         ids.append(image_id)
         xs.append(vrow[image_id])
-        ys.append(temb[rows].mean(axis=0) if len(rows) > 1 else temb[rows[0]])
+        ys.append(temb[rows].astype(np.float64).mean(axis=0))
     x = vemb[np.asarray(xs, dtype=np.int64)].astype(np.float64)
     y = np.asarray(ys, dtype=np.float64).reshape(len(ys), -1)
     return ids, x, y
