@@ -248,7 +248,7 @@ def run_match_cell(cell: MatchCell) -> tuple[list[dict], list[dict]]:
                                   "r1": rec[1], "r5": rec[5], "r10": rec[10]})
 
     if "qap" in cell.matching:
-        res = qap_match(bx, by, qx, qy, restarts=cell.qap_restarts, seed=cell.seed, kernel=cell.qap_kernel)
+        res = qap_match(bx, by, qx, qy, restarts=cell.qap_restarts, seed=cell.seed, kernel=cell.qap_kernel, n_jobs=1)
         matching.append({**common, "method": "qap", "accuracy": matching_accuracy(res.perm), "chance": chance,
                          "objective": res.objective, "seconds": res.seconds})
     if "local_cka" in cell.matching or "local_cka" in cell.retrieval:

@@ -355,7 +355,7 @@ class CKAInterval:
     samples: np.ndarray = field(repr=False)
 
 
-def _bootstrap_source(x: np.ndarray, kernel: str, sigma: float | None, scale: float) -> np.ndarray:
+def _bootstrap_source(x: np.ndarray, kernel: str) -> np.ndarray:
     """What resamples are cut from: the linear Gram, or the squared distances (exact zeros for duplicates)."""
     return gram_linear(x) if kernel == "linear" else squared_distances(x)
 
@@ -404,7 +404,7 @@ def cka_bootstrap(
     samples = np.empty(n_boot)
     features = _use_features(kernel, n, x.shape[1], y.shape[1])
     if not features:
-        sx, sy = _bootstrap_source(x, kernel, sigma, scale), _bootstrap_source(y, kernel, sigma, scale)
+        sx, sy = _bootstrap_source(x, kernel), _bootstrap_source(y, kernel)
     for b in range(n_boot):
         idx = rng.integers(0, n, size=n)
         if features:

@@ -157,11 +157,18 @@ def median_squared_distance(d: np.ndarray) -> float:
     n = d.shape[0]
     if n < 2:
         raise ValueError(f"d must be at least 2 x 2 to have off-diagonal pairs, got {d.shape}")
-    off = np.ascontiguousarray(d).ravel()[1:].reshape(n - 1, n + 1)[:, :-1]  # every entry with i != j
-    off = off[off > 0]
-    if off.size == 0:
+    # a copy (the partition below reorders it) in which the diagonal is marked -1, i.e. left out like a zero
+    off = np.array(d, dtype=np.float64, order="C", copy=True).ravel()
+    off[:: n + 1] = -1.0
+    # median of the positive entries without a boolean-mask copy: the z entries <= 0 sort first, so the positive
+    # ones occupy ranks z .. N-1 and their median sits at ranks z + (m-1)//2 and z + m//2 (m positive entries)
+    z = int(np.count_nonzero(off <= 0))
+    m = off.size - z
+    if m == 0:
         raise ValueError("all pairwise distances are zero (identical samples): the median bandwidth is undefined")
-    return float(np.median(off))
+    lo, hi = z + (m - 1) // 2, z + m // 2
+    off.partition([lo, hi])
+    return float((off[lo] + off[hi]) / 2)
 
 
 def rbf_sigma2(d: np.ndarray | None = None, *, sigma: float | None = None, scale: float = 1.0) -> float:

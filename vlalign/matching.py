@@ -23,14 +23,6 @@ from typing import Literal
 import numpy as np
 from scipy.optimize import linear_sum_assignment, quadratic_assignment
 
-try:  # installed with scikit-learn; only used to hold BLAS to one thread per restart worker
-    from threadpoolctl import threadpool_limits
-except ImportError:  # pragma: no cover
-    from contextlib import nullcontext
-
-    def threadpool_limits(*args: object, **kwargs: object) -> nullcontext:  # type: ignore[misc]
-        return nullcontext()
-
 from vlalign.kernels import (
     Kernel,
     center_gram,
@@ -38,6 +30,14 @@ from vlalign.kernels import (
     validate_kernel,
     validate_matrix,
 )
+
+try:  # installed with scikit-learn; only used to hold BLAS to one thread per restart worker
+    from threadpoolctl import threadpool_limits
+except ImportError:  # pragma: no cover
+    from contextlib import nullcontext
+
+    def threadpool_limits(*args: object, **kwargs: object) -> nullcontext:  # type: ignore[misc]
+        return nullcontext()
 
 __all__ = [
     "QAPResult",
@@ -68,7 +68,9 @@ class QAPResult:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def qap_kernel(x: np.ndarray, kernel: Kernel = "linear", *, sigma: float | None = None, scale: float = 1.0) -> np.ndarray:
+def qap_kernel(
+    x: np.ndarray, kernel: Kernel = "linear", *, sigma: float | None = None, scale: float = 1.0
+) -> np.ndarray:
     """A = H K H / ||H K H||_F: the centred kernel of X (n, d), normalised so that tr(A P B P^T) is the CKA of
     the pairing P (||HKH||_F = (n-1) sqrt(HSIC_0(K, K))). RBF bandwidth: the median rule over all n rows."""
     a = center_gram(gram(x, kernel, sigma=sigma, scale=scale), inplace=True)
@@ -196,7 +198,9 @@ def faq_seeded(
     return _faq_solve(a, b, n_seeds, _SeededBlocks.of(a, b, n_seeds), p0, maxiter, tol)
 
 
-def _faq_solve(a, b, s, blocks, p0, maxiter, tol) -> tuple[np.ndarray, float, int]:
+def _faq_solve(
+    a: np.ndarray, b: np.ndarray, s: int, blocks: _SeededBlocks, p0: np.ndarray, maxiter: int, tol: float
+) -> tuple[np.ndarray, float, int]:
     col, n_iter = _faq_iterations(blocks, p0, maxiter, tol)
     perm = np.concatenate([np.arange(s), col + s])
     return perm, float(np.vdot(a, b[np.ix_(perm, perm)])), n_iter
@@ -240,8 +244,9 @@ def qap_match(
     that no solver tie-break can favour the true (identity) order; the answer is mapped back. ``n_jobs``: threads
     for the restarts (None: the usable cores); with n_jobs > 1 BLAS is held to one thread per worker for the
     duration (threadpoolctl, process-wide). The answer does not depend on n_jobs. Pass n_jobs=1 where the caller
-    already runs one QAP per core (e.g. several Dask workers on one machine). ``solver``: 'fast' (``faq_seeded``) or 'scipy' (scipy.optimize.quadratic_assignment; the same
-    iterations, slower). Requires p == q (a full matching). Same seed -> identical perm.
+    already runs one QAP per core (e.g. several Dask workers on one machine). ``solver``: 'fast' (``faq_seeded``)
+    or 'scipy' (scipy.optimize.quadratic_assignment; the same iterations, slower). Requires p == q (a full
+    matching). Same seed -> identical perm.
 
     Returns QAPResult(perm, objective, seconds, restarts, objectives, best_restart), perm[i] = index in query_y
     matched to query_x[i].
