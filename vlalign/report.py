@@ -63,7 +63,8 @@ def plot_run(lake: Lake, run_id: str, out_dir: str | Path | None = None) -> list
         ax.set_yticks(range(len(vis)), vis)
         for i in range(len(vis)):
             for j in range(len(txt)):
-                ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", color="w", fontsize=9)
+                bright = grid[i, j] > 0.6 * np.nanmax(grid)
+                ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", color="k" if bright else "w", fontsize=9)
         ax.set_title(f"CKA ({kernel}) - run {run_id}", fontsize=9)
         fig.colorbar(im, ax=ax)
         fig.tight_layout()
