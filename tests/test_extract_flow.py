@@ -87,6 +87,34 @@ def test_flow_embeds_every_item_once_and_records_three_rejects(prefect_server, c
     assert victim in after and not temporaries(lake_root)
 
 
+def test_one_api_server_records_every_task_of_the_run(prefect_server, coco_factory, tmp_path):
+    """Worker processes report to the parent's server: had a worker started its own temporary server, its
+    task runs would be missing here."""
+    import asyncio
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from flows.extract import extract_flow
+    from flows.runtime import dask_task_runner
+
+    ann, img = coco_factory(n_images=8, captions_per_image=1)
+    state = extract_flow.with_options(task_runner=dask_task_runner(None, 2))(
+        dataset=DatasetSource("one", "coco", str(ann), str(img)), encoders=ENCODERS,
+        lake_root=str(tmp_path / "lake"), shard_size=2, return_state=True)
+    result = state.result()
+
+    async def task_runs():
+        async with get_client() as client:
+            runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+            return [(r.name, r.state_type.value) for r in runs]
+
+    runs = asyncio.run(task_runs())
+    embeds = [r for r in runs if r[0].startswith("embed-")]
+    assert result["shards_computed"] == 8 and len(embeds) == 8
+    assert all(state == "COMPLETED" for _, state in embeds)
+
+
 def test_truncated_jpeg_is_rejected_at_decode_and_the_rest_embedded(prefect_server, coco_factory, tmp_path):
     ann, img = coco_factory(n_images=6, captions_per_image=1, truncated=1)
     lake_root = tmp_path / "lake"

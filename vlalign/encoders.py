@@ -687,7 +687,7 @@ def _autocast(device: str, precision: str):
 
 
 class _TimmVision(_Backend):
-    def __init__(self, model: Any, transform: Any, device: str, pre_logits_head: bool = True):
+    def __init__(self, model: Any, transform: Any, device: str):
         import torch
 
         self.model = model.eval().to(device)
