@@ -53,8 +53,19 @@ class Enc:
     digest: str  # embeddings_digest of the part the cell reads
 
 
+class _Cell:
+    """What every cell shares: its identity is every field but where things are stored."""
+
+    @property
+    def identity(self) -> dict:
+        d = asdict(self)
+        d.pop("lake_root")
+        d.pop("pairs_path")
+        return _jsonable(d)
+
+
 @dataclass(frozen=True)
-class CKACell:
+class CKACell(_Cell):
     run_id: str
     lake_root: str
     dataset: str
@@ -69,15 +80,6 @@ class CKACell:
     bootstrap: int = 0
     seed: int = 0
 
-    table = "cka"
-
-    @property
-    def identity(self) -> dict:
-        d = asdict(self)
-        d.pop("lake_root")
-        d.pop("pairs_path")
-        return _jsonable(d)
-
     @property
     def key(self) -> str:
         return f"{self.dataset}-{self.domain}-{self.lang}-{self.vision.lake_name}-{self.kernel}-{_digest(self.identity)[:8]}"
@@ -88,7 +90,7 @@ class CKACell:
 
 
 @dataclass(frozen=True)
-class MatchCell:
+class MatchCell(_Cell):
     run_id: str
     lake_root: str
     dataset: str
@@ -108,13 +110,6 @@ class MatchCell:
     qap_restarts: int = 20
     qap_kernel: str = "linear"
     local_cka_kernel: str = "linear"
-
-    @property
-    def identity(self) -> dict:
-        d = asdict(self)
-        d.pop("lake_root")
-        d.pop("pairs_path")
-        return _jsonable(d)
 
     @property
     def key(self) -> str:

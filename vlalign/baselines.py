@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from vlalign.kernels import validate_matrix
+from vlalign.kernels import validate_matrix, validate_split
 
 __all__ = [
     "cosine_similarity_matrix",
@@ -26,21 +26,6 @@ __all__ = [
     "BASELINES",
     "baseline_scores",
 ]
-
-
-def _validate_split(base_x, base_y, query_x, query_y, min_base: int = 1):
-    bx = validate_matrix(base_x, "base_x", min_rows=min_base)
-    by = validate_matrix(base_y, "base_y", min_rows=min_base)
-    if bx.shape[0] != by.shape[0]:
-        raise ValueError(f"base_x and base_y must have the same number of rows (paired), got "
-                         f"{bx.shape[0]} and {by.shape[0]}")
-    qx = validate_matrix(query_x, "query_x")
-    qy = validate_matrix(query_y, "query_y")
-    if qx.shape[1] != bx.shape[1]:
-        raise ValueError(f"query_x must have {bx.shape[1]} columns like base_x, got {qx.shape[1]}")
-    if qy.shape[1] != by.shape[1]:
-        raise ValueError(f"query_y must have {by.shape[1]} columns like base_y, got {qy.shape[1]}")
-    return bx, by, qx, qy
 
 
 def _unit_rows(a: np.ndarray) -> np.ndarray:
@@ -63,7 +48,7 @@ def linear_regression_scores(
     """S = cos([query_x, 1] W, query_y), W = argmin_W ||[base_x, 1] W - base_y||_F (least squares, minimum-norm
     when underdetermined, e.g. M < d1). base_x (M, d1), base_y (M, d2), query_x (p, d1), query_y (q, d2) -> (p, q).
     """
-    bx, by, qx, qy = _validate_split(base_x, base_y, query_x, query_y)
+    bx, by, qx, qy = validate_split(base_x, base_y, query_x, query_y)
     if intercept:
         bx = np.hstack([bx, np.ones((bx.shape[0], 1))])
         qx = np.hstack([qx, np.ones((qx.shape[0], 1))])
@@ -74,7 +59,7 @@ def linear_regression_scores(
 def relative_scores(base_x: np.ndarray, base_y: np.ndarray, query_x: np.ndarray, query_y: np.ndarray) -> np.ndarray:
     """Relative representations: r_x(i) = cos(query_x_i, base_x) in R^M, r_y(j) = cos(query_y_j, base_y);
     S_ij = cos(r_x(i), r_y(j)). The base rows are the anchors, paired across the two spaces. -> (p, q)."""
-    bx, by, qx, qy = _validate_split(base_x, base_y, query_x, query_y)
+    bx, by, qx, qy = validate_split(base_x, base_y, query_x, query_y)
     return cosine_similarity_matrix(cosine_similarity_matrix(qx, bx), cosine_similarity_matrix(qy, by))
 
 
@@ -97,7 +82,7 @@ def procrustes_scores(
 
     k = ``dim``, default min(d1, d2, M - 1) (the centred base has rank at most M - 1). -> (p, q).
     """
-    bx, by, qx, qy = _validate_split(base_x, base_y, query_x, query_y, min_base=2)
+    bx, by, qx, qy = validate_split(base_x, base_y, query_x, query_y, min_base=2)
     kmax = min(bx.shape[1], by.shape[1], bx.shape[0] - 1)
     k = kmax if dim is None else int(dim)
     if not 1 <= k <= kmax:

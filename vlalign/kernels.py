@@ -83,6 +83,24 @@ def validate_paired(
     return a, b
 
 
+def validate_split(
+    base_x: object, base_y: object, query_x: object, query_y: object, *, min_base: int = 1
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Validate a base/query split: base_x (M, d1) and base_y (M, d2) paired; query_x (p, d1); query_y (q, d2)."""
+    bx = validate_matrix(base_x, "base_x", min_rows=min_base)
+    by = validate_matrix(base_y, "base_y", min_rows=min_base)
+    if bx.shape[0] != by.shape[0]:
+        raise ValueError(f"base_x and base_y must have the same number of rows (paired), got "
+                         f"{bx.shape[0]} and {by.shape[0]}")
+    qx = validate_matrix(query_x, "query_x")
+    qy = validate_matrix(query_y, "query_y")
+    if qx.shape[1] != bx.shape[1]:
+        raise ValueError(f"query_x must have {bx.shape[1]} columns like base_x, got {qx.shape[1]}")
+    if qy.shape[1] != by.shape[1]:
+        raise ValueError(f"query_y must have {by.shape[1]} columns like base_y, got {qy.shape[1]}")
+    return bx, by, qx, qy
+
+
 def validate_kernel(kernel: str, sigma: float | None = None, scale: float = 1.0) -> None:
     """Raise ValueError unless ``kernel`` is 'linear' or 'rbf' and the bandwidth options are positive."""
     if kernel not in KERNELS:

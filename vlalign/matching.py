@@ -29,6 +29,7 @@ from vlalign.kernels import (
     gram,
     validate_kernel,
     validate_matrix,
+    validate_split,
 )
 
 try:  # installed with scikit-learn; only used to hold BLAS to one thread per restart worker
@@ -253,20 +254,10 @@ def qap_match(
     """
     t0 = time.perf_counter()
     validate_kernel(kernel, sigma, scale)
-    base_x = validate_matrix(base_x, "base_x", min_rows=1)
-    base_y = validate_matrix(base_y, "base_y", min_rows=1)
-    query_x = validate_matrix(query_x, "query_x")
-    query_y = validate_matrix(query_y, "query_y")
-    if base_x.shape[0] != base_y.shape[0]:
-        raise ValueError(f"base_x and base_y must have the same number of rows (paired seeds), got "
-                         f"{base_x.shape[0]} and {base_y.shape[0]}")
+    base_x, base_y, query_x, query_y = validate_split(base_x, base_y, query_x, query_y)
     if query_x.shape[0] != query_y.shape[0]:
         raise ValueError(f"query_x and query_y must have the same number of rows for a full matching, got "
                          f"{query_x.shape[0]} and {query_y.shape[0]}")
-    if query_x.shape[1] != base_x.shape[1]:
-        raise ValueError(f"query_x must have {base_x.shape[1]} columns like base_x, got {query_x.shape[1]}")
-    if query_y.shape[1] != base_y.shape[1]:
-        raise ValueError(f"query_y must have {base_y.shape[1]} columns like base_y, got {query_y.shape[1]}")
     if not (isinstance(restarts, int | np.integer) and restarts >= 1):
         raise ValueError(f"restarts must be a positive integer, got {restarts!r}")
     if n_jobs is None:

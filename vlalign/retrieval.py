@@ -19,6 +19,7 @@ from vlalign.kernels import (
     squared_distances,
     validate_kernel,
     validate_matrix,
+    validate_split,
 )
 
 __all__ = ["local_cka_scores", "RetrievalResult", "recall_at_k"]
@@ -103,17 +104,7 @@ def local_cka_scores(
     differently for every query. A fixed ``sigma`` is also accepted. The linear kernel has no such choice.
     """
     validate_kernel(kernel, sigma, scale)
-    base_x = validate_matrix(base_x, "base_x", min_rows=2)
-    base_y = validate_matrix(base_y, "base_y", min_rows=2)
-    if base_x.shape[0] != base_y.shape[0]:
-        raise ValueError(f"base_x and base_y must have the same number of rows (paired), got "
-                         f"{base_x.shape[0]} and {base_y.shape[0]}")
-    query_x = validate_matrix(query_x, "query_x")
-    query_y = validate_matrix(query_y, "query_y")
-    if query_x.shape[1] != base_x.shape[1]:
-        raise ValueError(f"query_x must have {base_x.shape[1]} columns like base_x, got {query_x.shape[1]}")
-    if query_y.shape[1] != base_y.shape[1]:
-        raise ValueError(f"query_y must have {base_y.shape[1]} columns like base_y, got {query_y.shape[1]}")
+    base_x, base_y, query_x, query_y = validate_split(base_x, base_y, query_x, query_y, min_base=2)
     m = base_x.shape[0] + 1
     c = 1.0 - 1.0 / m
     kx = _base_centred_kernel(base_x, query_x, kernel, sigma=sigma, scale=scale)
