@@ -48,7 +48,7 @@ def run_extraction(
     shard_size: int = 256,
     domains: list[str] | None = None,
     langs: list[str] | None = None,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     device: str | None = None,
     threads: int | None = None,
 ) -> dict:
@@ -93,7 +93,7 @@ def extract_flow(
     shard_size: int = 256,
     domains: list[str] | None = None,
     langs: list[str] | None = None,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     device: str | None = None,
     threads: int | None = None,
 ) -> dict:

@@ -63,8 +63,10 @@ def sweep_flow(
     lake_root: str = "lake",
     run_id: str | None = None,
     device: str | None = None,
+    batch_size: int | None = None,
 ) -> dict:
-    """Run (or resume) the sweep ``spec`` (a YAML path or a mapping; None: the built-in default)."""
+    """Run (or resume) the sweep ``spec`` (a YAML path or a mapping; None: the built-in default).
+    ``device`` and ``batch_size`` (default: the spec's, else automatic) only affect speed, not results."""
     log = get_run_logger()
     sweep = resolve_spec(spec) if spec is not None else load_spec()
     sizes = validate_against_world(sweep)  # every check that needs the catalog or the data, before any work
@@ -89,7 +91,7 @@ def sweep_flow(
             domains = sorted({d for d, _ in selections})
             langs = sorted({lang for _, lang in selections})
             run_extraction(source, list(sweep.vision_encoders) + list(sweep.text_encoders), lake.root,
-                           sweep.shard_size, domains, langs, sweep.batch_size, device)
+                           sweep.shard_size, domains, langs, batch_size or sweep.batch_size, device)
             pairs[ds.name] = {(d, lang): pair_items(lake.root, ds.name, d, lang) for d, lang in selections}
 
         cells = plan_cells(sweep, lake, run_id, pairs)

@@ -86,10 +86,19 @@ def _worker_threads() -> int | None:
     return max(1, (os.cpu_count() or 1) // max(1, slots))
 
 
+def auto_batch_size(device: str | None) -> int:
+    """8 on CPU (activations stay under glibc's mmap threshold: fewer page faults, measured faster), 64 on CUDA."""
+    import torch
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return 64 if device.startswith("cuda") else 8
+
+
 @task(name="embed_shard", task_run_name="embed-{spec.lake_name}-{spec.part}-{spec.shard}")
-def embed_shard_task(spec: ShardSpec, batch_size: int = 32, device: str | None = None, threads: int | None = None) -> dict:
+def embed_shard_task(spec: ShardSpec, batch_size: int | None = None, device: str | None = None, threads: int | None = None) -> dict:
     """Embed one shard; the encoder is loaded once per worker process and reused."""
     from vlalign.encoders import load_encoder
 
+    batch_size = batch_size or auto_batch_size(device)
     encoder = load_encoder(spec.encoder, device=device, threads=threads or _worker_threads(), batch_size=batch_size)
     return embed_shard(Lake.open(spec.lake_root), spec, encoder, batch_size=batch_size)

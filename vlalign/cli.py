@@ -31,7 +31,7 @@ def _add_cluster_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dask-address", default=os.environ.get("VLALIGN_DASK_ADDRESS"), help="scheduler address of an existing Dask cluster (default: a LocalCluster)")
     p.add_argument("--workers", type=int, default=None, help="LocalCluster worker processes (default: min(2, cores))")
     p.add_argument("--device", default=None, help="torch device for encoders (default: cuda if available, else cpu)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=None, help="encoder batch size (default: 8 on CPU, 64 on CUDA)")
 
 
 def _add_dataset_args(p: argparse.ArgumentParser) -> None:

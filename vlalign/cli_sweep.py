@@ -20,7 +20,7 @@ def _run_sweep(args, spec, run_id):
     validate_against_world(sweep)  # fail fast, before Prefect and Dask start
     with prefect_api():
         result = sweep_flow.with_options(task_runner=dask_task_runner(args.dask_address, args.workers))(
-            spec=spec, lake_root=args.lake, run_id=run_id, device=args.device,
+            spec=spec, lake_root=args.lake, run_id=run_id, device=args.device, batch_size=args.batch_size,
         )
     lake = Lake.open(args.lake)
     print()

@@ -76,7 +76,7 @@ class SweepSpec:
     stretch: tuple[bool, ...] = (True,)
     seeds: tuple[int, ...] = (0,)
     shard_size: int = 256
-    batch_size: int = 32
+    batch_size: int | None = None  # None: 8 on CPU, 64 on CUDA
     source: dict = field(default_factory=dict, compare=False, hash=False)
 
     def settings(self) -> list[Setting]:
@@ -210,8 +210,10 @@ def parse_spec(doc: Any, where: str = "spec") -> SweepSpec:
         if any(v < lo for v in vals):
             raise SpecError(f"{key}: expected integers >= {lo}, got {list(vals)}")
     ex = _check_keys(d.get("extraction", {}), _EXTRACTION_KEYS, "extraction")
-    for k, default in (("shard_size", 256), ("batch_size", 32)):
+    for k, default in (("shard_size", 256), ("batch_size", None)):
         v = ex.get(k, default)
+        if k == "batch_size" and v is None:
+            continue
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise SpecError(f"extraction.{k}: expected an integer >= 1, got {v!r}")
     if cka is None and not (matching or retrieval or baselines):
@@ -223,7 +225,7 @@ def parse_spec(doc: Any, where: str = "spec") -> SweepSpec:
         base_selection=_list(d.get("base_selection", "kmeans_image"), "base_selection", str, BASE_SELECTIONS),
         stretch=_list(d.get("stretch", True), "stretch", bool),
         seeds=_list(d.get("seeds", 0), "seeds", int),
-        shard_size=ex.get("shard_size", 256), batch_size=ex.get("batch_size", 32), source=doc,
+        shard_size=ex.get("shard_size", 256), batch_size=ex.get("batch_size"), source=doc,
     )
 
 
