@@ -209,3 +209,14 @@ def test_query_cli_reads_and_refuses_writes(reference):
     again = subprocess.run([vl, "query", "select count(*) as n from cka", "--lake", str(lake_root), "--format", "csv"],
                            capture_output=True, text=True)
     assert again.stdout.splitlines() == ["n", "4"]
+
+
+def test_report_prints_a_summary_and_writes_plots(reference, tmp_path):
+    doc, lake_root, out = reference
+    res = subprocess.run([str(VENV_BIN / "vlalign"), "report", out["run_id"], "--lake", str(lake_root)],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "true > shuffled in 2/2" in res.stdout and "chance 3.33%" in res.stdout and "rejects in tiny: 0" in res.stdout
+    plots = sorted(p.name for p in (lake_root / "reports" / f"run={out['run_id']}").glob("*.png"))
+    assert plots == ["cka_linear.png", "cka_rbf.png", "matching.png"]
+    assert all((lake_root / "reports" / f"run={out['run_id']}" / p).stat().st_size > 10_000 for p in plots)

@@ -34,6 +34,14 @@ def summary(lake: Lake, run_id: str, top: int = 3) -> str:
         best = ", ".join(f"{r['vision_encoder']} x {r['text_encoder']} {100 * r['accuracy']:.1f}%" for r in rs[:top])
         ratio = rs[0]["accuracy"] / rs[0]["chance"] if rs[0]["chance"] else float("nan")
         lines.append(f"  matching {method:>17}: best {best}  (chance {100 * rs[0]['chance']:.2f}%, best = {ratio:.0f}x chance)")
+    datasets = [r["dataset"] for r in query(lake, f"select distinct dataset from cka where run_id = '{rid}' "
+                                                     f"union select distinct dataset from matching where run_id = '{rid}'").to_pylist()]
+    for ds in datasets:
+        rej = query(lake, "select stage, count(*) as n from rejects where dataset = '%s' group by stage order by stage"
+                    % ds.replace("'", "''")).to_pylist()
+        total = sum(r["n"] for r in rej)
+        detail = ", ".join(f"{r['stage']} {r['n']}" for r in rej)
+        lines.append(f"  rejects in {ds}: {total}" + (f" ({detail}; vlalign query \"select * from rejects\")" if total else ""))
     return "\n".join(lines)
 
 
