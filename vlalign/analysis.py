@@ -53,8 +53,16 @@ class Enc:
     digest: str  # embeddings_digest of the part the cell reads
 
 
+@dataclass(frozen=True)
 class _Cell:
-    """What every cell shares: its identity is every field but where things are stored."""
+    """What every cell shares: where it reads and writes, and an identity made of every field but those paths."""
+
+    run_id: str
+    lake_root: str
+    dataset: str
+    domain: str
+    lang: str
+    pairs_path: str
 
     @property
     def identity(self) -> dict:
@@ -66,12 +74,6 @@ class _Cell:
 
 @dataclass(frozen=True)
 class CKACell(_Cell):
-    run_id: str
-    lake_root: str
-    dataset: str
-    domain: str
-    lang: str
-    pairs_path: str
     vision: Enc
     texts: tuple[Enc, ...]
     kernel: str
@@ -91,12 +93,6 @@ class CKACell(_Cell):
 
 @dataclass(frozen=True)
 class MatchCell(_Cell):
-    run_id: str
-    lake_root: str
-    dataset: str
-    domain: str
-    lang: str
-    pairs_path: str
     vision: Enc
     text: Enc
     base_size: int
