@@ -176,7 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handler(args) or 0
     except (ValueError, FileNotFoundError) as e:
-        # bad input: a clear message, no traceback
+        # bad input: a clear message, no traceback (VLALIGN_DEBUG=1 shows it)
+        if os.environ.get("VLALIGN_DEBUG"):
+            raise
         print(f"vlalign {args.cmd}: error: {e}", file=sys.stderr)
         return 2
 
