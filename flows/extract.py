@@ -44,7 +44,7 @@ class Progress:
 def run_extraction(
     dataset: DatasetSource,
     encoders: list[str],
-    lake_root: str,
+    lake_root: str = "lake",
     shard_size: int = 256,
     domains: list[str] | None = None,
     langs: list[str] | None = None,
@@ -52,7 +52,9 @@ def run_extraction(
     device: str | None = None,
     threads: int | None = None,
 ) -> dict:
-    """The extraction steps, on the task runner of the calling flow (the sweep reuses them)."""
+    """Embed ``dataset`` with every encoder in ``encoders``; only shards not already in the lake run.
+
+    Runs its tasks on the task runner of the calling flow (``extract_flow``, or the sweep)."""
     log = get_run_logger()
     specs = preflight(encoders)  # fails on unknown or unloadable names before any shard runs
     digests = {s.name: weights_digest(s) for s in specs}
@@ -85,17 +87,5 @@ def run_extraction(
     return result
 
 
-@flow(name="extract", log_prints=True)
-def extract_flow(
-    dataset: DatasetSource,
-    encoders: list[str],
-    lake_root: str = "lake",
-    shard_size: int = 256,
-    domains: list[str] | None = None,
-    langs: list[str] | None = None,
-    batch_size: int | None = None,
-    device: str | None = None,
-    threads: int | None = None,
-) -> dict:
-    """Embed ``dataset`` with every encoder in ``encoders``; only shards not already in the lake run."""
-    return run_extraction(dataset, encoders, lake_root, shard_size, domains, langs, batch_size, device, threads)
+# The same steps as a flow of their own; the sweep calls run_extraction inside its flow, on its task runner.
+extract_flow = flow(name="extract", log_prints=True)(run_extraction)

@@ -57,10 +57,6 @@ def prefect_api() -> Iterator[str]:
 def _flush_api_logs() -> None:
     """Send queued flow/task logs while the server still runs (otherwise the exit hook retries for a minute)."""
     try:
-        from prefect.logging.api_log_worker import APILogWorker  # noqa: F401  (prefect >= 3.4)
-    except ImportError:
-        pass
-    try:
         from prefect.logging.handlers import APILogHandler
 
         APILogHandler().flush()

@@ -20,7 +20,8 @@ from vlalign.readers import DatasetSource
 from vlalign.spec import SweepSpec, load_spec, parse_spec, validate_against_world
 
 
-def resolve_spec(spec: str | dict) -> SweepSpec:
+def resolve_spec(spec: str | dict | None) -> SweepSpec:
+    """A spec mapping, a YAML path, or None for the built-in default."""
     return parse_spec(spec) if isinstance(spec, dict) else load_spec(spec)
 
 
@@ -68,7 +69,7 @@ def sweep_flow(
     """Run (or resume) the sweep ``spec`` (a YAML path or a mapping; None: the built-in default).
     ``device`` and ``batch_size`` (default: the spec's, else automatic) only affect speed, not results."""
     log = get_run_logger()
-    sweep = resolve_spec(spec) if spec is not None else load_spec()
+    sweep = resolve_spec(spec)
     sizes = validate_against_world(sweep)  # every check that needs the catalog or the data, before any work
     run_id = run_id or sweep.default_run_id
     lake = Lake.open(lake_root)

@@ -154,13 +154,13 @@ def run_cka_cell(cell: CKACell) -> list[dict]:
     """CKA of the cell's vision encoder with each text encoder, with the shuffled baseline and optional CI."""
     lake = Lake.open(cell.lake_root)
     t0 = time.perf_counter()
-    x = None
+    x = first_ids = None
     texts: dict[str, np.ndarray] = {}
     for t in cell.texts:
         ids, xv, yt = paired_embeddings(lake, cell.dataset, cell.pairs_path, cell.vision, cell.domain, t, cell.lang)
-        if x is not None and xv.shape[0] != x.shape[0]:
+        if first_ids is not None and ids != first_ids:
             raise RuntimeError(f"{cell.key}: text encoders cover different images; re-extract {t.name}")
-        x = xv
+        x, first_ids = xv, ids
         texts[t.name] = yt
     true = cka_grid({cell.vision.name: x}, texts, cell.kernel, cell.debiased).values[0]
     shuffled = np.full(len(texts), np.nan)

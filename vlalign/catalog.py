@@ -112,21 +112,11 @@ def refresh_catalog(lake: Lake, force: bool = False) -> str:
     return path
 
 
-_VIEW_GLOBS = {
-    "items": "items/*/*.parquet",
-    "rejects": "rejects/*/*/*.parquet",
-    "embeddings": "embeddings/*/*/*/*.parquet",
-    "embedding_index": "embeddings/*/*/*/*.parquet",
-    "cka": "results/cka/*/*.parquet",
-    "matching": "results/matching/*/*.parquet",
-    "retrieval": "results/retrieval/*/*.parquet",
-    "runs": "runs/*.json",
-}
-
-
 def _has_files(lake: Lake, view: str) -> bool:
-    glob = _VIEW_GLOBS.get(view)
-    return bool(glob and lake.glob(lake.path(glob)))
+    """Whether the files behind ``view`` (the '{lake}/...' path in its statement in sql/views.sql) exist yet."""
+    stmt = dict(view_statements()).get(view, "")
+    found = re.search(r"'\{lake\}/([^']+)'", stmt)
+    return bool(found and lake.glob(lake.path(found.group(1))))
 
 
 def query(lake: Lake, sql: str) -> pa.Table:

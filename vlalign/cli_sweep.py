@@ -14,9 +14,9 @@ def _run_sweep(args, spec, run_id):
     from flows.sweep import resolve_spec, sweep_flow
 
     from .report import plot_run, summary
-    from .spec import load_spec, validate_against_world
+    from .spec import validate_against_world
 
-    sweep = resolve_spec(spec) if spec is not None else load_spec()
+    sweep = resolve_spec(spec)
     validate_against_world(sweep)  # fail fast, before Prefect and Dask start
     with prefect_api():
         result = sweep_flow.with_options(task_runner=dask_task_runner(args.dask_address, args.workers))(
@@ -32,11 +32,8 @@ def _run_sweep(args, spec, run_id):
     return 0
 
 
-def cmd_run(args) -> int:
-    return _run_sweep(args, args.spec, args.run_id)
-
-
 def cmd_sweep(args) -> int:
+    """`vlalign run [--spec F]` and `vlalign sweep F`: the same sweep, the default spec when none is given."""
     return _run_sweep(args, args.spec, args.run_id)
 
 
@@ -86,4 +83,4 @@ def cmd_report(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "resume": cmd_resume, "query": cmd_query, "report": cmd_report}
+COMMANDS = {"run": cmd_sweep, "sweep": cmd_sweep, "resume": cmd_resume, "query": cmd_query, "report": cmd_report}
