@@ -90,8 +90,8 @@ def main() -> None:
         print(json.dumps({"seconds": secs, "loop_seconds": loop_secs}))
         return
 
-    from flows.extract import extract_flow
-    from flows.runtime import configure_environment, dask_task_runner, prefect_api
+    from vlalign.flows.extract import extract_flow
+    from vlalign.flows.runtime import configure_environment, dask_task_runner, prefect_api
     from vlalign.extract import read_embeddings
     from vlalign.lake import Lake
     from vlalign.readers import DatasetSource
@@ -114,7 +114,7 @@ def main() -> None:
     with open(ann, "w") as f:
         json.dump(coco, f)
 
-    from flows.runtime import WORKER_MALLOC_ENV
+    from vlalign.flows.runtime import WORKER_MALLOC_ENV
 
     ref_path = os.path.join(work, "bare.npy")
     t_bare, loop_bare = bare_subprocess(args.encoder, n, args.batch_size, cores, WORKER_MALLOC_ENV, ref_path)

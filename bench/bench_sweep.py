@@ -36,11 +36,11 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="1 vision x 2 text encoders, 2 seeds")
     args = ap.parse_args()
 
-    from flows.runtime import configure_environment, dask_task_runner, prefect_api
+    from vlalign.flows.runtime import configure_environment, dask_task_runner, prefect_api
 
     work = tempfile.mkdtemp(prefix="bench-sweep-")
     configure_environment(work)
-    from flows.sweep import plan_cells, resolve_spec, sweep_flow
+    from vlalign.flows.sweep import plan_cells, resolve_spec, sweep_flow
     from vlalign.analysis import CKACell, run_cka_cell, run_match_cell
     from vlalign.lake import Lake
     from vlalign.spec import load_spec, parse_spec

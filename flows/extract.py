@@ -7,7 +7,7 @@ import time
 from prefect import flow, get_run_logger
 from prefect.futures import as_completed
 
-from tasks.extract import embed_shard_task, ingest_items, plan_extraction
+from vlalign.tasks.extract import embed_shard_task, ingest_items, plan_extraction
 from vlalign.encoders import preflight, weights_digest
 from vlalign.lake import Lake
 from vlalign.readers import DatasetSource

@@ -9,9 +9,9 @@ from datetime import datetime, timezone
 from prefect import flow, get_run_logger
 from prefect.futures import as_completed
 
-from flows.extract import run_extraction
-from flows.runtime import dask_task_runner
-from tasks.analysis import match_pair, pair_items, score_cka
+from vlalign.flows.extract import run_extraction
+from vlalign.flows.runtime import dask_task_runner
+from vlalign.tasks.analysis import match_pair, pair_items, score_cka
 from vlalign.analysis import CKACell, Enc, MatchCell, cell_is_done, embeddings_digest
 from vlalign.catalog import refresh_catalog
 from vlalign.encoders import get_encoder

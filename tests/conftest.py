@@ -20,7 +20,7 @@ os.environ["PREFECT_HOME"] = os.path.join(_HOME, ".prefect")
 os.environ.pop("PREFECT_API_URL", None)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from flows.runtime import configure_environment  # noqa: E402
+from vlalign.flows.runtime import configure_environment  # noqa: E402
 
 configure_environment(_HOME)
 
@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="session")
 def prefect_server():
     """A real Prefect API server (temporary, 127.0.0.1) shared by every test that runs a flow."""
-    from flows.runtime import prefect_api
+    from vlalign.flows.runtime import prefect_api
 
     with prefect_api() as url:
         yield url

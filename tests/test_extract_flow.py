@@ -46,8 +46,8 @@ def units_per_encoder(lake_root: Path) -> dict[str, list[str]]:
 
 
 def run_extract(source, lake_root, shard_size=4, address=None, workers=2):
-    from flows.extract import extract_flow
-    from flows.runtime import dask_task_runner
+    from vlalign.flows.extract import extract_flow
+    from vlalign.flows.runtime import dask_task_runner
 
     return extract_flow.with_options(task_runner=dask_task_runner(address, workers))(
         dataset=source, encoders=ENCODERS, lake_root=str(lake_root), shard_size=shard_size
@@ -95,8 +95,8 @@ def test_one_api_server_records_every_task_of_the_run(prefect_server, coco_facto
     from prefect import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    from flows.extract import extract_flow
-    from flows.runtime import dask_task_runner
+    from vlalign.flows.extract import extract_flow
+    from vlalign.flows.runtime import dask_task_runner
 
     ann, img = coco_factory(n_images=8, captions_per_image=1)
     state = extract_flow.with_options(task_runner=dask_task_runner(None, 2))(

@@ -40,8 +40,8 @@ def spec_doc(ann: Path, img: Path) -> dict:
 
 
 def run_sweep(doc, lake_root, address=None, run_id=None):
-    from flows.runtime import dask_task_runner
-    from flows.sweep import sweep_flow
+    from vlalign.flows.runtime import dask_task_runner
+    from vlalign.flows.sweep import sweep_flow
 
     return sweep_flow.with_options(task_runner=dask_task_runner(address, 2))(spec=doc, lake_root=str(lake_root), run_id=run_id)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 
 import duckdb
@@ -16,7 +17,7 @@ import pyarrow as pa
 
 from .lake import Lake
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+SQL_DIR = Path(str(resources.files("vlalign.sql")))
 READ_ONLY_TYPES = {"SELECT", "EXPLAIN", "PRAGMA"}
 
 

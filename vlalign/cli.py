@@ -123,8 +123,8 @@ def cmd_extract(args) -> int:
     source.check()
     encoders = _csv(args.encoders) or []
     preflight(encoders)  # before any Prefect or Dask start-up
-    from flows.extract import extract_flow
-    from flows.runtime import dask_task_runner, prefect_api
+    from vlalign.flows.extract import extract_flow
+    from vlalign.flows.runtime import dask_task_runner, prefect_api
 
     with prefect_api():
         result = extract_flow.with_options(task_runner=dask_task_runner(args.dask_address, args.workers))(
@@ -165,7 +165,7 @@ COMMANDS = {"encoders": cmd_encoders, "datasets": cmd_datasets, "extract": cmd_e
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from flows.runtime import configure_environment
+    from vlalign.flows.runtime import configure_environment
 
     configure_environment()
     handler = COMMANDS.get(args.cmd)

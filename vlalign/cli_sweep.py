@@ -10,8 +10,8 @@ from .lake import Lake
 
 
 def _run_sweep(args, spec, run_id):
-    from flows.runtime import dask_task_runner, prefect_api
-    from flows.sweep import resolve_spec, sweep_flow
+    from vlalign.flows.runtime import dask_task_runner, prefect_api
+    from vlalign.flows.sweep import resolve_spec, sweep_flow
 
     from .report import plot_run, summary
     from .spec import validate_against_world

@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 import pyarrow as pa
@@ -54,7 +55,7 @@ REJECT_SCHEMA = pa.schema(
     ]
 )
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+DATA_DIR = Path(str(resources.files("vlalign.data")))
 EMOJI_DIR = DATA_DIR / "emoji"
 EMOJI_DOMAINS = ("google", "twitter")
 EMOJI_LANGS = ("en", "de", "es", "fr", "it", "ja", "ko", "pl", "ru", "zh")
