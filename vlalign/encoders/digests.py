@@ -1,0 +1,91 @@
+"""Weight digests: 16 hex characters identifying the weights an encoder runs with.
+
+Catalog entries: the weight file(s) inside the package plus the entry's recipe string (loader and
+preprocessing version), so a change in how an encoder is run also changes the identity. Hub names:
+the resolved hub commit of the repo (from the HF cache, or asked from the hub when online); local
+folders: their files; timm weights outside the hub: the downloaded file. File hashes are cached
+per process; hub revisions are looked up every time (a later download may move them).
+
+The digests are part of stored shard identities, so their byte layout is frozen: the sha256 (from
+vlalign.digest) is fed plain, NUL-separated pieces -- not digest.update's length-prefixed values.
+"""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any, Iterable
+
+from ..digest import finish, hasher, update_file
+from .base import EncoderError, EncoderSpec
+from .catalog import _CATALOG, _pkg_dir
+from .hub import _hub_commit, _torch_hub_file
+from .probes import is_available
+from .resolve import _resolve_hub, get_encoder
+
+__all__ = ["weights_digest"]
+
+_LEN = 16  # hex characters kept; frozen (stored identities), whatever digest.DIGEST_LEN becomes
+
+
+def _hash_files(h: Any, files: Iterable[Path], root: Path | None = None) -> None:
+    """Feed `h` (a digest.hasher()) each file as its name (relative to `root`, else the bare name),
+    a NUL, then its bytes."""
+    for f in files:
+        rel = str(f.relative_to(root)) if root is not None else f.name
+        h.update(rel.encode() + b"\0")
+        update_file(h, f)
+
+
+@functools.lru_cache(maxsize=64)
+def _digest_files(name: str) -> str:
+    """Catalog entries and local folders: hash the files once per process."""
+    h = hasher()
+    entry = _CATALOG.get(name)
+    if entry is not None:
+        ok, reason = is_available(entry.spec)
+        if not ok:
+            raise EncoderError(reason)
+        root = _pkg_dir(entry.package)
+        assert root is not None
+        h.update(entry.recipe.encode() + b"\0")
+        _hash_files(h, entry.files(root), root)
+        return finish(h, _LEN)
+    spec, info = _resolve_hub(name)
+    assert info.local_dir
+    h.update(f"{name}\0pooling={spec.pooling}\0".encode())
+    root = Path(info.local_dir)
+    files = sorted(p for p in root.rglob("*")
+                   if p.is_file() and not any(s.startswith(".") for s in p.relative_to(root).parts))
+    _hash_files(h, files, root)
+    return finish(h, _LEN)
+
+
+def _digest(name: str) -> str:
+    if name in _CATALOG or _resolve_hub(name)[1].local_dir:
+        return _digest_files(name)
+    # hub names: cheap (reads the cache's refs/main), not memoised: a later download may move it
+    spec, info = _resolve_hub(name)
+    h = hasher()
+    h.update(f"{name}\0pooling={spec.pooling}\0".encode())
+    if info.repo_id:
+        commit = _hub_commit(info.repo_id)
+        if commit is None:
+            raise EncoderError(f"cannot resolve the hub revision of '{name}' ({info.repo_id}): load it once "
+                               "with network access (it fills the HF cache) or unset HF_HUB_OFFLINE")
+        h.update(f"{info.repo_id}@{commit}".encode())
+        return finish(h, _LEN)
+    path = _torch_hub_file(info.url or "")
+    if not path.is_file():
+        raise EncoderError(f"cannot digest '{name}': its weights ({info.url}) are not downloaded yet; load it first")
+    _hash_files(h, [path])
+    return finish(h, _LEN)
+
+
+def weights_digest(spec: EncoderSpec | str) -> str:
+    """First 16 hex of a sha256 identifying the weights (file hashes cached per process).
+
+    Catalog entries: the weight file(s) inside the package plus a short recipe string (loader and
+    preprocessing version), so a change in how an encoder is run also changes the identity.
+    Hub names: the resolved hub commit of the repo (from the HF cache, or asked from the hub when
+    online); local folders: their files; timm weights outside the hub: the downloaded file."""
+    return _digest(get_encoder(spec if isinstance(spec, str) else spec.name).name)

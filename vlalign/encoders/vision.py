@@ -1,0 +1,146 @@
+"""Vision backends: timm models (the offline catalog's conv nets and timm/ hub names) and
+transformers models (hf/ hub names and local folders).
+
+Catalog conv nets load a state dict shipped in a PyPI package and map it, tensor by tensor and in
+order, onto the matching timm architecture (_map_state_dict checks count, shape and role of every
+tensor). Features are timm's pre-logits output (global pool); on CPU the models run channels_last
+(~1.8x faster for these conv nets with oneDNN, numerically equal to 1e-5). hf/ models pool
+last_hidden_state ("cls": first token, "mean": all tokens or the spatial map of a conv net) or use
+pooler_output ("pooler"). Every loader here calls ensure_torchvision() before importing timm or
+transformers.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .._compat import ensure_torchvision, offline_env
+from .backend import _autocast, _Backend, _nullctx
+from .base import EncoderError, EncoderSpec
+from .catalog import _CATALOG, _pkg_dir
+from .images import decode_image
+from .resolve import _HubInfo
+
+__all__: list[str] = []
+
+
+def _map_state_dict(src: dict, dst: dict, what: str) -> dict:
+    """Map `src` onto the keys of `dst` in order, checking count, shape and tensor role
+    (weight/bias/running_mean/...) one by one; EncoderError on the first mismatch."""
+    src_items, dst_items = list(src.items()), list(dst.items())
+    if len(src_items) != len(dst_items):
+        raise EncoderError(f"{what}: {len(src_items)} tensors in the file, the model has {len(dst_items)}")
+    out = {}
+    for i, ((ks, vs), (kd, vd)) in enumerate(zip(src_items, dst_items)):
+        if tuple(vs.shape) != tuple(vd.shape) or ks.rsplit(".", 1)[-1] != kd.rsplit(".", 1)[-1]:
+            raise EncoderError(
+                f"{what}: tensor {i} does not match: file {ks} {tuple(vs.shape)} vs model {kd} {tuple(vd.shape)}")
+        out[kd] = vs
+    return out
+
+
+class _TimmVision(_Backend):
+    def __init__(self, model: Any, transform: Any, device: str):
+        import torch
+
+        self.model = model.eval().to(device)
+        if device == "cpu":
+            # ~1.8x faster for these conv nets on CPU (oneDNN), numerically equal to 1e-5
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.transform = transform
+        self.device = device
+        self.data_config = None
+
+    def features(self, x: Any) -> Any:
+        m = self.model
+        return m.forward_head(m.forward_features(x), pre_logits=True)
+
+    def prepare(self, items: list) -> Any:
+        import torch
+
+        x = torch.stack([self.transform(decode_image(it)) for it in items]).to(self.device)
+        return x.contiguous(memory_format=torch.channels_last) if self.device == "cpu" else x
+
+    def encode(self, items, batch_size, threads, precision):
+        import torch
+
+        outs = []
+        for i in range(0, len(items), batch_size):
+            x = self.prepare(items[i:i + batch_size])
+            with torch.inference_mode(), _autocast(self.device, precision):
+                outs.append(self.features(x).float().cpu().numpy())
+        return np.concatenate(outs) if outs else np.zeros((0, self.dim), np.float32)
+
+
+def _load_timm_catalog(name: str, device: str) -> _TimmVision:
+    ensure_torchvision()
+    import timm
+    import torch
+    from timm.data import create_transform, resolve_data_config
+
+    entry = _CATALOG[name]
+    root = _pkg_dir(entry.package)
+    (wfile,) = entry.files(root)
+    arch = "mobilenetv2_100" if name == "mobilenetv2" else f"tf_{name.replace('-', '_')}"
+    src = torch.load(wfile, map_location="cpu", weights_only=True)
+    model = timm.create_model(arch, pretrained=False)
+    model.load_state_dict(_map_state_dict(src, model.state_dict(), f"{name} ({wfile.name} -> timm {arch})"))
+    overrides = {"interpolation": "bilinear"} if name == "mobilenetv2" else {}
+    cfg = resolve_data_config(overrides, model=model)
+    be = _TimmVision(model, create_transform(**cfg), device)
+    be.data_config = cfg
+    be.dim = model.num_features
+    return be
+
+
+def _load_timm_hub(spec: EncoderSpec, info: _HubInfo, device: str) -> _TimmVision:
+    ensure_torchvision()
+    import timm
+    from timm.data import create_transform, resolve_data_config
+
+    kwargs: dict[str, Any] = {"pretrained": True, "num_classes": 0}
+    if info.explicit_pool:
+        kwargs["global_pool"] = spec.pooling
+    model = timm.create_model(info.model, **kwargs)
+    cfg = resolve_data_config({}, model=model)
+    be = _TimmVision(model, create_transform(**cfg), device)
+    be.data_config = cfg
+    return be
+
+
+class _HFVision(_Backend):
+    def __init__(self, repo: str, pooling: str, device: str, local: bool):
+        ensure_torchvision()
+        from transformers import AutoImageProcessor, AutoModel
+
+        ctx = offline_env() if local else _nullctx()
+        with ctx:
+            self.processor = AutoImageProcessor.from_pretrained(repo)
+            self.model = AutoModel.from_pretrained(repo).eval().to(device)
+        self.pooling, self.device = pooling, device
+
+    def encode(self, items, batch_size, threads, precision):
+        import torch
+
+        outs = []
+        for i in range(0, len(items), batch_size):
+            imgs = [decode_image(it) for it in items[i:i + batch_size]]
+            px = self.processor(images=imgs, return_tensors="pt")["pixel_values"].to(self.device)
+            with torch.inference_mode(), _autocast(self.device, precision):
+                out = self.model(pixel_values=px)
+            if self.pooling == "pooler":
+                po = getattr(out, "pooler_output", None)
+                if po is None:
+                    raise EncoderError("this model has no pooler_output: use @cls or @mean")
+                f = po.flatten(1)
+            else:
+                h = out.last_hidden_state
+                if h.dim() == 4:  # conv net: (B, C, H, W)
+                    if self.pooling == "cls":
+                        raise EncoderError("a convolutional model has no CLS token: use @mean or @pooler")
+                    f = h.mean(dim=(2, 3))
+                else:
+                    f = h[:, 0] if self.pooling == "cls" else h.mean(dim=1)
+            outs.append(f.float().cpu().numpy())
+        return np.concatenate(outs) if outs else np.zeros((0, self.dim), np.float32)
