@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import yaml
 
+from vlalign.cli import main
+from vlalign.names import SAFE_NAME, check_name
 from vlalign.spec import DEFAULT_SPEC, SpecError, load_spec, parse_spec, validate_against_world
 
 
@@ -87,3 +90,200 @@ def test_missing_spec_file_and_bad_yaml(tmp_path):
     p.write_text("name: [unclosed")
     with pytest.raises(SpecError, match="not valid YAML"):
         load_spec(p)
+
+
+# -- strict types, unknown keys, key paths in messages (the pydantic models) --------------------------
+
+
+def _error(mutate) -> str:
+    doc = copy.deepcopy(base_doc())
+    mutate(doc)
+    with pytest.raises(SpecError) as e:
+        parse_spec(doc)
+    return str(e.value)
+
+
+def test_run_ids_do_not_depend_on_the_validator():
+    """Run ids (name + digest of to_json()) are in users' lakes: these values predate the pydantic models."""
+    minimal = {"name": "m", "datasets": [{"name": "emoji"}], "vision_encoders": "a", "text_encoders": "b"}
+    assert parse_spec(minimal).default_run_id == "m-45a729e776"
+    coco = {
+        "name": "tiny-sweep",
+        "datasets": [{"name": "tiny", "format": "coco", "annotations": "/a/b.json", "images": "/a/img"}],
+        "vision_encoders": ["mobilenetv2"], "text_encoders": ["minilm-l6", "wordllama"],
+        "analyses": {"cka": {"kernels": ["linear", "rbf"]}, "matching": ["qap", "local_cka"], "retrieval": ["local_cka"],
+                     "baselines": ["linear_regression", "procrustes"], "qap": {"restarts": 8}},
+        "base_size": 20, "query_size": 30, "base_selection": "kmeans_image", "stretch": True, "seeds": [0, 1, 2, 3, 4],
+        "extraction": {"shard_size": 16},
+    }
+    assert parse_spec(coco).default_run_id == "tiny-sweep-0bb2fc58cc"
+    doc = base_doc()
+    doc["analyses"]["cka"] = False
+    assert parse_spec(doc).cka is None and parse_spec(doc).digest == "24a6a22dea"
+
+
+@pytest.mark.parametrize("key", ["qap", "local_cka"])
+def test_a_list_where_one_value_belongs_is_refused(key):
+    # it used to run with the first kernel, silently
+    message = _error(lambda d: d["analyses"].update({key: {"kernel": ["linear", "rbf"]}}))
+    assert message == (
+        f"analyses.{key}.kernel: expected 'linear' or 'rbf' (one value, not a list); got ['linear', 'rbf']"
+    )
+
+
+def test_unknown_keys_are_refused_at_every_level():
+    def mutate(d):
+        d["colour"] = "red"
+        d["datasets"][0]["split"] = "val"
+        d["analyses"]["qap"]["iterations"] = 5
+        d["extraction"]["workers"] = 2
+
+    lines = _error(mutate).splitlines()
+    assert len(lines) == 4  # one line a problem, every problem
+    assert any(line.startswith("spec: unknown key(s) ['colour']; allowed: ['analyses', ") for line in lines)
+    assert "datasets[0]: unknown key(s) ['split']; allowed: ['annotations', 'domains', 'format', 'images', 'langs', 'name']" in lines
+    assert "analyses.qap: unknown key(s) ['iterations']; allowed: ['kernel', 'restarts']" in lines
+    assert "extraction: unknown key(s) ['workers']; allowed: ['batch_size', 'shard_size']" in lines
+
+
+@pytest.mark.parametrize(
+    "mutate, line",
+    [
+        (lambda d: d.update(stretch="yes"), "stretch: expected true/false or a list of them; got 'yes'"),
+        (lambda d: d.update(seeds=1.5), "seeds: expected an integer or a list of integers; got 1.5"),
+        (lambda d: d.update(seeds=[0, 1.5]), "seeds: expected an integer or a list of integers; got 1.5"),
+        (lambda d: d.update(seeds=[0, 1, 0]), "seeds: expected distinct values; got [0, 1, 0]"),
+        (lambda d: d.update(base_size=True), "base_size: expected an integer >= 2 or a list of integers >= 2; got true"),
+        (lambda d: d.update(base_size=[100, 1]), "base_size: expected an integer >= 2 or a list of integers >= 2; got 1"),
+        (lambda d: d.update(query_size=0), "query_size: expected an integer >= 1 or a list of integers >= 1; got 0"),
+        (lambda d: d["analyses"]["cka"].update(bootstrap=-1), "analyses.cka.bootstrap: expected an integer >= 0; got -1"),
+        (lambda d: d["analyses"]["cka"].update(debiased="no"), "analyses.cka.debiased: expected true or false; got 'no'"),
+        (lambda d: d["analyses"]["cka"].update(kernels=["linear", "poly"]),
+         "analyses.cka.kernels: unknown value 'poly'; expected one of ['linear', 'rbf']"),
+        (lambda d: d["analyses"].update(cka=True),
+         "analyses.cka: expected a mapping with keys ['bootstrap', 'debiased', 'kernels', 'shuffled']; got true"),
+        (lambda d: d["analyses"]["qap"].update(restarts=0), "analyses.qap.restarts: expected an integer >= 1; got 0"),
+        (lambda d: d["analyses"]["qap"].update(restarts="20"), "analyses.qap.restarts: expected an integer >= 1; got '20'"),
+        (lambda d: d["analyses"]["local_cka"].update(kernel="poly"), "analyses.local_cka.kernel: expected 'linear' or 'rbf'; got 'poly'"),
+        (lambda d: d["extraction"].update(batch_size=True), "extraction.batch_size: expected an integer >= 1; got true"),
+        (lambda d: d["extraction"].update(shard_size=0), "extraction.shard_size: expected an integer >= 1; got 0"),
+        (lambda d: d["datasets"][0].update(format="tfrecord"), "datasets[0].format: expected 'emoji' or 'coco'; got 'tfrecord'"),
+        (lambda d: d["datasets"][0].update(langs=[]), "datasets[0].langs: empty list; expected one value or a non-empty list"),
+        (lambda d: d["datasets"].append({"name": "c", "format": "coco", "annotations": 5, "images": "img"}),
+         "datasets[1].annotations: expected a string; got 5"),
+        (lambda d: d.update(datasets=[]), "datasets: expected a non-empty list; got []"),
+        (lambda d: d.update(vision_encoders=[7]), "vision_encoders: expected a string or a list of strings; got 7"),
+        (lambda d: d.update(datasets=[{"name": "emoji"}, {"name": "emoji"}]), "datasets: two entries have the same name 'emoji'"),
+        (lambda d: d["analyses"].update(cka=None, matching=[], retrieval=[], baselines=[]),
+         "analyses: nothing to compute (cka is off and matching, retrieval, baselines are empty)"),
+    ],
+)
+def test_wrong_types_and_values_name_the_key_path(mutate, line):
+    assert _error(mutate) == line
+
+
+def test_every_problem_is_one_readable_line():
+    def mutate(d):
+        d.update(stretch="yes", seeds=1.5, base_size=True)
+        d["analyses"]["cka"]["bootstrap"] = -1
+        del d["name"]
+
+    message = _error(mutate)
+    lines = message.splitlines()
+    assert len(lines) == 5 and "spec: missing required key 'name'" in lines
+    assert all(":" in line and not line.startswith(" ") for line in lines)
+    for noise in ("pydantic", "https://", "validation error", "Input should", "[type="):
+        assert noise not in message
+
+
+def test_the_file_is_named_on_every_line(tmp_path):
+    p = tmp_path / "sweep.yaml"
+    doc = base_doc()
+    doc.update(seeds=1.5, stretch="yes")
+    p.write_text(yaml.safe_dump(doc))
+    with pytest.raises(SpecError) as e:
+        load_spec(p)
+    assert str(e.value).splitlines() == [
+        f"{p}: stretch: expected true/false or a list of them; got 'yes'",
+        f"{p}: seeds: expected an integer or a list of integers; got 1.5",
+    ]
+
+
+def test_a_spec_that_is_not_a_mapping():
+    with pytest.raises(SpecError, match=r"^spec: expected a mapping with keys \['analyses', .*; got null$"):
+        parse_spec(None)
+
+
+# -- safe names (vlalign.names) -------------------------------------------------------------------------
+
+UNSAFE = ["../../../x", "a/b", "", ".hidden", "x y", "a..b", "-x", "_x", "x\n", "x" * 129, "a\\b", "é"]
+
+
+@pytest.mark.parametrize("name", UNSAFE)
+def test_unsafe_data_set_names_are_refused(name):
+    message = _error(lambda d: d["datasets"][0].update(name=name))
+    assert message.startswith(f"datasets[0].name: not a safe name, got {name!r}; use letters, digits, '.', '_' or '-'")
+
+
+@pytest.mark.parametrize("name", UNSAFE + [5, None])
+def test_unsafe_spec_names_are_refused(name):
+    assert _error(lambda d: d.update(name=name)).startswith(f"name: not a safe name, got {name!r}; ")
+
+
+@pytest.mark.parametrize("name", ["emoji", "coco2017-val_v2.1", "A", "9", "x" * 128])
+def test_safe_names_pass(name):
+    assert check_name(name, "data set name") == name
+    doc = base_doc()
+    doc["name"] = name
+    doc["datasets"] = [{"name": name, "format": "coco", "annotations": "a.json", "images": "img"}]
+    assert parse_spec(doc).datasets[0].name == name
+
+
+def test_check_name_for_the_cli_and_the_lake():
+    assert SAFE_NAME == r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+    with pytest.raises(ValueError) as e:
+        check_name("../../../x", "run id")
+    assert str(e.value) == (
+        "run id: not a safe name, got '../../../x'; use letters, digits, '.', '_' or '-' "
+        "(at most 128 characters, not starting with '.', '_' or '-', and without '..')"
+    )
+
+
+# -- `vlalign spec`: the JSON schema, and checking a file ------------------------------------------------
+
+
+def test_vlalign_spec_schema(capsys):
+    assert main(["spec", "--schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    top = {"name", "datasets", "vision_encoders", "text_encoders", "analyses", "base_size", "query_size",
+           "base_selection", "stretch", "seeds", "extraction"}
+    assert set(schema["properties"]) == top and set(base_doc()) <= top
+    assert schema["title"] and schema["description"] and schema["additionalProperties"] is False
+    assert all(p.get("description") for p in schema["properties"].values())
+    jsonschema = pytest.importorskip("jsonschema")
+    validator = jsonschema.Draft202012Validator(schema)
+    validator.check_schema(schema)
+    assert list(validator.iter_errors(base_doc())) == []
+    doc = base_doc()
+    doc["analyses"]["cka"] = False
+    assert validator.is_valid(doc)
+    for mutate in (lambda d: d.update(colour="red"), lambda d: d["analyses"]["qap"].update(kernel=["linear", "rbf"]),
+                   lambda d: d["datasets"][0].update(name="../x"), lambda d: d.update(seeds=[0, 0]),
+                   lambda d: d.update(stretch="yes")):
+        doc = base_doc()
+        mutate(doc)
+        assert not validator.is_valid(doc)
+
+
+def test_vlalign_spec_checks_a_file(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(DEFAULT_SPEC.parents[2])  # the repository root
+    assert main(["spec", "vlalign/sweeps/default.yaml"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "OK" in out and load_spec().default_run_id in out
+    bad = tmp_path / "bad.yaml"
+    doc = base_doc()
+    doc["analyses"]["qap"]["kernel"] = ["linear", "rbf"]
+    bad.write_text(yaml.safe_dump(doc))
+    assert main(["spec", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"vlalign spec: error: {bad}: analyses.qap.kernel: expected 'linear' or 'rbf'")
