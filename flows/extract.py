@@ -82,10 +82,50 @@ def run_extraction(
         "rows_computed": sum(s["rows"] for s in summaries),
         "rejects": ingested["rejects"] + sum(s["rejects"] for s in summaries),
         "lake": lake.root,
+        "items_path": ingested["path"],
+        "rejects_path": ingested["rejects_path"],
+        "planned": planned,
     }
-    log.info("extraction of %s done: %s", dataset.name, result)
+    log.info("extraction of %s done: %d shards planned, %d computed, %d units, %d rejects", dataset.name,
+             result["shards_planned"], result["shards_computed"], result["rows_computed"], result["rejects"])
     return result
 
 
-# The same steps as a flow of their own; the sweep calls run_extraction inside its flow, on its task runner.
-extract_flow = flow(name="extract", log_prints=True)(run_extraction)
+@flow(name="extract", log_prints=True)
+def extract_flow(
+    dataset: DatasetSource,
+    encoders: list[str],
+    lake_root: str = "lake",
+    shard_size: int = 256,
+    domains: list[str] | None = None,
+    langs: list[str] | None = None,
+    batch_size: int | None = None,
+    device: str | None = None,
+    threads: int | None = None,
+) -> dict:
+    """:func:`run_extraction` as a run of its own, with a run record (``extract-<dataset>-<digest>``) that lists
+    the files it used, so its items, rejects and embeddings appear in the SQL tables."""
+    from vlalign.catalog import refresh_catalog
+    from vlalign.digest import digest_json
+    from vlalign.runs import add_files, finish_record, start_record
+
+    lake = Lake.open(lake_root)
+    lake.clean_tmp()
+    settings = {"dataset": dataset.__dict__, "encoders": encoders, "shard_size": shard_size, "domains": domains, "langs": langs}
+    record = start_record(lake, f"extract-{dataset.name}-{digest_json(settings)[:10]}", "extract", settings)
+    error = None
+    try:
+        result = run_extraction(dataset, encoders, lake_root, shard_size, domains, langs, batch_size, device, threads)
+        add_files(record, "items", lake, [result["items_path"]])
+        add_files(record, "rejects", lake, [result["rejects_path"]] + [s.rejects_path for s in result["planned"]])
+        add_files(record, "embeddings", lake, [s.path for s in result["planned"]])
+        record["status"] = "completed"
+        result["run_id"] = record["run_id"]
+        return {k: v for k, v in result.items() if k != "planned"}
+    except BaseException as e:
+        error = e
+        raise
+    finally:
+        finish_record(lake, record, error)
+        if lake.is_local:
+            refresh_catalog(lake)

@@ -8,31 +8,41 @@ import os
 import pyarrow as pa
 from prefect import task
 
-from vlalign.extract import ShardSpec, embed_shard, plan_shards, shard_is_done
+from vlalign.extract import ShardSpec, embed_shard, plan_shards, shard_is_done, verify_shard
 from vlalign.lake import Lake
-from vlalign.readers import REJECT_SCHEMA, DatasetSource, content_digest, read_dataset
+from vlalign.digest import digest_json, digest_values
+from vlalign.readers import REJECT_SCHEMA, DatasetError, DatasetSource, read_dataset
 
 
 @task(name="ingest_items")
 def ingest_items(lake_root: str, source: DatasetSource) -> dict:
-    """Read a data set into canonical items in the lake (rewritten only when its content changed)."""
+    """Read a data set into canonical items in the lake (rewritten only when its content changed).
+
+    The new index is validated in full before anything in the lake changes: a data set that reads as
+    empty (an empty annotations file, a filter that matches nothing) raises and leaves the lake's items
+    and rejects as they were."""
     lake = Lake.open(lake_root)
     result = read_dataset(source)
     items = result.items.sort_by([("image_id", "ascending"), ("item_id", "ascending")])
+    if items.num_rows == 0:
+        raise DatasetError(
+            f"data set {source.name!r}: no usable items ({len(result.rejects)} rejected on read, e.g. "
+            f"{result.rejects[0]['reason'] if result.rejects else 'the source is empty'}); nothing in the lake was changed"
+        )
+    if len(set(items["item_id"].to_pylist())) != items.num_rows:
+        raise DatasetError(f"data set {source.name!r}: item ids are not unique; nothing in the lake was changed")
     keys = ["item_id", "image_id", "image", "caption_id", "caption", "lang", "label", "domain"]
-    digest = content_digest(
-        [v for k in keys for v in items[k].to_pylist()],
-        extra=[len(b or b"") for b in items["image_bytes"].to_pylist()],
+    digest = digest_values(
+        [v for k in keys for v in items[k].to_pylist()]
+        + [digest_values([b]) if b is not None else "" for b in items["image_bytes"].to_pylist()]
     )
     path = lake.items_path(source.name)
     if (lake.read_metadata(path) or {}).get("digest") != digest:
         lake.write_table(path, items, metadata={"digest": digest, "source": source.__dict__})
-    rejects_path = lake.rejects_path(source.name, "read", "items")
-    if result.rejects:
-        lake.write_table(rejects_path, pa.Table.from_pylist(result.rejects, schema=REJECT_SCHEMA))
-    elif lake.exists(rejects_path):
-        lake.fs.rm(rejects_path)
-    return {"path": path, "digest": digest, "items": items.num_rows, "rejects": len(result.rejects)}
+    rejects_path = lake.read_rejects_path(source.name)
+    lake.write_table(rejects_path, pa.Table.from_pylist(result.rejects, schema=REJECT_SCHEMA), {"digest": digest})
+    return {"path": path, "rejects_path": rejects_path, "digest": digest, "items": items.num_rows,
+            "rejects": len(result.rejects)}
 
 
 @task(name="plan_shards")
@@ -48,9 +58,9 @@ def plan_extraction(
     """(all shards, shards still to compute) for every encoder over the selected domains/languages."""
     import pyarrow.compute as pc
 
+    from prefect import get_run_logger
+
     lake = Lake.open(lake_root)
-    lake.clean_tmp(f"embeddings/dataset={dataset}")
-    lake.clean_tmp(f"rejects/dataset={dataset}")
     items = lake.read_table(lake.items_path(dataset), columns=["image_id", "domain", "image", "image_bytes", "caption_id", "lang", "caption"])
     if domains:
         items = items.filter(pc.is_in(items["domain"], pa.array(domains)))
@@ -61,7 +71,13 @@ def plan_extraction(
     planned = []
     for enc in encoders:
         planned += plan_shards(lake, dataset, items, enc, digests[enc.name], shard_size)
-    todo = [s for s in planned if not shard_is_done(lake, s)]
+    todo = []
+    for s in planned:
+        _, why = verify_shard(lake, s)
+        if why is not None:
+            todo.append(s)
+            if why != "missing":
+                get_run_logger().warning("shard %s failed verification: %s; recomputing it", s.path, why)
     return planned, todo
 
 
@@ -96,9 +112,16 @@ def auto_batch_size(device: str | None) -> int:
 
 @task(name="embed_shard", task_run_name="embed-{spec.lake_name}-{spec.part}-{spec.shard}")
 def embed_shard_task(spec: ShardSpec, batch_size: int | None = None, device: str | None = None, threads: int | None = None) -> dict:
-    """Embed one shard; the encoder is loaded once per worker process and reused."""
+    """Embed one shard; the encoder is loaded once per worker process and reused.
+
+    The shard's lock is held while it is computed: a concurrent run that planned the same shard waits,
+    then finds it done and computes nothing."""
     from vlalign.encoders import load_encoder
 
-    batch_size = batch_size or auto_batch_size(device)
-    encoder = load_encoder(spec.encoder, device=device, threads=threads or _worker_threads(), batch_size=batch_size)
-    return embed_shard(Lake.open(spec.lake_root), spec, encoder, batch_size=batch_size)
+    lake = Lake.open(spec.lake_root)
+    with lake.lock(f"shard-{digest_json(spec.path)}"):
+        if shard_is_done(lake, spec):  # written meanwhile by another run
+            return {"path": spec.path, "encoder": spec.encoder, "rows": 0, "rejects": 0, "seconds": 0.0, "reused": True}
+        batch_size = batch_size or auto_batch_size(device)
+        encoder = load_encoder(spec.encoder, device=device, threads=threads or _worker_threads(), batch_size=batch_size)
+        return embed_shard(lake, spec, encoder, batch_size=batch_size)

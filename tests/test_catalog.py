@@ -1,6 +1,10 @@
-"""SQL over the lake: views from sql/views.sql, read-only queries, pairs and splits in DuckDB."""
+"""SQL over the lake: views built by writers from the run records, read-only queries, pairs and splits."""
 
 from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
 
 import duckdb
 import pyarrow as pa
@@ -8,44 +12,98 @@ import pytest
 
 from vlalign.catalog import QueryError, query, refresh_catalog, run_sql
 from vlalign.lake import Lake
-from vlalign.schemas import CKA_SCHEMA
+from vlalign.runs import start_record, write_record
+from vlalign.schemas import CKA_SCHEMA, TABLE_SCHEMAS, readme_table
+
+REPO = Path(__file__).resolve().parent.parent
 
 
-def _cka_rows(run_id, n):
+def _cka_rows(cell_id, n):
     return [
-        {"run_id": run_id, "dataset": "emoji", "domain": "google", "lang": "en", "vision_encoder": f"v{i}",
+        {"cell_id": cell_id, "dataset": "emoji", "domain": "google", "lang": "en", "vision_encoder": f"v{i}",
          "text_encoder": "t", "kernel": "linear", "debiased": False, "n": 100, "value": 0.5, "shuffled_value": 0.01,
-         "ci_low": None, "ci_high": None, "seed": 0, "seconds": 0.1}
+         "ci_low": None, "ci_high": None, "seed": 0, "seconds": 0.1, "note": None}
         for i in range(n)
     ]
 
 
-def test_views_exist_even_before_any_result_and_fill_in_later(tmp_path):
+def _cell(lake, cell_id, n):
+    return lake.write_table(lake.result_path("cka", cell_id), pa.Table.from_pylist(_cka_rows(cell_id, n), schema=CKA_SCHEMA))
+
+
+def _run(lake, run_id, cells):
+    rec = start_record(lake, run_id, "sweep", {"name": run_id})
+    rec["cells"] = {"cka": cells}
+    write_record(lake, rec)
+    refresh_catalog(lake)
+
+
+def test_every_view_exists_with_its_columns_before_any_result(tmp_path):
     lake = Lake.open(tmp_path)
+    refresh_catalog(lake)
+    for name, schema in TABLE_SCHEMAS.items():
+        assert query(lake, f"select * from {name}").column_names == schema.names
     assert query(lake, "select count(*) as n from cka")["n"].to_pylist() == [0]
-    assert "vision_encoder" in query(lake, "select * from matching").column_names
-    lake.write_table(lake.result_path("cka", "r1", "cell-a"), pa.Table.from_pylist(_cka_rows("r1", 3), schema=CKA_SCHEMA))
-    assert query(lake, "select count(*) as n from cka")["n"].to_pylist() == [3]
 
 
-def test_write_statements_are_refused_and_change_nothing(tmp_path):
+def test_result_views_show_only_cells_that_runs_list_and_join_run_ids(tmp_path):
     lake = Lake.open(tmp_path)
-    lake.write_table(lake.result_path("cka", "r1", "c"), pa.Table.from_pylist(_cka_rows("r1", 2), schema=CKA_SCHEMA))
-    for sql in ("drop view cka", "create table x as select 1", "delete from cka", "copy cka to 'out.csv'",
-                "select 1; drop view cka"):
-        with pytest.raises(QueryError, match="refused: .* read-only"):
-            query(lake, sql)
-    assert query(lake, "select count(*) as n from cka")["n"].to_pylist() == [2]
-    # and the file itself is opened read-only: a write that slips past the check still fails
-    con = duckdb.connect(refresh_catalog(lake), read_only=True)
-    with pytest.raises(duckdb.Error, match="read-only"):
-        con.execute("drop view cka")
-    con.close()
+    _cell(lake, "aaaa", 3)
+    _cell(lake, "bbbb", 2)
+    _cell(lake, "dropped", 5)  # a file no run recorded: never read
+    _run(lake, "r1", ["aaaa"])
+    assert query(lake, "select count(*) as n from cka")["n"].to_pylist() == [3]
+    _run(lake, "r2", ["aaaa", "bbbb"])  # a cell shared by two runs is stored once, listed by both
+    rows = query(lake, "select run_id, count(*) as n from cka group by run_id order by run_id").to_pylist()
+    assert rows == [{"run_id": "r1", "n": 3}, {"run_id": "r2", "n": 5}]
+    assert query(lake, "select count(*) as n from cka where cell_id = 'dropped'")["n"].to_pylist() == [0]
+    assert sorted(query(lake, "select run_id from runs")["run_id"].to_pylist()) == ["r1", "r2"]
+
+
+def test_query_binds_parameters(tmp_path):
+    lake = Lake.open(tmp_path)
+    _cell(lake, "aaaa", 3)
+    _run(lake, "r1", ["aaaa"])
+    out = query(lake, "select count(*) as n from cka where run_id = $r and vision_encoder <> $v", {"r": "r1", "v": "it's"})
+    assert out["n"].to_pylist() == [3]
+
+
+def test_query_on_a_missing_lake_is_an_error_and_creates_nothing(tmp_path):
+    missing = tmp_path / "no" / "lake"
+    with pytest.raises(QueryError, match="no lake at"):
+        query(Lake.open(missing), "select 1")
+    assert not (tmp_path / "no").exists()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(QueryError, match="no catalog"):
+        query(Lake.open(tmp_path / "empty"), "select 1")
+    assert os.listdir(tmp_path / "empty") == []
+
+
+def test_a_refresh_while_a_query_holds_the_catalog_succeeds(tmp_path):
+    lake = Lake.open(tmp_path)
+    _cell(lake, "aaaa", 3)
+    _run(lake, "r1", ["aaaa"])
+    reader = duckdb.connect(str(tmp_path / "lake.duckdb"), read_only=True)  # a long query, still open
+    try:
+        _cell(lake, "bbbb", 2)
+        _run(lake, "r2", ["bbbb"])  # the writer's refresh does not wait for, or break, the reader
+        assert reader.execute("select count(*) from cka").fetchone()[0] == 3  # the reader keeps its snapshot
+    finally:
+        reader.close()
+    assert query(lake, "select count(*) as n from cka")["n"].to_pylist() == [5]
+    assert not [p for p in os.listdir(tmp_path) if ".tmp-" in p]
 
 
 def test_query_errors_are_clear(tmp_path):
-    with pytest.raises(QueryError, match="query failed"):
-        query(Lake.open(tmp_path), "select nope from cka")
+    lake = Lake.open(tmp_path)
+    refresh_catalog(lake)
+    with pytest.raises(QueryError, match="nope"):
+        query(lake, "select nope from cka")
+
+
+def test_readme_lists_every_table_with_the_columns_of_the_schemas():
+    readme = (REPO / "README.md").read_text()
+    assert readme_table() in readme, "README's table reference is stale: paste `python -m vlalign.schemas`"
 
 
 def test_pairs_and_splits_are_deterministic_by_seed(tmp_path):

@@ -1,137 +1,50 @@
-"""Analysis cells of a sweep: what one task computes, as plain functions over the lake.
+"""What one analysis cell computes, as plain functions over the lake (cells are defined in vlalign.cells).
 
-A *cell* is the unit of work and of resume: a CKA cell is one vision encoder against every text encoder
-for one (data set, domain, language, kernel); a matching cell is one (vision, text) pair at one point of
-the settings grid, with every matching, retrieval and baseline method. A cell's result files carry its
-identity (settings plus the digests of the embeddings it read), so a rerun skips cells that are done
-and redoes those whose inputs changed.
+Each function reads exactly the planned, verified shards of its cell, computes with the library's math,
+and returns result rows keyed by the cell's id. An input or a result that is not a finite number is never
+stored as a silent number: the row's value is NULL and its ``note`` says why.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 
 from . import baselines as bl
 from .catalog import run_sql
-from .cka import cka_bootstrap, cka_grid
-from .extract import read_embeddings
+from .cells import Cell, CKACell, MatchCell
+from .cka import cka, cka_bootstrap
+from .digest import digest_json
+from .extract import read_shards
 from .lake import Lake
 from .matching import assignment_match, matching_accuracy, qap_match
 from .preprocess import select_base, stretch
 from .retrieval import local_cka_scores, recall_at_k
-from .schemas import CKA_SCHEMA, MATCHING_SCHEMA, RETRIEVAL_SCHEMA
+from .schemas import RESULT_SCHEMAS
 
 # sweep-spec name -> vlalign.baselines name
 BASELINE_NAMES = {"linear_regression": "linear", "relative": "relative", "procrustes": "procrustes", "cosine": "cosine"}
 
 
-def _jsonable(obj):
-    """``obj`` as it reads back from JSON (tuples become lists), so stored and planned identities compare equal."""
-    return json.loads(json.dumps(obj, sort_keys=True, default=str))
-
-
-def _digest(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def embeddings_digest(lake: Lake, dataset: str, lake_name: str, part: str) -> str:
-    """The identity of an encoder's embeddings of one part: a digest of its shards' identities."""
-    files = lake.glob(lake.path("embeddings", f"dataset={dataset}", f"encoder={lake_name}", f"part={part}", "*.parquet"))
-    return _digest([(f.rsplit("/", 1)[-1], (lake.read_metadata(f) or {}).get("identity")) for f in files])
-
-
-@dataclass(frozen=True)
-class Enc:
-    name: str
-    lake_name: str
-    digest: str  # embeddings_digest of the part the cell reads
-
-
-@dataclass(frozen=True)
-class _Cell:
-    """What every cell shares: where it reads and writes, and an identity made of every field but those paths."""
-
-    run_id: str
-    lake_root: str
-    dataset: str
-    domain: str
-    lang: str
-    pairs_path: str
-
-    @property
-    def identity(self) -> dict:
-        d = asdict(self)
-        d.pop("lake_root")
-        d.pop("pairs_path")
-        return _jsonable(d)
-
-
-@dataclass(frozen=True)
-class CKACell(_Cell):
-    vision: Enc
-    texts: tuple[Enc, ...]
-    kernel: str
-    debiased: bool = False
-    shuffled: bool = True
-    bootstrap: int = 0
-    seed: int = 0
-
-    @property
-    def key(self) -> str:
-        return f"{self.dataset}-{self.domain}-{self.lang}-{self.vision.lake_name}-{self.kernel}-{_digest(self.identity)[:8]}"
-
-    def paths(self) -> dict[str, str]:
-        lake = Lake.open(self.lake_root)
-        return {"cka": lake.result_path("cka", self.run_id, self.key)}
-
-
-@dataclass(frozen=True)
-class MatchCell(_Cell):
-    vision: Enc
-    text: Enc
-    base_size: int
-    query_size: int
-    base_selection: str
-    stretch: bool
-    seed: int
-    matching: tuple[str, ...]
-    retrieval: tuple[str, ...]
-    baselines: tuple[str, ...]
-    qap_restarts: int = 20
-    qap_kernel: str = "linear"
-    local_cka_kernel: str = "linear"
-
-    @property
-    def key(self) -> str:
-        return (f"{self.dataset}-{self.domain}-{self.lang}-{self.vision.lake_name}-{self.text.lake_name}"
-                f"-b{self.base_size}-q{self.query_size}-{_digest(self.identity)[:8]}")
-
-    def paths(self) -> dict[str, str]:
-        lake = Lake.open(self.lake_root)
-        return {t: lake.result_path(t, self.run_id, self.key) for t in ("matching", "retrieval")}
-
-
-def cell_is_done(cell) -> bool:
-    lake = Lake.open(cell.lake_root)
-    return all((lake.read_metadata(p) or {}).get("identity") == cell.identity for p in cell.paths().values())
+def pairs_digest(table: pa.Table) -> str:
+    """The content digest of a pairs table (sql/pairs.sql output): its file name and part of every cell's identity."""
+    return digest_json(table.to_pylist())
 
 
 # ------------------------------------------------------------------ paired data
-def paired_embeddings(
-    lake: Lake, dataset: str, pairs_path: str, vision: Enc, domain: str, text: Enc, lang: str
-) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """(image ids, X (n, d1), Y (n, d2)) for the pairs: Y is the mean embedding of each image's captions.
+def paired_embeddings(cell: Cell) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(image ids, X (n, d1), Y (n, d2)) for the cell's pairs: Y is the mean embedding of each image's captions.
 
     Images or captions without an embedding (rejected during extraction) drop their pair."""
-    pairs = lake.read_table(pairs_path)
-    vid, vemb = read_embeddings(lake, dataset, vision.lake_name, domain)
-    tid, temb = read_embeddings(lake, dataset, text.lake_name, lang)
+    lake = Lake.open(cell.lake_root)
+    pairs = lake.read_table(cell.pairs_path)
+    if pairs_digest(pairs) != cell.pairs_digest:
+        raise RuntimeError(f"{cell.pairs_path}: contents do not match digest {cell.pairs_digest}; rerun the sweep")
+    vid, vemb = read_shards(lake, list(cell.vision.shards))
+    tid, temb = read_shards(lake, list(cell.text.shards))
     vrow = {u: i for i, u in enumerate(vid)}
     trow = {u: i for i, u in enumerate(tid)}
     ids, xs, ys = [], [], []
@@ -149,40 +62,46 @@ def paired_embeddings(
     return ids, x, y
 
 
+def input_problem(x: np.ndarray, y: np.ndarray, min_rows: int = 4) -> str | None:
+    """Why paired embeddings cannot be analysed (non-finite values, too few pairs, no variance), or None."""
+    for name, a in (("vision", x), ("text", y)):
+        bad = int((~np.isfinite(a)).sum())
+        if bad:
+            return f"{bad} non-finite values (NaN or inf) in the {name} embeddings"
+        if a.shape[0] and not np.ptp(a, axis=0).any():
+            return f"the {name} embeddings are constant (no variance)"
+    if x.shape[0] < min_rows:
+        return f"only {x.shape[0]} pairs have embeddings (need {min_rows})"
+    return None
+
+
+def _finite(v: float | None) -> float | None:
+    return float(v) if v is not None and np.isfinite(v) else None
+
+
 # ------------------------------------------------------------------ CKA
 def run_cka_cell(cell: CKACell) -> list[dict]:
-    """CKA of the cell's vision encoder with each text encoder, with the shuffled baseline and optional CI."""
-    lake = Lake.open(cell.lake_root)
+    """CKA of the cell's (vision, text) pair, with the shuffled baseline and an optional bootstrap interval."""
     t0 = time.perf_counter()
-    x = first_ids = None
-    texts: dict[str, np.ndarray] = {}
-    for t in cell.texts:
-        ids, xv, yt = paired_embeddings(lake, cell.dataset, cell.pairs_path, cell.vision, cell.domain, t, cell.lang)
-        if first_ids is not None and ids != first_ids:
-            raise RuntimeError(f"{cell.key}: text encoders cover different images; re-extract {t.name}")
-        x, first_ids = xv, ids
-        texts[t.name] = yt
-    true = cka_grid({cell.vision.name: x}, texts, cell.kernel, cell.debiased).values[0]
-    shuffled = np.full(len(texts), np.nan)
-    if cell.shuffled:
-        perm = np.random.default_rng(cell.seed).permutation(x.shape[0])
-        shuffled = cka_grid({cell.vision.name: x[perm]}, texts, cell.kernel, cell.debiased).values[0]
-    rows = []
-    for j, (tname, y) in enumerate(texts.items()):
-        lo = hi = None
+    _, x, y = paired_embeddings(cell)
+    row = {
+        "cell_id": cell.cell_id, "dataset": cell.dataset, "domain": cell.domain, "lang": cell.lang,
+        "vision_encoder": cell.vision.name, "text_encoder": cell.text.name, "kernel": cell.kernel,
+        "debiased": cell.debiased, "n": int(x.shape[0]), "value": None, "shuffled_value": None,
+        "ci_low": None, "ci_high": None, "seed": cell.seed, "seconds": None, "note": input_problem(x, y),
+    }
+    if row["note"] is None:
+        row["value"] = _finite(cka(x, y, cell.kernel, cell.debiased))
+        if cell.shuffled:
+            perm = np.random.default_rng(cell.seed).permutation(x.shape[0])
+            row["shuffled_value"] = _finite(cka(x[perm], y, cell.kernel, cell.debiased))
         if cell.bootstrap:
             ci = cka_bootstrap(x, y, cell.kernel, cell.debiased, n_boot=cell.bootstrap, seed=cell.seed)
-            lo, hi = ci.low, ci.high
-        rows.append({
-            "run_id": cell.run_id, "dataset": cell.dataset, "domain": cell.domain, "lang": cell.lang,
-            "vision_encoder": cell.vision.name, "text_encoder": tname, "kernel": cell.kernel, "debiased": cell.debiased,
-            "n": int(x.shape[0]), "value": float(true[j]), "shuffled_value": float(shuffled[j]),
-            "ci_low": lo, "ci_high": hi, "seed": cell.seed, "seconds": None,
-        })
-    secs = (time.perf_counter() - t0) / max(1, len(rows))
-    for r in rows:
-        r["seconds"] = secs
-    return rows
+            row["ci_low"], row["ci_high"] = _finite(ci.low), _finite(ci.high)
+        if row["value"] is None:
+            row["note"] = "CKA is not a finite number (a kernel with zero variance)"
+    row["seconds"] = time.perf_counter() - t0
+    return [row]
 
 
 # ------------------------------------------------------------------ matching and retrieval
@@ -199,7 +118,7 @@ def make_split(cell: MatchCell, ids: list[str], x: np.ndarray, y: np.ndarray) ->
     ranked = [pos[u] for u in order["image_id"].to_pylist() if u in pos]  # pairs that survived extraction
     if len(ranked) < cell.base_size + cell.query_size:
         raise ValueError(
-            f"{cell.key}: only {len(ranked)} pairs have embeddings, fewer than base {cell.base_size} + query {cell.query_size}"
+            f"{cell.label}: only {len(ranked)} pairs have embeddings, fewer than base {cell.base_size} + query {cell.query_size}"
         )
     query = np.asarray(ranked[: cell.query_size], dtype=np.int64)
     pool = np.asarray(ranked[cell.query_size :], dtype=np.int64)
@@ -209,8 +128,20 @@ def make_split(cell: MatchCell, ids: list[str], x: np.ndarray, y: np.ndarray) ->
 
 def run_match_cell(cell: MatchCell) -> tuple[list[dict], list[dict]]:
     """Every matching, retrieval and baseline method of the cell: (matching rows, retrieval rows)."""
-    lake = Lake.open(cell.lake_root)
-    ids, x, y = paired_embeddings(lake, cell.dataset, cell.pairs_path, cell.vision, cell.domain, cell.text, cell.lang)
+    ids, x, y = paired_embeddings(cell)
+    common = {
+        "cell_id": cell.cell_id, "dataset": cell.dataset, "domain": cell.domain, "lang": cell.lang,
+        "vision_encoder": cell.vision.name, "text_encoder": cell.text.name, "base_size": cell.base_size,
+        "query_size": cell.query_size, "base_selection": cell.base_selection, "stretch": cell.stretch, "seed": cell.seed,
+    }
+    chance = 1.0 / cell.query_size
+    problem = input_problem(x, y)
+    if problem is not None:  # every method gets a row that says why it has no number
+        methods = list(cell.matching) + list(cell.baselines)
+        retrieved = list(cell.retrieval) + list(cell.baselines)
+        return ([{**common, "method": m, "chance": chance, "note": problem} for m in methods],
+                [{**common, "method": m, "direction": d, "note": problem}
+                 for m in retrieved for d in ("image_to_text", "text_to_image")])
     split = make_split(cell, ids, x, y)
     idx = np.concatenate([split.base, split.query])
     xs, ys = x[idx], y[idx]
@@ -218,13 +149,7 @@ def run_match_cell(cell: MatchCell) -> tuple[list[dict], list[dict]]:
         xs, ys = stretch(xs), stretch(ys)
     m = len(split.base)
     bx, by, qx, qy = xs[:m], ys[:m], xs[m:], ys[m:]
-    common = {
-        "run_id": cell.run_id, "dataset": cell.dataset, "domain": cell.domain, "lang": cell.lang,
-        "vision_encoder": cell.vision.name, "text_encoder": cell.text.name, "base_size": cell.base_size,
-        "query_size": cell.query_size, "base_selection": cell.base_selection, "stretch": cell.stretch, "seed": cell.seed,
-    }
     matching, retrieval = [], []
-    chance = 1.0 / cell.query_size
 
     def score_rows(method: str, scores: np.ndarray, seconds: float, do_match: bool, do_retrieve: bool):
         if do_match:
@@ -254,15 +179,20 @@ def run_match_cell(cell: MatchCell) -> tuple[list[dict], list[dict]]:
 
 
 # ------------------------------------------------------------------ writing cells
-def write_cka_cell(cell: CKACell, rows: list[dict]) -> str:
-    lake = Lake.open(cell.lake_root)
-    return lake.write_table(cell.paths()["cka"], pa.Table.from_pylist(rows, schema=CKA_SCHEMA), {"identity": cell.identity})
-
-
-def write_match_cell(cell: MatchCell, matching: list[dict], retrieval: list[dict]) -> list[str]:
-    """Retrieval first, matching last: the cell counts as done only when both carry its identity."""
+def write_cell(cell: Cell, rows: dict[str, list[dict]]) -> list[str]:
+    """Write a cell's result files, each carrying the cell's identity. The first table is written last,
+    so the cell counts as done (:func:`vlalign.cells.cell_is_done`) only when all of them are in place."""
     lake = Lake.open(cell.lake_root)
     paths = cell.paths()
-    lake.write_table(paths["retrieval"], pa.Table.from_pylist(retrieval, schema=RETRIEVAL_SCHEMA), {"identity": cell.identity})
-    lake.write_table(paths["matching"], pa.Table.from_pylist(matching, schema=MATCHING_SCHEMA), {"identity": cell.identity})
+    for table in reversed(cell.tables):
+        lake.write_table(paths[table], pa.Table.from_pylist(rows[table], schema=RESULT_SCHEMAS[table]),
+                         {"identity": cell.identity, "cell_id": cell.cell_id})
     return list(paths.values())
+
+
+def compute_cell(cell: Cell) -> dict[str, list[dict]]:
+    """The rows of every result table of ``cell``."""
+    if isinstance(cell, CKACell):
+        return {"cka": run_cka_cell(cell)}
+    matching, retrieval = run_match_cell(cell)
+    return {"matching": matching, "retrieval": retrieval}

@@ -8,6 +8,7 @@
     vlalign resume RUN_ID                 finish a run that failed or was killed
     vlalign query "SQL" [--format table|csv|json]
     vlalign report [RUN_ID]               plots and a summary of a run
+    vlalign spec [SPEC.yaml] [--schema]   check a sweep spec (run id if valid), or print its JSON schema
 
 Prefect and Dask are imported lazily, after the environment defaults are set.
 """
@@ -26,16 +27,44 @@ def _csv(s: str | None) -> list[str] | None:
     return [x.strip() for x in s.split(",") if x.strip()]
 
 
+def _positive_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def _name(what: str):
+    def check(s: str) -> str:
+        from .names import check_name
+
+        try:
+            return check_name(s, what)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    return check
+
+
+def _nonempty(s: str) -> str:
+    if not s.strip():
+        raise argparse.ArgumentTypeError("expected a non-empty value")
+    return s
+
+
 def _add_cluster_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--lake", default=os.environ.get("VLALIGN_LAKE", "lake"), help="lake root: a folder or fsspec URL (default ./lake, or $VLALIGN_LAKE)")
+    p.add_argument("--lake", type=_nonempty, default=os.environ.get("VLALIGN_LAKE", "lake"), help="lake root: a folder or fsspec URL (default ./lake, or $VLALIGN_LAKE)")
     p.add_argument("--dask-address", default=os.environ.get("VLALIGN_DASK_ADDRESS"), help="scheduler address of an existing Dask cluster (default: a LocalCluster)")
-    p.add_argument("--workers", type=int, default=None, help="LocalCluster worker processes (default: min(2, cores))")
+    p.add_argument("--workers", type=_positive_int, default=None, help="LocalCluster worker processes (default: min(2, cores))")
     p.add_argument("--device", default=None, help="torch device for encoders (default: cuda if available, else cpu)")
-    p.add_argument("--batch-size", type=int, default=None, help="encoder batch size (default: 8 on CPU, 64 on CUDA)")
+    p.add_argument("--batch-size", type=_positive_int, default=None, help="encoder batch size (default: 8 on CPU, 64 on CUDA)")
 
 
 def _add_dataset_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", default="emoji", help="data set name ('emoji' is embedded; others need --format coco ...)")
+    p.add_argument("--dataset", type=_name("--dataset"), default="emoji", help="data set name ('emoji' is embedded; others need --format coco ...)")
     p.add_argument("--format", default=None, choices=["emoji", "coco"], help="data set format (default: emoji for 'emoji', else coco)")
     p.add_argument("--annotations", default=None, help="coco: captions annotations JSON")
     p.add_argument("--images", default=None, help="coco: image folder")
@@ -55,31 +84,35 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("extract", help="embed a data set with some encoders (sharded, resumable)")
     _add_dataset_args(p)
     p.add_argument("--encoders", required=True, help="comma-separated encoder names (see `vlalign encoders`)")
-    p.add_argument("--shard-size", type=int, default=256)
+    p.add_argument("--shard-size", type=_positive_int, default=256, help="units per shard (default 256)")
     _add_cluster_args(p)
 
     p = sub.add_parser("run", help="the main job: the default sweep on the embedded data set")
     p.add_argument("--spec", default=None, help="a sweep spec (default: the built-in default spec)")
-    p.add_argument("--run-id", default=None)
+    p.add_argument("--run-id", type=_name("--run-id"), default=None)
     _add_cluster_args(p)
 
     p = sub.add_parser("sweep", help="run a sweep from a YAML spec")
     p.add_argument("spec")
-    p.add_argument("--run-id", default=None)
+    p.add_argument("--run-id", type=_name("--run-id"), default=None)
     _add_cluster_args(p)
 
     p = sub.add_parser("resume", help="finish a run that failed or was killed; computes only what is missing")
-    p.add_argument("run_id")
+    p.add_argument("run_id", type=_name("RUN_ID"))
     _add_cluster_args(p)
 
     p = sub.add_parser("query", help="run read-only SQL over the lake's tables")
     p.add_argument("sql")
     p.add_argument("--format", default="table", choices=["table", "csv", "json"])
-    p.add_argument("--lake", default=os.environ.get("VLALIGN_LAKE", "lake"))
+    p.add_argument("--lake", type=_nonempty, default=os.environ.get("VLALIGN_LAKE", "lake"))
 
     p = sub.add_parser("report", help="summary and plots of a run")
-    p.add_argument("run_id", nargs="?", default=None)
-    p.add_argument("--lake", default=os.environ.get("VLALIGN_LAKE", "lake"))
+    p.add_argument("run_id", nargs="?", type=_name("RUN_ID"), default=None)
+    p.add_argument("--lake", type=_nonempty, default=os.environ.get("VLALIGN_LAKE", "lake"))
+
+    p = sub.add_parser("spec", help="check a sweep spec and print its run id, or print the spec format's JSON schema")
+    p.add_argument("spec", nargs="?", default=None, help="a sweep spec (default: the built-in default spec)")
+    p.add_argument("--schema", action="store_true", help="print the JSON schema of sweep specs (for editors) and exit")
     return ap
 
 
@@ -123,8 +156,8 @@ def cmd_extract(args) -> int:
     source.check()
     encoders = _csv(args.encoders) or []
     preflight(encoders)  # before any Prefect or Dask start-up
-    from vlalign.flows.extract import extract_flow
-    from vlalign.flows.runtime import dask_task_runner, prefect_api
+    from .flows.extract import extract_flow
+    from .flows.runtime import dask_task_runner, prefect_api
 
     with prefect_api():
         result = extract_flow.with_options(task_runner=dask_task_runner(args.dask_address, args.workers))(
@@ -160,12 +193,26 @@ def _fmt(v) -> str:
     return str(v)
 
 
-COMMANDS = {"encoders": cmd_encoders, "datasets": cmd_datasets, "extract": cmd_extract}
+def cmd_spec(args) -> int:
+    """`vlalign spec --schema`: the JSON schema; `vlalign spec [FILE]`: validate (structure and values; the
+    encoders and data are checked when the sweep starts) and print a one-line OK with the run id."""
+    from .spec import DEFAULT_SPEC, json_schema, load_spec
+
+    if args.schema:
+        print(json.dumps(json_schema(), indent=2))
+        return 0
+    spec = load_spec(args.spec)  # a SpecError (a ValueError) is main()'s one-line error, exit code 2
+    print(f"{args.spec or DEFAULT_SPEC}: OK, run id {spec.default_run_id} ({len(spec.datasets)} data set(s), "
+          f"{len(spec.vision_encoders)} x {len(spec.text_encoders)} encoders, {len(spec.settings())} setting(s))")
+    return 0
+
+
+COMMANDS = {"encoders": cmd_encoders, "datasets": cmd_datasets, "extract": cmd_extract, "spec": cmd_spec}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from vlalign.flows.runtime import configure_environment
+    from .flows.runtime import configure_environment
 
     configure_environment()
     handler = COMMANDS.get(args.cmd)

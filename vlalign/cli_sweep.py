@@ -16,7 +16,11 @@ def _run_sweep(args, spec, run_id):
     from .report import plot_run, summary
     from .spec import validate_against_world
 
+    from .names import check_name
+
     sweep = resolve_spec(spec)
+    if run_id is not None:
+        check_name(run_id, "--run-id")
     validate_against_world(sweep)  # fail fast, before Prefect and Dask start
     with prefect_api():
         result = sweep_flow.with_options(task_runner=dask_task_runner(args.dask_address, args.workers))(
@@ -38,7 +42,10 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_resume(args) -> int:
-    lake = Lake.open(args.lake)
+    from .names import check_name
+
+    check_name(args.run_id, "RUN_ID")
+    lake = Lake.existing(args.lake)
     path = lake.run_path(args.run_id)
     if not lake.exists(path):
         known = [p.rsplit("run=", 1)[-1][:-5] for p in lake.glob(lake.path("runs", "*.json"))]
@@ -51,7 +58,7 @@ def cmd_resume(args) -> int:
 def cmd_query(args) -> int:
     from .catalog import query
 
-    table = query(Lake.open(args.lake), args.sql)
+    table = query(args.lake, args.sql)
     rows = table.to_pylist()
     if args.format == "json":
         print(json.dumps(rows, indent=2, default=str))
@@ -71,7 +78,7 @@ def cmd_report(args) -> int:
     from .catalog import query
     from .report import plot_run, summary
 
-    lake = Lake.open(args.lake)
+    lake = Lake.existing(args.lake)
     run_id = args.run_id
     if run_id is None:
         last = query(lake, "select run_id from runs order by started_at desc limit 1").to_pylist()

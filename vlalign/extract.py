@@ -1,4 +1,4 @@
-"""Sharded embedding extraction, the library half: plan shards, embed one shard, read embeddings back.
+"""Sharded embedding extraction, the library half: plan shards, embed one shard, verify and read them back.
 
 Vision encoders embed the unique images of each domain; text encoders embed the unique captions of each
 language. Within a part (a domain or a language) units are sorted by id and cut into shards of
@@ -6,14 +6,19 @@ language. Within a part (a domain or a language) units are sorted by id and cut 
 
     (dataset, part, item range, digest of the shard's inputs, encoder lake name, weights digest, pooling)
 
-and is stored in the Parquet file's metadata. A shard file whose identity matches the plan is never
-recomputed, which is what makes a rerun resume; a file with another identity (the data or the weights
-changed) is recomputed and replaced atomically.
+and is stored in the Parquet file's metadata, with a checksum of the file's contents (unit ids and
+embedding values, in order) taken when it was written. Identity says what a file should hold, the
+checksum that it does: a shard counts as done only when both match (:func:`verify_shard`), and every
+read checks the checksum again. A file with another identity or a bad checksum (truncated, bit-flipped,
+rows permuted, swapped for another shard) is recomputed and replaced atomically; it is never read.
+
+Shards of different shard sizes live in different folders (``size=<n>``); readers read exactly the
+shards of their plan, so a shard outside the plan is never read.
 """
 
 from __future__ import annotations
 
-import hashlib
+import logging
 import time
 from dataclasses import asdict, dataclass
 
@@ -22,10 +27,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from .digest import digest_values, finish, hasher, update
 from .lake import Lake
-from .readers import REJECT_SCHEMA, content_digest
+from .readers import REJECT_SCHEMA
 
-SHARD_FORMAT = 1  # bump when the shard file layout changes: old shards then no longer match
+SHARD_FORMAT = 2  # bump when the shard file layout changes: old shards then no longer match
+log = logging.getLogger(__name__)
+
+
+class ShardError(RuntimeError):
+    """A shard that does not hold what its identity and checksum say (corrupt, swapped, stale)."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +58,7 @@ class ShardSpec:
     modality: str
     part: str
     shard: int
+    shard_size: int
     start: int
     stop: int
     data_digest: str
@@ -69,7 +81,12 @@ class ShardSpec:
 
     @property
     def path(self) -> str:
-        return Lake.open(self.lake_root).shard_path(self.dataset, self.lake_name, self.part, self.shard)
+        return Lake.open(self.lake_root).shard_path(self.dataset, self.lake_name, self.part, self.shard_size, self.shard)
+
+    @property
+    def rejects_path(self) -> str:
+        return Lake.open(self.lake_root).shard_path(
+            self.dataset, self.lake_name, self.part, self.shard_size, self.shard, kind="rejects")
 
     @property
     def size(self) -> int:
@@ -108,7 +125,7 @@ def units_of(table: pa.Table, modality: str, part: str) -> Units:
         ids = table["image_id"].to_pylist()
         keys = []
         for path, data in zip(table["image"].to_pylist(), table["image_bytes"].to_pylist()):
-            keys.append(hashlib.sha1(data).hexdigest() if data is not None else str(path))
+            keys.append(digest_values([data], length=40) if data is not None else str(path))
     else:
         ids = table["caption_id"].to_pylist()
         keys = table["caption"].to_pylist()
@@ -131,7 +148,7 @@ def plan_shards(
         units = units_of(table, encoder.modality, part)
         for k, start in enumerate(range(0, len(units.ids), shard_size)):
             stop = min(start + shard_size, len(units.ids))
-            digest = content_digest(units.ids[start:stop] + units.content_keys[start:stop])
+            digest = digest_values(units.ids[start:stop] + units.content_keys[start:stop])
             specs.append(
                 ShardSpec(
                     lake_root=lake.root,
@@ -141,6 +158,7 @@ def plan_shards(
                     modality=encoder.modality,
                     part=part,
                     shard=k,
+                    shard_size=shard_size,
                     start=start,
                     stop=stop,
                     data_digest=digest,
@@ -151,10 +169,47 @@ def plan_shards(
     return specs
 
 
+def shard_checksum(table: pa.Table) -> str:
+    """Checksum of a shard's contents: its unit ids and the float32 bytes of its embeddings, in row order."""
+    h = hasher()
+    for uid in table["unit_id"].to_pylist():
+        update(h, uid)
+    update(h, embedding_matrix(table).astype("<f4", copy=False).tobytes())
+    return finish(h)
+
+
+def embedding_matrix(table: pa.Table) -> np.ndarray:
+    """The (rows, dim) float32 matrix of a shard table's ``embedding`` column."""
+    col = table["embedding"].combine_chunks()
+    dim = col.type.list_size
+    return col.values.to_numpy(zero_copy_only=False).reshape(len(table), dim)
+
+
+def verify_shard(lake: Lake, spec: ShardSpec) -> tuple[pa.Table | None, str | None]:
+    """(table, None) if the shard file carries ``spec``'s identity and its contents match the checksum
+    recorded at write time; else (None, why not). A missing file is (None, 'missing')."""
+    path = spec.path
+    md = lake.read_metadata(path)
+    if md is None:
+        return None, "missing" if not lake.exists(path) else "unreadable footer (truncated or not Parquet)"
+    if md.get("identity") != spec.identity:
+        return None, "identity differs from the plan (other data, weights, range or format)"
+    try:
+        table = lake.read_table(path)
+        actual = shard_checksum(table)
+    except Exception as e:  # corrupt pages: decompression or decoding errors of any kind
+        return None, f"unreadable contents ({type(e).__name__}: {str(e)[:120]})"
+    if actual != md.get("checksum"):
+        return None, f"checksum mismatch (recorded {md.get('checksum')}, contents {actual})"
+    return table, None
+
+
 def shard_is_done(lake: Lake, spec: ShardSpec) -> bool:
-    """True if the shard file exists and carries exactly this identity."""
-    md = lake.read_metadata(spec.path)
-    return md is not None and md.get("identity") == spec.identity
+    """True if the shard file exists, carries exactly this identity and passes its checksum."""
+    table, why = verify_shard(lake, spec)
+    if why is not None and why != "missing":
+        log.warning("shard %s failed verification: %s; it will be recomputed", spec.path, why)
+    return table is not None
 
 
 def shard_inputs(lake: Lake, spec: ShardSpec) -> tuple[list[str], list]:
@@ -170,7 +225,7 @@ def shard_inputs(lake: Lake, spec: ShardSpec) -> tuple[list[str], list]:
         raise RuntimeError(f"shard {spec.path}: part {spec.part!r} no longer in {items_path}")
     table = table.slice(spec.start, spec.size)
     units = units_of(table, spec.modality, spec.part)
-    if content_digest(units.ids + units.content_keys) != spec.data_digest:
+    if digest_values(units.ids + units.content_keys) != spec.data_digest:
         raise RuntimeError(f"shard {spec.path}: the items changed since the plan was made; rerun to re-plan")
     if spec.modality == "vision":
         inputs = [image_source(p, b) for p, b in zip(table["image"].to_pylist(), table["image_bytes"].to_pylist())]
@@ -191,29 +246,11 @@ def embed_shard(lake: Lake, spec: ShardSpec, encoder, batch_size: int = 32) -> d
         if spec.modality == "vision":
             try:
                 x = decode_image(x)
-            except Exception as e:  # one bad image must not sink the shard
-                rejects.append(
-                    {
-                        "dataset": spec.dataset,
-                        "stage": f"extract:{spec.lake_name}",
-                        "item_id": None,
-                        "image_id": uid,
-                        "caption_id": None,
-                        "reason": f"cannot decode image: {type(e).__name__}: {e}",
-                    }
-                )
+            except Exception as e:  # one bad image (any kind, a decompression bomb too) must not sink the shard
+                rejects.append(_extract_reject(spec, uid, f"cannot decode image: {type(e).__name__}: {e}"))
                 continue
         elif not isinstance(x, str) or not x.strip():
-            rejects.append(
-                {
-                    "dataset": spec.dataset,
-                    "stage": f"extract:{spec.lake_name}",
-                    "item_id": None,
-                    "image_id": None,
-                    "caption_id": uid,
-                    "reason": "empty caption",
-                }
-            )
+            rejects.append(_extract_reject(spec, uid, "empty caption"))
             continue
         good_ids.append(uid)
         good_inputs.append(x)
@@ -226,22 +263,30 @@ def embed_shard(lake: Lake, spec: ShardSpec, encoder, batch_size: int = 32) -> d
         chunks.append(np.asarray(encoder.encode(good_inputs[i : i + batch_size]), dtype=np.float32))
     dim = encoder.spec.dim or (chunks[0].shape[1] if chunks else 0)
     emb = np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)
-    if not np.isfinite(emb).all():
-        raise RuntimeError(f"shard {spec.path}: encoder {spec.encoder} produced non-finite values")
+    finite = np.isfinite(emb).all(axis=1)
+    if not finite.all():  # an input the encoder cannot represent: a reject with its reason, not a silent number
+        for i in np.flatnonzero(~finite):
+            rejects.append(_extract_reject(spec, good_ids[i], "encoder produced non-finite values (NaN or inf)"))
+        good_ids = [u for u, ok in zip(good_ids, finite) if ok]
+        emb = emb[finite]
 
-    if rejects:
-        key = f"{spec.lake_name}-{spec.part}-{spec.shard:05d}"
-        lake.write_table(
-            lake.rejects_path(spec.dataset, "extract", key), pa.Table.from_pylist(rejects, schema=REJECT_SCHEMA)
-        )
+    # the shard's rejects first (always, possibly empty: a recomputed shard replaces stale ones), the shard last
+    lake.write_table(spec.rejects_path, pa.Table.from_pylist(rejects, schema=REJECT_SCHEMA), {"identity": spec.identity})
     table = embeddings_table(good_ids, emb)
     seconds = time.perf_counter() - t0
     lake.write_table(
         spec.path,
         table,
-        metadata={"identity": spec.identity, "encoder_name": spec.encoder, "seconds": seconds, "rejects": len(rejects)},
+        metadata={"identity": spec.identity, "checksum": shard_checksum(table), "rows": table.num_rows,
+                  "encoder_name": spec.encoder, "seconds": seconds, "rejects": len(rejects)},
     )
     return {"path": spec.path, "encoder": spec.encoder, "rows": len(good_ids), "rejects": len(rejects), "seconds": seconds}
+
+
+def _extract_reject(spec: ShardSpec, uid: str, reason: str) -> dict:
+    vision = spec.modality == "vision"
+    return {"dataset": spec.dataset, "stage": f"extract:{spec.lake_name}", "item_id": None,
+            "image_id": uid if vision else None, "caption_id": None if vision else uid, "reason": reason}
 
 
 def embeddings_table(ids: list[str], emb: np.ndarray) -> pa.Table:
@@ -250,19 +295,21 @@ def embeddings_table(ids: list[str], emb: np.ndarray) -> pa.Table:
     return pa.table({"unit_id": pa.array(ids, pa.string()), "embedding": pa.FixedSizeListArray.from_arrays(flat, dim)})
 
 
-def read_embeddings(lake: Lake, dataset: str, lake_name: str, part: str | None = None) -> tuple[list[str], np.ndarray]:
-    """All embeddings of (dataset, encoder[, part]) as (unit ids, float32 array (n, dim)), sorted by unit id."""
-    pattern = lake.path("embeddings", f"dataset={dataset}", f"encoder={lake_name}", f"part={part or '*'}", "*.parquet")
-    files = lake.glob(pattern)
-    if not files:
-        raise FileNotFoundError(f"no embeddings for dataset={dataset} encoder={lake_name} part={part or '*'} in {lake.root}")
+def read_shards(lake: Lake, specs: list[ShardSpec]) -> tuple[list[str], np.ndarray]:
+    """The embeddings of exactly the planned shards ``specs`` as (unit ids, float32 (n, dim)), sorted by id.
+
+    Each shard is verified (identity and checksum) as it is read; a shard that fails raises ShardError
+    naming its path (a rerun recomputes it). Files outside the plan are never read."""
+    if not specs:
+        raise ShardError("no shards planned")
     ids: list[str] = []
     arrays = []
-    for f in files:
-        t = lake.read_table(f)
-        ids.extend(t["unit_id"].to_pylist())
-        col = t["embedding"].combine_chunks()
-        arrays.append(col.values.to_numpy(zero_copy_only=False).reshape(len(t), col.type.list_size))
+    for spec in specs:
+        table, why = verify_shard(lake, spec)
+        if table is None:
+            raise ShardError(f"shard {spec.path}: {why}; rerun the sweep to recompute it")
+        ids.extend(table["unit_id"].to_pylist())
+        arrays.append(embedding_matrix(table))
     emb = np.concatenate(arrays)
     order = np.argsort(np.asarray(ids, dtype=object), kind="stable")
     return [ids[i] for i in order], emb[order]

@@ -1,33 +1,60 @@
-"""The lake: where every table lives, and how files get there atomically.
+"""The lake: where every table lives, how files get there atomically, and how runs share it safely.
 
 Layout (root is a local folder or any fsspec URL such as ``s3://bucket/lake``)::
 
-    items/dataset=<d>/items.parquet                              canonical items (one row per caption)
-    rejects/dataset=<d>/stage=<stage>/part-<key>.parquet         bad items, with their reasons
-    embeddings/dataset=<d>/encoder=<e>/part=<p>/shard=<k>.parquet one file per shard
-    results/<table>/run=<id>/<cell>.parquet                      analysis results
-    runs/run=<id>.json                                           one record per run
+    items/dataset=<d>/items.parquet                                   canonical items (one row per caption)
+    rejects/dataset=<d>/stage=read/part-items.parquet                 items refused on read, with reasons
+    rejects/dataset=<d>/stage=extract/encoder=<e>/part=<p>/size=<n>/shard=<k>.parquet  refused while embedding
+    embeddings/dataset=<d>/encoder=<e>/part=<p>/size=<n>/shard=<k>.parquet            one file per shard
+    pairs/dataset=<d>/domain=<x>/lang=<y>/<digest>.parquet            sql/pairs.sql output, by content
+    results/<table>/cell=<id>.parquet                                 one analysis cell, by content
+    runs/run=<id>.json                                                one record per run
+    lake.duckdb                                                       the views (written by runs, read by queries)
+    _locks/                                                           lock files (local lakes)
 
-Every file is written to a temporary name beside its target and renamed into place, so a killed
-run never leaves a half-written file under a name that a rerun trusts. Leftover temporaries are
-removed by :meth:`Lake.clean_tmp` at the start of the next run.
+Writes. Every local file is written to a temporary name beside its target, fsync'ed and renamed into
+place, so a killed run never leaves a half-written file under a name that a rerun trusts; a failed write
+removes its temporary. On object stores a single PUT is already atomic, so files are written directly.
+
+Temporaries carry the token of the process that writes them, and each writing process holds a lock
+named after its token for as long as it lives. :meth:`Lake.clean_tmp` removes a temporary only when its
+writer's lock is free (the writer is dead), so two runs on one lake never delete each other's files in
+flight. Locks are ``filelock`` locks (``flock``): the kernel releases them when a process dies, even on
+``kill -9``.
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
 import posixpath
+import threading
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterable
 
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
+from filelock import FileLock, Timeout
+
+from .digest import digest_json
+from .names import check_name
 
 TMP_MARK = ".tmp-"
+LOCK_DIR = "_locks"
+RECORD_SLACK = 4096  # bytes of trailing spaces kept in a run record, so that it can be rewritten in place
+
+
+class LakeError(ValueError):
+    """A lake that cannot be used as asked (missing, not a lake, a name that would escape it)."""
+
+
+_WRITERS: dict[tuple[int, str], tuple[str, FileLock]] = {}
+_WRITERS_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -39,9 +66,21 @@ class Lake:
     @classmethod
     def open(cls, root: str | os.PathLike) -> "Lake":
         root = os.fspath(root)
+        if not root or not str(root).strip():
+            raise LakeError("lake: expected a folder or an fsspec URL, got an empty string")
+        if root.startswith("file://"):
+            root = root[len("file://"):]
         if "://" not in root:
             root = os.path.abspath(root)
-        return cls(root.rstrip("/"))
+        return cls(root.rstrip("/") or "/")
+
+    @classmethod
+    def existing(cls, root: str | os.PathLike) -> "Lake":
+        """The lake at ``root``, which must exist already (readers never create a lake)."""
+        lake = cls.open(root)
+        if not lake.fs.exists(lake.root):
+            raise LakeError(f"no lake at {lake.root}: the folder does not exist (run `vlalign run` or a sweep first)")
+        return lake
 
     # ----------------------------------------------------------------- plumbing
     @property
@@ -50,10 +89,17 @@ class Lake:
 
     @property
     def is_local(self) -> bool:
-        return "://" not in self.root or self.root.startswith("file://")
+        return "://" not in self.root
 
     def path(self, *parts: str) -> str:
         return posixpath.join(self.root, *parts)
+
+    def relpath(self, path: str) -> str:
+        """``path`` relative to the root (how run records name files, so a lake can be moved)."""
+        prefix = self.root.rstrip("/") + "/"
+        if not path.startswith(prefix):
+            raise LakeError(f"{path} is not inside the lake {self.root}")
+        return path[len(prefix):]
 
     def exists(self, path: str) -> bool:
         return self.fs.exists(path)
@@ -61,26 +107,33 @@ class Lake:
     def glob(self, pattern: str) -> list[str]:
         fs = self.fs
         found = fs.glob(pattern)
-        proto = self.root.split("://", 1)[0] + "://" if not self.is_local else ""
+        proto = "" if self.is_local else self.root.split("://", 1)[0] + "://"
         return sorted(p if p.startswith(proto) else proto + p for p in found if TMP_MARK not in p)
 
-    # ----------------------------------------------------------------- atomic writes
+    # ----------------------------------------------------------------- writes
     def write_bytes(self, path: str, data: bytes) -> str:
-        """Write ``data`` to ``path`` atomically (temporary file in the same folder, then rename)."""
-        fs = self.fs
+        """Write ``data`` to ``path`` atomically: nothing, or all of it, is ever under ``path``.
+
+        Local: a temporary beside the target (named with this process's writer token), fsync, rename.
+        On any failure (a full disk, a permission error) the temporary is removed and the error raised."""
+        if not self.is_local:
+            self.fs.pipe_file(path, data)  # a single PUT: atomic on object stores
+            return path
         parent = posixpath.dirname(path)
-        fs.makedirs(parent, exist_ok=True)
-        tmp = f"{path}{TMP_MARK}{uuid.uuid4().hex[:12]}"
-        if self.is_local:
+        os.makedirs(parent, exist_ok=True)
+        tmp = f"{path}{TMP_MARK}{self.writer_token()}-{uuid.uuid4().hex[:8]}"
+        try:
             with open(tmp, "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
-        else:  # object stores: a single PUT is atomic; write then move for symmetry
-            with fs.open(tmp, "wb") as f:
-                f.write(data)
-            fs.mv(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
         return path
 
     def write_table(self, path: str, table: pa.Table, metadata: dict[str, Any] | None = None) -> str:
@@ -93,9 +146,27 @@ class Lake:
         pq.write_table(table, buf, compression="zstd")
         return self.write_bytes(path, buf.getvalue())
 
-    def write_json(self, path: str, obj: Any) -> str:
-        return self.write_bytes(path, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
+    def write_json(self, path: str, obj: Any, slack: int = 0) -> str:
+        """Write JSON atomically, followed by ``slack`` spaces (room for :meth:`rewrite_json_in_place`)."""
+        return self.write_bytes(path, _json_bytes(obj) + b" " * slack)
 
+    def rewrite_json_in_place(self, path: str, obj: Any) -> None:
+        """Overwrite a JSON file without allocating space: the new text, padded with spaces to the old size.
+
+        For the one write that must succeed on a full disk (a run's record saying that it failed). Raises
+        ValueError if the new text is longer than the file (the caller shortens it)."""
+        data = _json_bytes(obj)
+        size = os.path.getsize(path)
+        if len(data) > size:
+            raise ValueError(f"{len(data)} bytes do not fit in place of {size}")
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            os.pwrite(fd, data + b" " * (size - len(data)), 0)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    # ----------------------------------------------------------------- reads
     def read_json(self, path: str) -> Any:
         with self.fs.open(path, "rb") as f:
             return json.loads(f.read())
@@ -112,41 +183,120 @@ class Lake:
         except (FileNotFoundError, OSError, pa.ArrowInvalid):
             return None
         raw = md.get(b"vlalign")
-        return json.loads(raw) if raw else None
+        try:
+            return json.loads(raw) if raw else None
+        except ValueError:
+            return None
+
+    # ----------------------------------------------------------------- locks and temporaries
+    def lock_path(self, name: str) -> str:
+        """Where the lock ``name`` lives: ``_locks/`` in a local lake; for an object-store lake, a local
+        folder keyed by its URL (``$VLALIGN_LOCK_DIR`` or ~/.cache/vlalign/locks): runs on one machine
+        coordinate, runs on several machines need a shared local path for it."""
+        if self.is_local:
+            base = self.path(LOCK_DIR)
+        else:
+            home = os.environ.get("VLALIGN_LOCK_DIR") or os.path.join(Path.home(), ".cache", "vlalign", "locks")
+            base = os.path.join(home, digest_json(self.root))
+        os.makedirs(base, exist_ok=True)
+        return os.path.join(base, f"{name}.lock")
+
+    def lock(self, name: str, timeout: float = -1) -> FileLock:
+        """An exclusive inter-process lock (``with lake.lock('cell-<id>'):``); released when the holder dies."""
+        return FileLock(self.lock_path(name), timeout=timeout, thread_local=False)
+
+    def writer_token(self) -> str:
+        """This process's writer token; the first call takes the lock that says the process is alive."""
+        key = (os.getpid(), self.root)
+        with _WRITERS_LOCK:
+            got = _WRITERS.get(key)
+            if got is None:
+                token = uuid.uuid4().hex[:12]
+                lock = FileLock(self.lock_path(f"writer-{token}"), thread_local=False)
+                lock.acquire()
+                got = _WRITERS[key] = (token, lock)
+            return got[0]
 
     def clean_tmp(self, under: str = "") -> list[str]:
-        """Remove temporaries left by killed writers under ``under`` (relative to the root)."""
-        fs = self.fs
+        """Remove temporaries whose writer is dead, under ``under`` (relative to the root).
+
+        A temporary whose writer still holds its lock (another run, in flight) is left alone."""
+        if not self.is_local:
+            return []  # object stores: no temporaries are written
         base = self.path(under) if under else self.root
-        if not fs.exists(base):
+        if not os.path.isdir(base):
             return []
+        mine = self.writer_token()
         removed = []
-        for p in fs.find(base):
-            if TMP_MARK in posixpath.basename(p):
-                fs.rm(p)
-                removed.append(p)
+        for dirpath, _dirs, files in os.walk(base):
+            if LOCK_DIR in Path(dirpath).relative_to(self.root).parts:
+                continue
+            for name in files:
+                if TMP_MARK not in name:
+                    continue
+                token = name.rsplit(TMP_MARK, 1)[1].split("-", 1)[0]
+                if token == mine or self._writer_alive(token):
+                    continue
+                p = os.path.join(dirpath, name)
+                try:
+                    os.unlink(p)
+                    removed.append(p)
+                except FileNotFoundError:
+                    pass
         return removed
+
+    def _writer_alive(self, token: str) -> bool:
+        path = self.lock_path(f"writer-{token}")
+        if not os.path.exists(path):
+            return False
+        probe = FileLock(path, timeout=0, thread_local=False)
+        try:
+            probe.acquire()
+        except Timeout:
+            return True
+        probe.release()
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        return False
 
     # ----------------------------------------------------------------- well-known places
     def items_path(self, dataset: str) -> str:
-        return self.path("items", f"dataset={dataset}", "items.parquet")
+        return self.path("items", f"dataset={check_name(dataset, 'data set name')}", "items.parquet")
 
-    def rejects_path(self, dataset: str, stage: str, key: str) -> str:
-        return self.path("rejects", f"dataset={dataset}", f"stage={stage}", f"part-{key}.parquet")
+    def read_rejects_path(self, dataset: str) -> str:
+        return self.path("rejects", f"dataset={check_name(dataset, 'data set name')}", "stage=read", "part-items.parquet")
 
-    def shard_path(self, dataset: str, encoder: str, part: str, shard: int) -> str:
+    def shard_path(self, dataset: str, encoder: str, part: str, size: int, shard: int, kind: str = "embeddings") -> str:
+        prefix = ("embeddings",) if kind == "embeddings" else ("rejects",)
+        stage = () if kind == "embeddings" else ("stage=extract",)
         return self.path(
-            "embeddings", f"dataset={dataset}", f"encoder={encoder}", f"part={part}", f"shard={shard:05d}.parquet"
+            *prefix, f"dataset={check_name(dataset, 'data set name')}", *stage,
+            f"encoder={check_name(encoder, 'encoder lake name')}", f"part={check_name(part, 'part (domain or language)')}",
+            f"size={int(size)}", f"shard={int(shard):05d}.parquet",
         )
 
-    def result_path(self, table: str, run_id: str, cell: str) -> str:
-        return self.path("results", table, f"run={run_id}", f"{cell}.parquet")
+    def pairs_path(self, dataset: str, domain: str, lang: str, digest: str) -> str:
+        return self.path("pairs", f"dataset={check_name(dataset, 'data set name')}",
+                         f"domain={check_name(domain, 'domain')}", f"lang={check_name(lang, 'language')}",
+                         f"{check_name(digest, 'digest')}.parquet")
+
+    def result_path(self, table: str, cell_id: str) -> str:
+        return self.path("results", check_name(table, "table"), f"cell={check_name(cell_id, 'cell id')}.parquet")
 
     def run_path(self, run_id: str) -> str:
-        return self.path("runs", f"run={run_id}.json")
+        return self.path("runs", f"run={check_name(run_id, 'run id')}.json")
+
+
+def _json_bytes(obj: Any) -> bytes:
+    return json.dumps(obj, indent=1, sort_keys=True, default=str).encode()
+
+
+def is_disk_full(e: BaseException) -> bool:
+    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def rows_to_table(rows: Iterable[dict[str, Any]], schema: pa.Schema) -> pa.Table:
     """A table with exactly ``schema`` from a list of dicts (missing keys become nulls)."""
-    rows = list(rows)
-    return pa.Table.from_pylist(rows, schema=schema)
+    return pa.Table.from_pylist(list(rows), schema=schema)

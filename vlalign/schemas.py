@@ -1,4 +1,7 @@
-"""The columns of every table in the lake (the README's table reference is generated from these)."""
+"""The columns of every table in the lake: the one source. The views (sql/views.sql supplies only where each
+view reads from) project exactly these columns, and the README's table reference is generated from them
+(`python -m vlalign.schemas` prints it; a test checks that the README has it).
+"""
 
 from __future__ import annotations
 
@@ -10,41 +13,68 @@ _S = pa.string()
 _I = pa.int64()
 _F = pa.float64()
 
+# What one analysis cell stores (results/<table>/cell=<id>.parquet): no run id, cells are shared by runs.
 CKA_SCHEMA = pa.schema(
-    [("run_id", _S), ("dataset", _S), ("domain", _S), ("lang", _S), ("vision_encoder", _S), ("text_encoder", _S),
+    [("cell_id", _S), ("dataset", _S), ("domain", _S), ("lang", _S), ("vision_encoder", _S), ("text_encoder", _S),
      ("kernel", _S), ("debiased", pa.bool_()), ("n", _I), ("value", _F), ("shuffled_value", _F),
-     ("ci_low", _F), ("ci_high", _F), ("seed", _I), ("seconds", _F)]
+     ("ci_low", _F), ("ci_high", _F), ("seed", _I), ("seconds", _F), ("note", _S)]
 )
 MATCHING_SCHEMA = pa.schema(
-    [("run_id", _S), ("dataset", _S), ("domain", _S), ("lang", _S), ("vision_encoder", _S), ("text_encoder", _S),
+    [("cell_id", _S), ("dataset", _S), ("domain", _S), ("lang", _S), ("vision_encoder", _S), ("text_encoder", _S),
      ("method", _S), ("base_size", _I), ("query_size", _I), ("base_selection", _S), ("stretch", pa.bool_()),
-     ("seed", _I), ("accuracy", _F), ("chance", _F), ("objective", _F), ("seconds", _F)]
+     ("seed", _I), ("accuracy", _F), ("chance", _F), ("objective", _F), ("seconds", _F), ("note", _S)]
 )
 RETRIEVAL_SCHEMA = pa.schema(
-    [("run_id", _S), ("dataset", _S), ("domain", _S), ("lang", _S), ("vision_encoder", _S), ("text_encoder", _S),
+    [("cell_id", _S), ("dataset", _S), ("domain", _S), ("lang", _S), ("vision_encoder", _S), ("text_encoder", _S),
      ("method", _S), ("direction", _S), ("base_size", _I), ("query_size", _I), ("base_selection", _S),
-     ("stretch", pa.bool_()), ("seed", _I), ("r1", _F), ("r5", _F), ("r10", _F)]
+     ("stretch", pa.bool_()), ("seed", _I), ("r1", _F), ("r5", _F), ("r10", _F), ("note", _S)]
 )
+RESULT_SCHEMAS: dict[str, pa.Schema] = {"cka": CKA_SCHEMA, "matching": MATCHING_SCHEMA, "retrieval": RETRIEVAL_SCHEMA}
+
 RUNS_SCHEMA = pa.schema(
     [("run_id", _S), ("spec", _S), ("status", _S), ("started_at", pa.timestamp("us")), ("finished_at", pa.timestamp("us")),
-     ("flow", _S), ("cells_total", pa.int32()), ("cells_done", pa.int32()), ("error", _S)]
+     ("flow", _S), ("cells_total", pa.int32()), ("cells_done", pa.int32()), ("cells_computed", pa.int32()), ("error", _S)]
 )
+RUN_CELLS_SCHEMA = pa.schema([("run_id", _S), ("table_name", _S), ("cell_id", _S)])
 EMBEDDINGS_SCHEMA = pa.schema(
-    [("dataset", _S), ("encoder", _S), ("part", _S), ("shard", pa.int32()), ("unit_id", _S), ("embedding", pa.list_(pa.float32()))]
+    [("dataset", _S), ("encoder", _S), ("part", _S), ("shard_size", pa.int32()), ("shard", pa.int32()), ("unit_id", _S),
+     ("embedding", pa.list_(pa.float32()))]
 )
 EMBEDDING_INDEX_SCHEMA = pa.schema(
-    [("dataset", _S), ("encoder", _S), ("part", _S), ("shard", pa.int32()), ("data_digest", _S), ("weights_digest", _S),
-     ("pooling", _S), ("start", pa.int32()), ("stop", pa.int32()), ("rejects", pa.int32()), ("seconds", _F), ("path", _S)]
+    [("dataset", _S), ("encoder", _S), ("part", _S), ("shard_size", pa.int32()), ("shard", pa.int32()),
+     ("data_digest", _S), ("weights_digest", _S), ("pooling", _S), ("start", pa.int32()), ("stop", pa.int32()),
+     ("rows", pa.int32()), ("rejects", pa.int32()), ("checksum", _S), ("seconds", _F), ("path", _S)]
 )
-ITEMS_VIEW_SCHEMA = pa.schema([f for f in ITEM_SCHEMA if f.name != "image_bytes"] + [("image_inline", pa.bool_())])
+ITEMS_VIEW_SCHEMA = pa.schema(
+    [f for f in ITEM_SCHEMA if f.name != "image_bytes"] + [("image_inline", pa.bool_()), ("dataset", _S)]
+)
 
+
+def _with_run_id(schema: pa.Schema) -> pa.Schema:
+    return pa.schema([("run_id", _S)] + list(schema))
+
+
+# The public tables (DuckDB views), in the README's order.
 TABLE_SCHEMAS: dict[str, pa.Schema] = {
     "items": ITEMS_VIEW_SCHEMA,
     "rejects": REJECT_SCHEMA,
     "embeddings": EMBEDDINGS_SCHEMA,
     "embedding_index": EMBEDDING_INDEX_SCHEMA,
-    "cka": CKA_SCHEMA,
-    "matching": MATCHING_SCHEMA,
-    "retrieval": RETRIEVAL_SCHEMA,
+    "cka": _with_run_id(CKA_SCHEMA),
+    "matching": _with_run_id(MATCHING_SCHEMA),
+    "retrieval": _with_run_id(RETRIEVAL_SCHEMA),
     "runs": RUNS_SCHEMA,
+    "run_cells": RUN_CELLS_SCHEMA,
 }
+
+
+def readme_table() -> str:
+    """The README's table of tables and columns, generated from TABLE_SCHEMAS."""
+    lines = ["| table | columns |", "|---|---|"]
+    for name, schema in TABLE_SCHEMAS.items():
+        lines.append(f"| `{name}` | {', '.join(schema.names)} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(readme_table())

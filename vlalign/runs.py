@@ -1,0 +1,87 @@
+"""Run records: ``runs/run=<id>.json``, one per run, the list of what the run used and needs.
+
+A record holds the run's id, flow, spec, status (running, completed, failed), times, counts, its first
+error, the lake files it used (``files``: items, rejects and embedding shards, relative to the root) and
+the ids of the analysis cells it needs (``cells``: {table: [cell id, ...]}). The SQL views read exactly
+the files the records list, and the result views join cells to runs through them.
+
+A record is written with spare room at its end, so that the write that says a run failed still succeeds
+on a full disk: it is rewritten in place, the error shortened to fit.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from typing import Any
+
+from .lake import RECORD_SLACK, Lake
+
+log = logging.getLogger(__name__)
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+def start_record(lake: Lake, run_id: str, flow: str, spec: Any) -> dict:
+    """A new 'running' record (keeping the first start time of a run that is resumed), written at once."""
+    path = lake.run_path(run_id)
+    record = {
+        "run_id": run_id, "spec": spec, "status": "running", "flow": flow, "started_at": now(), "finished_at": None,
+        "cells_total": None, "cells_done": None, "cells_computed": None, "error": None, "files": {}, "cells": {},
+    }
+    if lake.exists(path):
+        try:
+            previous = lake.read_json(path)
+            record["started_at"] = previous.get("started_at") or record["started_at"]
+        except (OSError, ValueError):
+            pass  # an unreadable record is replaced
+    write_record(lake, record)
+    return record
+
+
+def write_record(lake: Lake, record: dict) -> None:
+    lake.write_json(lake.run_path(record["run_id"]), record, slack=RECORD_SLACK)
+
+
+def finish_record(lake: Lake, record: dict, error: BaseException | None = None) -> None:
+    """Write the record's final state; never raises (the run's own error, if any, is what the caller raises).
+
+    If the normal atomic write fails (a full disk, a permission error), the record is rewritten in place,
+    its error message shortened to fit in the room left at write time."""
+    record["finished_at"] = now()
+    if error is not None:
+        record["status"] = "failed"
+        record["error"] = record.get("error") or f"{type(error).__name__}: {error}"
+    try:
+        write_record(lake, record)
+        return
+    except Exception as e:  # noqa: BLE001 - the run's error must survive this one
+        log.error("could not write run record %s normally (%s); rewriting it in place", lake.run_path(record["run_id"]), e)
+    if not lake.is_local:
+        return
+    path = lake.run_path(record["run_id"])
+    message = record.get("error") or ""
+    for keep in (len(message), 2000, 500, 100, 0):
+        record["error"] = message[:keep] + ("..." if keep < len(message) else "") if message else None
+        try:
+            lake.rewrite_json_in_place(path, record)
+            return
+        except ValueError:
+            continue  # still too long: shorten the message
+        except Exception as e:  # noqa: BLE001
+            log.error("could not rewrite run record %s in place: %s", path, e)
+            return
+    # even the shortest text does not fit (a huge cell list grew since the last write): keep what is there
+
+
+def add_files(record: dict, kind: str, lake: Lake, paths: list[str]) -> None:
+    """Record lake files (stored relative to the root) under ``files[kind]``, once each."""
+    have = record.setdefault("files", {}).setdefault(kind, [])
+    seen = set(have)
+    for p in paths:
+        rel = lake.relpath(p)
+        if rel not in seen:
+            have.append(rel)
+            seen.add(rel)
