@@ -233,3 +233,89 @@ def test_report_prints_a_summary_and_writes_plots(reference, tmp_path):
     plots = sorted(p.name for p in (lake_root / "reports" / f"run={out['run_id']}").glob("*.png"))
     assert plots == ["cka_linear.png", "cka_rbf.png", "matching.png"]
     assert all((lake_root / "reports" / f"run={out['run_id']}" / p).stat().st_size > 10_000 for p in plots)
+
+
+# ------------------------------------------------------------------ cells shared by content across runs
+def copy_lake(reference: Path, target: Path) -> None:
+    shutil.copytree(reference, target, ignore=shutil.ignore_patterns("_locks"))
+
+
+def test_a_nightly_rerun_under_a_new_run_id_computes_nothing_and_lists_every_cell(reference, prefect_server, tmp_path):
+    doc, ref_root, out = reference
+    lake_root = tmp_path / "lake"
+    copy_lake(ref_root, lake_root)
+    again = run_sweep(doc, lake_root, run_id="tiny-nightly-2")
+    assert again["computed"] == 0 and again["cells"] == out["cells"]
+    lake = Lake.open(lake_root)
+    per_run = query(lake, "select run_id, count(*) as n from cka group by run_id order by run_id").to_pylist()
+    assert per_run == sorted([{"run_id": out["run_id"], "n": 4}, {"run_id": "tiny-nightly-2", "n": 4}], key=lambda r: r["run_id"])
+
+
+def test_one_more_text_encoder_computes_only_its_cells(reference, prefect_server, tmp_path):
+    doc, ref_root, out = reference
+    lake_root = tmp_path / "lake"
+    copy_lake(ref_root, lake_root)
+    bigger = {**doc, "text_encoders": doc["text_encoders"] + ["e5-small"]}
+    before = {p: p.stat().st_mtime_ns for p in (lake_root / "results").rglob("*.parquet")}
+    res = run_sweep(bigger, lake_root)
+    new_cells = 1 * 2 + 1 * len(SEEDS)  # the new column: CKA for 2 kernels, matching for every seed
+    assert res["cells"] == out["cells"] + new_cells and res["computed"] == new_cells
+    assert {p: p.stat().st_mtime_ns for p in before} == before  # nothing old was rewritten
+    lake = Lake.open(lake_root)
+    rows = query(lake, "select text_encoder, count(*) as n from cka where run_id = $r group by 1 order by 1",
+                 {"r": res["run_id"]}).to_pylist()
+    assert rows == [{"text_encoder": t, "n": 2} for t in ("e5-small", "minilm-l6", "wordllama")]
+
+
+def test_an_engine_change_recomputes_exactly_the_cells_it_covers(reference, prefect_server, tmp_path, monkeypatch):
+    import vlalign.cells
+
+    doc, ref_root, out = reference
+    lake_root = tmp_path / "lake"
+    copy_lake(ref_root, lake_root)
+    real = vlalign.cells.engine_version
+    monkeypatch.setattr(vlalign.cells, "engine_version", lambda kind: real(kind) + ("-fixed" if kind == "matching" else ""))
+    cka_before = {p: p.stat().st_mtime_ns for p in (lake_root / "results" / "cka").glob("*.parquet")}
+    res = run_sweep(doc, lake_root, in_process=True)
+    assert res["computed"] == 2 * len(SEEDS)  # every matching cell, no CKA cell
+    assert {p: p.stat().st_mtime_ns for p in cka_before} == cka_before
+    # same numbers (only the version moved), now stored under new cell ids
+    for table in ("matching", "retrieval"):
+        new = [{k: v for k, v in r.items() if k != "cell_id"} for r in results(lake_root, table)]
+        old = [{k: v for k, v in r.items() if k != "cell_id"} for r in results(ref_root, table)]
+        assert sorted(map(str, new)) == sorted(map(str, old + old)), table
+
+
+def _computed(stdout: str) -> int:
+    import re
+
+    found = re.search(r"analysis cells \((\d+) computed now\)", stdout)
+    assert found, stdout
+    return int(found.group(1))
+
+
+def test_two_sweeps_started_at_once_share_the_work_and_both_finish(reference, prefect_server, tmp_path):
+    """Overlapping encoders, one lake, started together: each computes only what the other has not."""
+    doc, ref_root, out = reference
+    lake_root = tmp_path / "lake"
+    seed_lake(ref_root, lake_root)
+    shutil.rmtree(lake_root / "embeddings" / "dataset=tiny" / "encoder=wordllama__mean")  # both must extract it
+    doc_b = {**doc, "name": "tiny-b", "text_encoders": ["wordllama"]}  # every cell of B is a cell of A too
+    specs = []
+    for d in (doc, doc_b):
+        p = tmp_path / f"{d['name']}.yaml"
+        p.write_text(yaml.safe_dump(d))
+        specs.append(p)
+    env = {**os.environ, "PREFECT_API_URL": prefect_server}
+    procs = [subprocess.Popen([str(VENV_BIN / "vlalign"), "sweep", str(p), "--lake", str(lake_root), "--workers", "1"],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for p in specs]
+    outs = [p.communicate(timeout=900)[0] for p in procs]
+    for p, o in zip(procs, outs):
+        assert p.returncode == 0, o[-3000:]
+    assert _computed(outs[0]) + _computed(outs[1]) == out["cells"]
+    for table in ("cka", "matching", "retrieval"):
+        assert results(lake_root, table) == results(ref_root, table), table
+    lake = Lake.open(lake_root)
+    runs = query(lake, "select run_id, status from runs order by run_id").to_pylist()
+    assert [r["status"] for r in runs] == ["completed", "completed"]
+    assert not [p for p in lake_root.rglob("*") if TMP_MARK in p.name]

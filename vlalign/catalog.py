@@ -43,7 +43,7 @@ def load_sql(name: str) -> str:
 def run_sql(name: str, params: dict, con: duckdb.DuckDBPyConnection | None = None) -> pa.Table:
     """Run ``sql/<name>.sql`` with named parameters and return an Arrow table (for writers and tasks)."""
     con = con or duckdb.connect()
-    return con.execute(load_sql(name), params).to_arrow_table()
+    return con.sql(load_sql(name), params=params).to_arrow_table()
 
 
 # ------------------------------------------------------------------ views
