@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import tempfile
 import time
 
@@ -40,8 +41,10 @@ def main() -> None:
 
     work = tempfile.mkdtemp(prefix="bench-sweep-")
     configure_environment(work)
-    from vlalign.flows.sweep import plan_cells, resolve_spec, sweep_flow
-    from vlalign.analysis import CKACell, run_cka_cell, run_match_cell
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    from vlalign.analysis import compute_cell
+    from vlalign.flows.sweep import plan_sweep, resolve_spec, sweep_flow
     from vlalign.lake import Lake
     from vlalign.spec import load_spec, parse_spec
 
@@ -53,32 +56,30 @@ def main() -> None:
         print("warming up: extraction (not timed) ...", flush=True)
         sweep_flow.with_options(task_runner=runner())(spec=doc, lake_root=lake_root, run_id="bench-warmup")
 
+        # cells are shared by content: the timed run gets a lake with the embeddings but no results
+        timed_root = os.path.join(work, "timed-lake")
+        for sub in ("items", "embeddings"):
+            shutil.copytree(os.path.join(lake_root, sub), os.path.join(timed_root, sub))
         run_id = f"bench-{int(time.time())}"
         t0 = time.perf_counter()
-        out = sweep_flow.with_options(task_runner=runner())(spec=doc, lake_root=lake_root, run_id=run_id)
+        out = sweep_flow.with_options(task_runner=runner())(spec=doc, lake_root=timed_root, run_id=run_id)
         t_flow = time.perf_counter() - t0
+        cells = plan_sweep.with_options(task_runner=ThreadPoolTaskRunner(max_workers=1))(spec=doc, lake_root=lake_root)
 
-    lake = Lake.open(lake_root)
-    pairs = {ds.name: {} for ds in spec.datasets}
-    for p in lake.glob(lake.path("pairs", "*", "*", "*.parquet")):
-        parts = p.split("/")
-        ds, dom, lang = parts[-3].split("=")[1], parts[-2].split("=")[1], parts[-1].split("=")[1][: -len(".parquet")]
-        if ds in pairs:
-            pairs[ds][(dom, lang)] = p
-    cells = plan_cells(spec, lake, "bench-direct", pairs)
+    lake = Lake.open(timed_root)
     t0 = time.perf_counter()
     direct = []
     for c in cells:
-        direct.append(run_cka_cell(c) if isinstance(c, CKACell) else run_match_cell(c))
+        direct.append(compute_cell(c))
     t_direct = time.perf_counter() - t0
 
     # the same numbers both ways
     from vlalign.catalog import query
 
     flow_acc = {(r["vision_encoder"], r["text_encoder"], r["method"], r["seed"]): r["accuracy"]
-                for r in query(lake, f"select * from matching where run_id = '{run_id}'").to_pylist()}
+                for r in query(lake, "select * from matching where run_id = $r", {"r": run_id}).to_pylist()}
     direct_acc = {(r["vision_encoder"], r["text_encoder"], r["method"], r["seed"]): r["accuracy"]
-                  for d in direct if isinstance(d, tuple) for r in d[0]}
+                  for d in direct for r in d.get("matching", [])}
     same = flow_acc == direct_acc
 
     n_enc = f"{len(spec.vision_encoders)} vision x {len(spec.text_encoders)} text"

@@ -259,28 +259,18 @@ def to_arrow(result: BuildResult, sources: str | None = None) -> dict:
 
 
 def write_parquet_atomic(table, path: Path) -> None:
+    """Write ``table`` to ``path`` with the lake's one atomic writer (temporary, fsync, rename)."""
+    import io
+
     import pyarrow.parquet as pq
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        stats_cols = [c for c in table.column_names if c != "png"]  # no min/max of PNG blobs
-        pq.write_table(
-            table,
-            tmp,
-            compression="zstd",
-            compression_level=9,
-            write_statistics=stats_cols,
-            row_group_size=1 << 20,
-        )
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from vlalign.lake import atomic_write_bytes
+
+    buf = io.BytesIO()
+    stats_cols = [c for c in table.column_names if c != "png"]  # no min/max of PNG blobs
+    pq.write_table(table, buf, compression="zstd", compression_level=9, write_statistics=stats_cols,
+                   row_group_size=1 << 20)
+    atomic_write_bytes(str(path), buf.getvalue(), "build")
 
 
 # --------------------------------------------------------------------------------------

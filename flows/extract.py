@@ -105,14 +105,14 @@ def extract_flow(
 ) -> dict:
     """:func:`run_extraction` as a run of its own, with a run record (``extract-<dataset>-<digest>``) that lists
     the files it used, so its items, rejects and embeddings appear in the SQL tables."""
-    from vlalign.catalog import refresh_catalog
+    from vlalign.catalog import refresh_or_log
     from vlalign.digest import digest_json
     from vlalign.runs import add_files, finish_record, start_record
 
     lake = Lake.open(lake_root)
     lake.clean_tmp()
     settings = {"dataset": dataset.__dict__, "encoders": encoders, "shard_size": shard_size, "domains": domains, "langs": langs}
-    record = start_record(lake, f"extract-{dataset.name}-{digest_json(settings)[:10]}", "extract", settings)
+    record = start_record(lake, f"extract-{dataset.name[:100]}-{digest_json(settings)[:10]}", "extract", settings)
     error = None
     try:
         result = run_extraction(dataset, encoders, lake_root, shard_size, domains, langs, batch_size, device, threads)
@@ -127,5 +127,4 @@ def extract_flow(
         raise
     finally:
         finish_record(lake, record, error)
-        if lake.is_local:
-            refresh_catalog(lake)
+        refresh_or_log(lake, get_run_logger())

@@ -9,7 +9,7 @@ import time
 from prefect import flow, get_run_logger
 from prefect.futures import as_completed
 
-from vlalign.catalog import refresh_catalog
+from vlalign.catalog import refresh_or_log
 from vlalign.cells import Embeddings, cell_is_done, plan_cells
 from vlalign.encoders import get_encoder
 from vlalign.flows.extract import run_extraction
@@ -27,14 +27,34 @@ def resolve_spec(spec: str | dict | None) -> SweepSpec:
     return parse_spec(spec) if isinstance(spec, dict) else load_spec(spec)
 
 
-def _refresh(lake: Lake, log) -> None:
-    """Refresh the SQL catalog; a failure here is logged, never allowed to hide the run's own outcome."""
-    if not lake.is_local:
-        return
-    try:
-        refresh_catalog(lake)
-    except Exception as e:  # noqa: BLE001
-        log.error("could not refresh the SQL catalog of %s: %s", lake.root, e)
+def prepare_cells(sweep: SweepSpec, sizes: dict, lake: Lake, record: dict, device=None, batch_size=None) -> list:
+    """Extraction (missing shards only), pairing, and the plan of every cell; records the files used."""
+    pairs: dict[str, dict] = {}
+    embeddings: dict[tuple[str, str, str], Embeddings] = {}
+    for ds in sweep.datasets:
+        source = DatasetSource(ds.name, ds.format, ds.annotations, ds.images)
+        selections = sorted(sizes[ds.name])
+        domains = sorted({d for d, _ in selections})
+        langs = sorted({lang for _, lang in selections})
+        ext = run_extraction(source, list(sweep.vision_encoders) + list(sweep.text_encoders), lake.root,
+                             sweep.shard_size, domains, langs, batch_size or sweep.batch_size, device)
+        add_files(record, "items", lake, [ext["items_path"]])
+        add_files(record, "rejects", lake, [ext["rejects_path"]] + [s.rejects_path for s in ext["planned"]])
+        add_files(record, "embeddings", lake, [s.path for s in ext["planned"]])
+        for name in list(sweep.vision_encoders) + list(sweep.text_encoders):
+            enc = get_encoder(name)
+            for part in (domains if enc.modality == "vision" else langs):
+                shards = [s for s in ext["planned"] if s.encoder == enc.name and s.part == part]
+                embeddings[(ds.name, name, part)] = Embeddings.of(lake, name, enc.lake_name, part, shards)
+        pairs[ds.name] = {(d, lang): pair_items(lake.root, ds.name, d, lang) for d, lang in selections}
+    return plan_cells(sweep, lake, pairs, embeddings)
+
+
+@flow(name="plan-sweep")
+def plan_sweep(spec: str | dict | None = None, lake_root: str = "lake") -> list:
+    """The cells of a sweep, without computing them (extracts what is missing); for benchmarks and tools."""
+    sweep = resolve_spec(spec)
+    return prepare_cells(sweep, validate_against_world(sweep), Lake.open(lake_root), {})
 
 
 @flow(name="sweep", log_prints=True)
@@ -59,33 +79,14 @@ def sweep_flow(
     t_start = time.perf_counter()
     error: BaseException | None = None
     try:
-        pairs: dict[str, dict] = {}
-        embeddings: dict[tuple[str, str, str], Embeddings] = {}
-        for ds in sweep.datasets:
-            source = DatasetSource(ds.name, ds.format, ds.annotations, ds.images)
-            selections = sorted(sizes[ds.name])
-            domains = sorted({d for d, _ in selections})
-            langs = sorted({lang for _, lang in selections})
-            ext = run_extraction(source, list(sweep.vision_encoders) + list(sweep.text_encoders), lake.root,
-                                 sweep.shard_size, domains, langs, batch_size or sweep.batch_size, device)
-            add_files(record, "items", lake, [ext["items_path"]])
-            add_files(record, "rejects", lake, [ext["rejects_path"]] + [s.rejects_path for s in ext["planned"]])
-            add_files(record, "embeddings", lake, [s.path for s in ext["planned"]])
-            for name in list(sweep.vision_encoders) + list(sweep.text_encoders):
-                enc = get_encoder(name)
-                for part in (domains if enc.modality == "vision" else langs):
-                    shards = [s for s in ext["planned"] if s.encoder == enc.name and s.part == part]
-                    embeddings[(ds.name, name, part)] = Embeddings.of(lake, name, enc.lake_name, part, shards)
-            pairs[ds.name] = {(d, lang): pair_items(lake.root, ds.name, d, lang) for d, lang in selections}
-
-        cells = plan_cells(sweep, lake, pairs, embeddings)
+        cells = prepare_cells(sweep, sizes, lake, record, device, batch_size)
         for c in cells:
             for table in c.tables:
                 record["cells"].setdefault(table, []).append(c.cell_id)
         todo = [c for c in cells if not cell_is_done(c)]
         record.update(cells_total=len(cells), cells_done=len(cells) - len(todo))
         write_record(lake, record)
-        _refresh(lake, log)
+        refresh_or_log(lake, log)
         log.info("run %s: %d analysis cells, %d already in the lake, %d to compute", run_id, len(cells),
                  len(cells) - len(todo), len(todo))
         futures = [score_cell.submit(c) for c in todo]
@@ -118,7 +119,7 @@ def sweep_flow(
         raise
     finally:
         finish_record(lake, record, error)
-        _refresh(lake, log)
+        refresh_or_log(lake, log)
 
 
 @flow(name="scheduled-sweep", log_prints=True)

@@ -57,8 +57,8 @@ def paired_embeddings(cell: Cell) -> tuple[list[str], np.ndarray, np.ndarray]:
         ids.append(image_id)
         xs.append(vrow[image_id])
         ys.append(temb[rows].astype(np.float64).mean(axis=0))
-    x = vemb[np.asarray(xs, dtype=np.int64)].astype(np.float64)
-    y = np.asarray(ys, dtype=np.float64).reshape(len(ys), -1)
+    x = vemb[np.asarray(xs, dtype=np.int64)].astype(np.float64).reshape(len(xs), vemb.shape[1])
+    y = np.asarray(ys, dtype=np.float64).reshape(len(ys), temb.shape[1])
     return ids, x, y
 
 

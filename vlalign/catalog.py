@@ -161,6 +161,17 @@ def refresh_catalog(lake: Lake) -> str:
     return path
 
 
+def refresh_or_log(lake: Lake, log) -> None:
+    """Refresh the catalog at the end of a run; a failure (a full disk) is logged, never allowed to hide
+    the run's own outcome."""
+    if not lake.is_local:
+        return
+    try:
+        refresh_catalog(lake)
+    except Exception as e:  # noqa: BLE001
+        log.error("could not refresh the SQL catalog of %s: %s", lake.root, e)
+
+
 # ------------------------------------------------------------------ the door
 def query(lake: Lake | str, sql: str, params: dict | None = None) -> pa.Table:
     """Run one read-only SELECT over the lake's tables, with DuckDB named parameters ($name) from ``params``.

@@ -255,9 +255,6 @@ def embed_shard(lake: Lake, spec: ShardSpec, encoder, batch_size: int = 32) -> d
         good_ids.append(uid)
         good_inputs.append(x)
 
-    if not good_ids and len(ids) >= 4:
-        # every unit failed the same way: a systematic problem (format, decoder), not bad items
-        raise RuntimeError(f"shard {spec.path}: all {len(ids)} inputs were rejected, e.g. {rejects[0]['reason']}")
     chunks = []
     for i in range(0, len(good_inputs), batch_size):
         chunks.append(np.asarray(encoder.encode(good_inputs[i : i + batch_size]), dtype=np.float32))
@@ -269,6 +266,9 @@ def embed_shard(lake: Lake, spec: ShardSpec, encoder, batch_size: int = 32) -> d
             rejects.append(_extract_reject(spec, good_ids[i], "encoder produced non-finite values (NaN or inf)"))
         good_ids = [u for u, ok in zip(good_ids, finite) if ok]
         emb = emb[finite]
+    if not good_ids and len(ids) >= 4:
+        # every unit failed the same way: a systematic problem (format, decoder), not bad items
+        raise RuntimeError(f"shard {spec.path}: all {len(ids)} inputs were rejected, e.g. {rejects[0]['reason']}")
 
     # the shard's rejects first (always, possibly empty: a recomputed shard replaces stale ones), the shard last
     lake.write_table(spec.rejects_path, pa.Table.from_pylist(rejects, schema=REJECT_SCHEMA), {"identity": spec.identity})

@@ -119,21 +119,7 @@ class Lake:
         if not self.is_local:
             self.fs.pipe_file(path, data)  # a single PUT: atomic on object stores
             return path
-        parent = posixpath.dirname(path)
-        os.makedirs(parent, exist_ok=True)
-        tmp = f"{path}{TMP_MARK}{self.writer_token()}-{uuid.uuid4().hex[:8]}"
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        atomic_write_bytes(path, data, self.writer_token())
         return path
 
     def write_table(self, path: str, table: pa.Table, metadata: dict[str, Any] | None = None) -> str:
@@ -287,6 +273,26 @@ class Lake:
 
     def run_path(self, run_id: str) -> str:
         return self.path("runs", f"run={check_name(run_id, 'run id')}.json")
+
+
+def atomic_write_bytes(path: str, data: bytes, tag: str) -> None:
+    """The one atomic writer of a local file: a temporary ``<path>.tmp-<tag>-<random>`` beside the target,
+    fsync, rename over ``path``. On any failure (a full disk, a permission error) the temporary is removed
+    and the error raised: nothing, or all of ``data``, is ever under ``path``."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}{TMP_MARK}{tag}-{uuid.uuid4().hex[:8]}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def _json_bytes(obj: Any) -> bytes:

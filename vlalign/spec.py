@@ -111,7 +111,7 @@ class SweepSpec:
 
     @property
     def default_run_id(self) -> str:
-        return f"{self.name}-{self.digest}"
+        return f"{self.name[:117]}-{self.digest}"  # at most 128 characters, a safe name
 
     @property
     def has_matching(self) -> bool:
