@@ -80,6 +80,87 @@ def test_center_gram_equals_dense_h():
     np.testing.assert_allclose(K.center_gram(g), h @ g @ h, rtol=1e-9, atol=1e-9)
 
 
+def _cross_kernel_loop(x: np.ndarray, z: np.ndarray, kernel: str, sigma2: float | None = None) -> np.ndarray:
+    """k(x_i, z_j) one pair at a time, from explicit differences."""
+    out = np.empty((len(x), len(z)))
+    for i in range(len(x)):
+        for j in range(len(z)):
+            if kernel == "linear":
+                out[i, j] = sum(float(a) * float(b) for a, b in zip(x[i], z[j]))
+            else:
+                out[i, j] = np.exp(-sum((float(a) - float(b)) ** 2 for a, b in zip(x[i], z[j])) / (2 * sigma2))
+    return out
+
+
+@pytest.mark.parametrize("kernel", ["linear", "rbf"])
+def test_cross_gram_and_gram_diagonal_match_pair_loops(kernel):
+    x, _ = _pair(20, 7, 5, 2, offset=1.5)
+    z, _ = _pair(21, 11, 5, 2)
+    sigma2 = 3.7 if kernel == "rbf" else None
+    np.testing.assert_allclose(K.cross_gram(x, z, kernel, sigma2=sigma2), _cross_kernel_loop(x, z, kernel, sigma2),
+                               rtol=1e-10, atol=1e-12)
+    diag = np.diag(_cross_kernel_loop(x, x, kernel, sigma2))
+    np.testing.assert_allclose(K.gram_diagonal(x, kernel), diag, rtol=1e-12)
+    # a set against itself is its Gram
+    gram = K.gram_linear(x) if kernel == "linear" else K.gram_rbf(x, sigma=np.sqrt(sigma2))
+    np.testing.assert_allclose(K.cross_gram(x, x, kernel, sigma2=sigma2), gram, rtol=1e-10, atol=1e-12)
+
+
+def test_cross_gram_rejects_bad_arguments():
+    x, z = np.ones((3, 4)), np.ones((5, 4))
+    with pytest.raises(ValueError, match="sigma2 must be a positive"):
+        K.cross_gram(x, z, "rbf")
+    with pytest.raises(ValueError, match="same number of columns"):
+        K.cross_gram(x, np.ones((5, 3)))
+    with pytest.raises(ValueError, match="kernel must be one of"):
+        K.gram_diagonal(x, "poly")
+
+
+def _center_with_base_loop(k_bb: np.ndarray, k_qb: np.ndarray, kappa: np.ndarray):
+    """The formulas of ``center_with_base`` written out entry by entry."""
+    m, p = k_bb.shape[0], k_qb.shape[0]
+    r = [sum(k_bb[a, b] for b in range(m)) / m for a in range(m)]
+    g = sum(r) / m
+    km = [sum(k_qb[i, b] for b in range(m)) / m for i in range(p)]
+    kc_bb = np.array([[k_bb[a, b] - r[a] - r[b] + g for b in range(m)] for a in range(m)])
+    kc = np.array([[k_qb[i, b] - r[b] - km[i] + g for b in range(m)] for i in range(p)])
+    return kc_bb, kc, np.array([kappa[i] - 2 * km[i] + g for i in range(p)])
+
+
+@pytest.mark.parametrize("kernel", ["linear", "rbf"])
+def test_center_with_base_matches_entry_loops_and_leaves_each_augmented_centred_gram_unchanged(kernel):
+    base, _ = _pair(22, 9, 4, 2, offset=2.0)
+    query, _ = _pair(23, 5, 4, 2, offset=2.5)
+    sigma2 = K.rbf_sigma2(K.squared_distances(base)) if kernel == "rbf" else None
+    k_bb = K.gram(base, kernel)
+    k_qb = K.cross_gram(query, base, kernel, sigma2=sigma2)
+    kappa = K.gram_diagonal(query, kernel)
+    kc_bb, kc, kappa_c = K.center_with_base(k_bb, k_qb, kappa)
+    for got, want in zip((kc_bb, kc, kappa_c), _center_with_base_loop(k_bb, k_qb, kappa)):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(kc_bb, K.center_gram(k_bb), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(kc_bb.sum(axis=1), 0.0, atol=1e-12)  # Kc_bb 1 = 0
+    np.testing.assert_allclose(kc.sum(axis=1), 0.0, atol=1e-12)  # 1^T kc_i = 0
+    # H K~ H of the augmented Gram of base + query i is the same before and after (dense H)
+    h = ref.centering_matrix(10)
+    for i in range(len(query)):
+        aug = ref.gram_ref(np.vstack([base, query[i : i + 1]]), kernel, sigma2=sigma2)
+        aug_c = np.block([[kc_bb, kc[i][:, None]], [kc[i][None, :], np.array([[kappa_c[i]]])]])
+        np.testing.assert_allclose(h @ aug_c @ h, h @ aug @ h, rtol=1e-9, atol=1e-10)
+    # in place: the same values, written over the inputs
+    a, b = k_bb.copy(), k_qb.copy()
+    out = K.center_with_base(a, b, kappa, inplace=True)
+    assert out[0] is a and out[1] is b
+    np.testing.assert_array_equal(out[1], kc)
+
+
+def test_center_with_base_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match="k_qb must have 4 columns"):
+        K.center_with_base(np.eye(4), np.ones((2, 3)), np.ones(2))
+    with pytest.raises(ValueError, match="kappa must have shape"):
+        K.center_with_base(np.eye(4), np.ones((2, 4)), np.ones(3))
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # HSIC
 # ---------------------------------------------------------------------------------------------------------------

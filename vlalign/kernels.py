@@ -28,7 +28,10 @@ __all__ = [
     "rbf_from_squared_distances",
     "gram_rbf",
     "gram",
+    "cross_gram",
+    "gram_diagonal",
     "center_gram",
+    "center_with_base",
     "u_center_gram",
 ]
 
@@ -231,6 +234,51 @@ def gram(x: np.ndarray, kernel: Kernel = "linear", *, sigma: float | None = None
     return gram_rbf(x, sigma=sigma, scale=scale)
 
 
+def cross_gram(x: np.ndarray, z: np.ndarray, kernel: Kernel = "linear", *, sigma2: float | None = None) -> np.ndarray:
+    """Cross-kernel between two sets: K_ij = k(x_i, z_j).  X: (p, d), Z: (m, d) -> K: (p, m).
+
+    linear: K_ij = <x_i, z_j>, i.e. K = X Z^T.
+    rbf:    K_ij = exp(-||x_i - z_j||^2 / (2 sigma^2)) with the given ``sigma2`` (required: a cross-kernel has no
+            bandwidth of its own; e.g. take ``rbf_sigma2`` of one of the two sets), distances by
+            ``cross_squared_distances``.
+    """
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+    if kernel == "rbf":
+        if sigma2 is None or not (np.isfinite(sigma2) and sigma2 > 0):
+            raise ValueError(f"sigma2 must be a positive finite number for the rbf kernel, got {sigma2!r}")
+        return _cross_gram(x, z, kernel, sigma2)  # cross_squared_distances validates x and z
+    x = validate_matrix(x, "x")
+    z = validate_matrix(z, "z")
+    if x.shape[1] != z.shape[1]:
+        raise ValueError(f"x and z must have the same number of columns, got {x.shape[1]} and {z.shape[1]}")
+    return _cross_gram(x, z, kernel, sigma2)
+
+
+def _cross_gram(x: np.ndarray, z: np.ndarray, kernel: str, sigma2: float | None) -> np.ndarray:
+    """``cross_gram`` without the checks (for callers that validated x and z already)."""
+    if kernel == "rbf":
+        return rbf_from_squared_distances(cross_squared_distances(x, z), sigma2, inplace=True)
+    return x @ z.T
+
+
+def gram_diagonal(x: np.ndarray, kernel: Kernel = "linear") -> np.ndarray:
+    """The diagonal of the Gram, kappa_i = k(x_i, x_i), without forming the Gram.  X: (n, d) -> (n,).
+
+    linear: kappa_i = ||x_i||^2.   rbf: kappa_i = exp(0) = 1 whatever the bandwidth.
+    """
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+    return _gram_diagonal(validate_matrix(x, "x"), kernel)
+
+
+def _gram_diagonal(x: np.ndarray, kernel: str) -> np.ndarray:
+    """``gram_diagonal`` without the checks."""
+    if kernel == "rbf":
+        return np.ones(x.shape[0])
+    return np.einsum("ij,ij->i", x, x)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Centring (no dense H)
 # ---------------------------------------------------------------------------------------------------------------
@@ -250,6 +298,49 @@ def center_gram(k: np.ndarray, *, inplace: bool = False) -> np.ndarray:
     kc -= col[None, :]
     kc += grand
     return kc
+
+
+def center_with_base(
+    k_bb: np.ndarray, k_qb: np.ndarray, kappa: np.ndarray, *, inplace: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Centre a base Gram and the kernels of extra (query) samples with the base's statistics.
+
+    K_bb: (M, M) symmetric Gram of M base samples; k_qb: (p, M), row i is k_i = k(q_i, base) for query i;
+    kappa: (p,), kappa_i = k(q_i, q_i). With r = K_bb 1 / M (the base Gram's row means, before centring) and
+    g = 1^T K_bb 1 / M^2:
+        Kc_bb      = K_bb - r 1^T - 1 r^T + g    (= H K_bb H, i.e. ``center_gram``)
+        kc_i       = k_i - r - mean(k_i) + g
+        kappa_c_i  = kappa_i - 2 mean(k_i) + g
+    Returns (Kc_bb, kc (p, M), kappa_c (p,)). For each i this subtracts a 1^T + 1 a^T, a = (r - g/2, mean(k_i) - g/2),
+    from the augmented (M+1) x (M+1) Gram K~ = [[K_bb, k_i], [k_i^T, kappa_i]], which the centring matrix
+    annihilates: H K~ H is unchanged, while Kc_bb 1 = 0 and 1^T kc_i = 0 (the "Closed form" of local CKA, README).
+    ``inplace``: overwrite ``k_bb`` and ``k_qb`` (float64 inputs) instead of copying them.
+    """
+    k_bb = _validate_square(k_bb, "k_bb")
+    k_qb = validate_matrix(k_qb, "k_qb")
+    kappa = np.asarray(kappa, dtype=np.float64)
+    if k_qb.shape[1] != k_bb.shape[0]:
+        raise ValueError(f"k_qb must have {k_bb.shape[0]} columns (one per base sample), got {k_qb.shape[1]}")
+    if kappa.shape != (k_qb.shape[0],):
+        raise ValueError(f"kappa must have shape ({k_qb.shape[0]},) (one per query row of k_qb), got {kappa.shape}")
+    if not _all_finite(kappa):
+        raise ValueError("kappa contains NaN or infinite values")
+    return _center_with_base(k_bb, k_qb, kappa, inplace)
+
+
+def _center_with_base(
+    k_bb: np.ndarray, k_qb: np.ndarray, kappa: np.ndarray, inplace: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``center_with_base`` without the checks of k_qb and kappa (float64 arrays of matching shapes)."""
+    r = k_bb.mean(axis=1)  # before center_gram, which may overwrite k_bb
+    g = r.mean()
+    km = k_qb.mean(axis=1)
+    kc_bb = center_gram(k_bb, inplace=inplace)
+    kc = k_qb if inplace else k_qb.copy()
+    kc -= r[None, :]
+    kc -= km[:, None]
+    kc += g
+    return kc_bb, kc, kappa - 2 * km + g
 
 
 def u_center_gram(k: np.ndarray, *, inplace: bool = False) -> np.ndarray:

@@ -1,4 +1,8 @@
-"""What a person looks at after a run: a short text summary and plots (CKA grids, matching accuracy)."""
+"""What a person looks at after a run: a short text summary and plots (CKA grids, matching accuracy).
+
+Every query is a file sql/report_*.sql (its leading comment says what it returns and its parameters), run over
+the lake with its parameters bound ($run_id, $dataset), never pasted into the SQL text.
+"""
 
 from __future__ import annotations
 
@@ -6,27 +10,24 @@ from pathlib import Path
 
 import numpy as np
 
-from .catalog import query
+from .catalog import load_sql, query
 from .lake import Lake
+
+
+def _rows(lake: Lake, name: str, **params: str) -> list[dict]:
+    """The rows of sql/<name>.sql run over ``lake`` with ``params`` bound to its $names."""
+    return query(lake, load_sql(name), params).to_pylist()
 
 
 def summary(lake: Lake, run_id: str, top: int = 3) -> str:
     """Best encoder pairs per method against chance, and the CKA extremes, for ``run_id``."""
-    rid = run_id.replace("'", "''")
     lines = [f"run {run_id}"]
-    cka = query(lake, f"""
-        select kernel, count(*) as n, avg(value) as mean_value, avg(shuffled_value) as mean_shuffled,
-               sum((value > shuffled_value)::int) as beats_shuffled,
-               arg_max(vision_encoder || ' x ' || text_encoder, value) as best_pair, max(value) as best_value
-        from cka where run_id = '{rid}' group by kernel order by kernel""").to_pylist()
+    cka = _rows(lake, "report_cka_summary", run_id=run_id)
     for r in cka:
         lines.append(
             f"  CKA {r['kernel']:>6}: {r['n']} pairs, mean {r['mean_value']:.3f} (shuffled {r['mean_shuffled']:.3f}), "
             f"true > shuffled in {r['beats_shuffled']}/{r['n']}; best {r['best_pair']} = {r['best_value']:.3f}")
-    rows = query(lake, f"""
-        select method, vision_encoder, text_encoder, avg(accuracy) as accuracy, avg(chance) as chance
-        from matching where run_id = '{rid}'
-        group by all order by method, accuracy desc""").to_pylist()
+    rows = _rows(lake, "report_matching_summary", run_id=run_id)
     by_method: dict[str, list] = {}
     for r in rows:
         by_method.setdefault(r["method"], []).append(r)
@@ -34,11 +35,9 @@ def summary(lake: Lake, run_id: str, top: int = 3) -> str:
         best = ", ".join(f"{r['vision_encoder']} x {r['text_encoder']} {100 * r['accuracy']:.1f}%" for r in rs[:top])
         ratio = rs[0]["accuracy"] / rs[0]["chance"] if rs[0]["chance"] else float("nan")
         lines.append(f"  matching {method:>17}: best {best}  (chance {100 * rs[0]['chance']:.2f}%, best = {ratio:.0f}x chance)")
-    datasets = [r["dataset"] for r in query(lake, f"select distinct dataset from cka where run_id = '{rid}' "
-                                                     f"union select distinct dataset from matching where run_id = '{rid}'").to_pylist()]
+    datasets = [r["dataset"] for r in _rows(lake, "report_datasets", run_id=run_id)]
     for ds in datasets:
-        rej = query(lake, "select stage, count(*) as n from rejects where dataset = '%s' group by stage order by stage"
-                    % ds.replace("'", "''")).to_pylist()
+        rej = _rows(lake, "report_rejects", dataset=ds)
         total = sum(r["n"] for r in rej)
         detail = ", ".join(f"{r['stage']} {r['n']}" for r in rej)
         lines.append(f"  rejects in {ds}: {total}" + (f" ({detail}; vlalign query \"select * from rejects\")" if total else ""))
@@ -52,12 +51,10 @@ def plot_run(lake: Lake, run_id: str, out_dir: str | Path | None = None) -> list
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rid = run_id.replace("'", "''")
     out = Path(out_dir) if out_dir else Path(lake.root) / "reports" / f"run={run_id}"
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    cka = query(lake, f"select kernel, vision_encoder, text_encoder, avg(value) as v, avg(shuffled_value) as s "
-                      f"from cka where run_id = '{rid}' group by all").to_pylist()
+    cka = _rows(lake, "report_cka_grid", run_id=run_id)
     for kernel in sorted({r["kernel"] for r in cka}):
         rs = [r for r in cka if r["kernel"] == kernel]
         vis = sorted({r["vision_encoder"] for r in rs})
@@ -80,8 +77,7 @@ def plot_run(lake: Lake, run_id: str, out_dir: str | Path | None = None) -> list
         fig.savefig(p, dpi=110)
         plt.close(fig)
         written.append(str(p))
-    m = query(lake, f"select method, vision_encoder || ' x ' || text_encoder as pair, avg(accuracy) as acc, "
-                    f"avg(chance) as chance from matching where run_id = '{rid}' group by all order by pair").to_pylist()
+    m = _rows(lake, "report_matching_bars", run_id=run_id)
     if m:
         methods = sorted({r["method"] for r in m})
         pairs = sorted({r["pair"] for r in m})

@@ -14,8 +14,13 @@ import numpy as np
 
 from vlalign.kernels import (
     Kernel,
-    cross_squared_distances,
-    median_squared_distance,
+    _center_with_base,
+    _cross_gram,
+    _gram_diagonal,
+    center_gram,
+    gram_linear,
+    rbf_from_squared_distances,
+    rbf_sigma2,
     squared_distances,
     validate_kernel,
     validate_matrix,
@@ -27,7 +32,7 @@ __all__ = ["local_cka_scores", "RetrievalResult", "recall_at_k"]
 
 @dataclass(frozen=True)
 class _BaseCentred:
-    """Base Gram and query kernels after centring with the base statistics (see ``base_centred_kernel``)."""
+    """Base Gram and query kernels after centring with the base statistics (``kernels.center_with_base``)."""
 
     base_sq: float  # ||Kc_bb||_F^2
     cross: np.ndarray  # (p, M): kc_i
@@ -38,43 +43,31 @@ class _BaseCentred:
 def _base_centred_kernel(
     base: np.ndarray, query: np.ndarray, kernel: Kernel = "linear", *, sigma: float | None = None, scale: float = 1.0
 ) -> _BaseCentred:
-    """Kernel of base (M, d) and queries (p, d), centred with the base's statistics.
+    """Kernel of base (M, d) and queries (p, d), centred with the base's statistics (``kernels.center_with_base``):
+    Kc_bb 1 = 0 and 1^T kc_i = 0, every augmented CKA unchanged.
 
-    With K_bb the base Gram, k_i = k(base, query_i) (M-vector), kappa_i = k(query_i, query_i), r = K_bb 1 / M,
-    g = 1^T K_bb 1 / M^2:
-        Kc_bb = K_bb - r 1^T - 1 r^T + g,   kc_i = k_i - r - mean(k_i) + g,   kappa_c_i = kappa_i - 2 mean(k_i) + g.
-    This subtracts a 1^T + 1 a^T from each augmented Gram, which H annihilates, so every augmented CKA is unchanged
-    while Kc_bb 1 = 0 and 1^T kc_i = 0 (for the linear kernel it is the same as subtracting the base mean).
-    RBF: sigma^2 = scale^2 * median of the base set's non-zero off-diagonal squared distances (or ``sigma``).
+    Linear: the features are first shifted by the base mean. That only adds terms a 1^T + 1 a^T to each augmented
+    Gram (H annihilates them), avoids the cancellation of a large common offset, and already is the base-statistics
+    centring in exact arithmetic.
+    RBF: sigma^2 = scale^2 * median of the base set's non-zero off-diagonal squared distances (or ``sigma``), from
+    ``kernels.rbf_sigma2``, the same for the base Gram and every query.
     """
     if kernel == "linear":
         mu = base.mean(axis=0)
         zb = base - mu
         zq = query - mu
-        kb = zb @ zb.T
-        cross = zq @ zb.T
-        diag = np.einsum("ij,ij->i", zq, zq)
-        # exact in exact arithmetic already; recentre to remove the round-off of the mean
-        r = kb.mean(axis=1)
-        g = r.mean()
-        kb = kb - r[:, None] - r[None, :] + g
-        return _BaseCentred(float(np.vdot(kb, kb)), cross, diag, kb)
-    d_bb = squared_distances(base)
-    sigma2 = float(sigma) ** 2 if sigma is not None else scale**2 * median_squared_distance(d_bb)
-    kb = np.exp(d_bb * (-0.5 / sigma2))
-    k = np.exp(cross_squared_distances(query, base) * (-0.5 / sigma2))
-    kappa = np.ones(query.shape[0])
-    r = kb.mean(axis=1)
-    g = r.mean()
-    km = k.mean(axis=1)
-    kb -= r[:, None]
-    kb -= r[None, :]
-    kb += g
-    k -= r[None, :]
-    k -= km[:, None]
-    k += g
-    kappa = kappa - 2 * km + g
-    return _BaseCentred(float(np.vdot(kb, kb)), k, kappa, kb)
+        # the base-centred features make r, mean(k_i) and g of ``center_with_base`` zero in exact arithmetic, so
+        # only the base Gram is recentred (round-off of the mean); kc_i and kappa_i are the plain kernels
+        kc_bb = center_gram(gram_linear(zb), inplace=True)
+        kc_qb = _cross_gram(zq, zb, "linear", None)
+        kappa_c = _gram_diagonal(zq, "linear")
+    else:
+        d_bb = squared_distances(base)
+        sigma2 = rbf_sigma2(d_bb, sigma=sigma, scale=scale)
+        k_bb = rbf_from_squared_distances(d_bb, sigma2, inplace=True)
+        k_qb = _cross_gram(query, base, "rbf", sigma2)
+        kc_bb, kc_qb, kappa_c = _center_with_base(k_bb, k_qb, _gram_diagonal(query, "rbf"), inplace=True)
+    return _BaseCentred(float(np.vdot(kc_bb, kc_bb)), kc_qb, kappa_c, kc_bb)
 
 
 def local_cka_scores(
@@ -93,7 +86,7 @@ def local_cka_scores(
     Returns a (p, q) array.
 
     Closed form: for the augmented (m x m) Grams, m = M + 1, centred with the base statistics
-    (``_base_centred_kernel``: Kc_bb 1 = 0, 1^T kc_i = 0),
+    (``kernels.center_with_base``: Kc_bb 1 = 0, 1^T kc_i = 0),
         tr(K~ H L~ H) = <Kc_bb, Lc_bb>_F + 2 (1 - 1/m) <kc_i, lc_j> + (1 - 1/m)^2 kappa_i lambda_j,
         tr(K~ H K~ H) = ||Kc_bb||_F^2 + 2 (1 - 1/m) ||kc_i||^2 + (1 - 1/m)^2 kappa_i^2     (same for L~),
     S = tr(K~HL~H) / sqrt(tr(K~HK~H) tr(L~HL~H)). The only pair term <kc_i, lc_j> is one (p, M) x (M, q) product.
