@@ -9,7 +9,6 @@ vlalign/sweeps/default.yaml for a commented example, and the README for every ke
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import typing
@@ -22,6 +21,7 @@ from annotated_types import Ge
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError, core_schema
 
+from .digest import finish, hasher
 from .names import SafeName, name_error
 
 DEFAULT_SPEC = Path(__file__).resolve().parent / "sweeps" / "default.yaml"
@@ -107,7 +107,7 @@ class SweepSpec:
 
     @property
     def digest(self) -> str:
-        return hashlib.sha256(self.to_json().encode()).hexdigest()[:10]
+        return _spec_digest(self.to_json())
 
     @property
     def default_run_id(self) -> str:
@@ -530,3 +530,10 @@ def validate_against_world(spec: SweepSpec) -> dict[str, dict[tuple[str, str], i
                         f"than data set {ds.name!r} (domain {dom}, lang {lang}: {n} pairs)"
                     )
     return sizes
+
+
+def _spec_digest(text: str) -> str:
+    """The run-id digest: sha256 of the spec's canonical JSON, 10 hex characters (unchanged since the first runs)."""
+    h = hasher()
+    h.update(text.encode())
+    return finish(h, 10)
