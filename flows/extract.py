@@ -107,24 +107,14 @@ def extract_flow(
     the files it used, so its items, rejects and embeddings appear in the SQL tables."""
     from vlalign.catalog import refresh_or_log
     from vlalign.digest import digest_json
-    from vlalign.runs import add_files, finish_record, start_record
+    from vlalign.runs import record_extraction, recorded_run
 
     lake = Lake.open(lake_root)
     lake.clean_tmp()
     settings = {"dataset": dataset.__dict__, "encoders": encoders, "shard_size": shard_size, "domains": domains, "langs": langs}
-    record = start_record(lake, f"extract-{dataset.name[:100]}-{digest_json(settings)[:10]}", "extract", settings)
-    error = None
-    try:
+    run_id = f"extract-{dataset.name[:100]}-{digest_json(settings)[:10]}"
+    log = get_run_logger()
+    with recorded_run(lake, run_id, "extract", settings, on_exit=lambda lk: refresh_or_log(lk, log)) as record:
         result = run_extraction(dataset, encoders, lake_root, shard_size, domains, langs, batch_size, device, threads)
-        add_files(record, "items", lake, [result["items_path"]])
-        add_files(record, "rejects", lake, [result["rejects_path"]] + [s.rejects_path for s in result["planned"]])
-        add_files(record, "embeddings", lake, [s.path for s in result["planned"]])
-        record["status"] = "completed"
-        result["run_id"] = record["run_id"]
-        return {k: v for k, v in result.items() if k != "planned"}
-    except BaseException as e:
-        error = e
-        raise
-    finally:
-        finish_record(lake, record, error)
-        refresh_or_log(lake, get_run_logger())
+        record_extraction(record, lake, result)
+    return {**{k: v for k, v in result.items() if k != "planned"}, "run_id": run_id}

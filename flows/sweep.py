@@ -17,7 +17,7 @@ from vlalign.flows.runtime import dask_task_runner
 from vlalign.lake import Lake
 from vlalign.names import check_name
 from vlalign.readers import DatasetSource
-from vlalign.runs import add_files, finish_record, start_record, write_record
+from vlalign.runs import record_extraction, recorded_run, write_record
 from vlalign.spec import SweepSpec, load_spec, parse_spec, validate_against_world
 from vlalign.tasks.analysis import pair_items, score_cell
 
@@ -38,9 +38,7 @@ def prepare_cells(sweep: SweepSpec, sizes: dict, lake: Lake, record: dict, devic
         langs = sorted({lang for _, lang in selections})
         ext = run_extraction(source, list(sweep.vision_encoders) + list(sweep.text_encoders), lake.root,
                              sweep.shard_size, domains, langs, batch_size or sweep.batch_size, device)
-        add_files(record, "items", lake, [ext["items_path"]])
-        add_files(record, "rejects", lake, [ext["rejects_path"]] + [s.rejects_path for s in ext["planned"]])
-        add_files(record, "embeddings", lake, [s.path for s in ext["planned"]])
+        record_extraction(record, lake, ext)
         for name in list(sweep.vision_encoders) + list(sweep.text_encoders):
             enc = get_encoder(name)
             for part in (domains if enc.modality == "vision" else langs):
@@ -55,6 +53,25 @@ def plan_sweep(spec: str | dict | None = None, lake_root: str = "lake") -> list:
     """The cells of a sweep, without computing them (extracts what is missing); for benchmarks and tools."""
     sweep = resolve_spec(spec)
     return prepare_cells(sweep, validate_against_world(sweep), Lake.open(lake_root), {})
+
+
+def _score(todo: list, log) -> tuple[int, list[str]]:
+    """Submit every cell and log progress as they land: (cells computed now, not found done meanwhile;
+    the errors of the cells that failed). Every cell runs to its end, whatever the others do."""
+    futures = [score_cell.submit(c) for c in todo]
+    t0 = time.perf_counter()
+    errors, computed = [], 0
+    for k, fut in enumerate(as_completed(futures), 1):
+        try:
+            out = fut.result()
+        except Exception as e:  # keep collecting: finished cells are already in the lake
+            errors.append(str(e))
+            log.error("cell failed: %s", e)
+            continue
+        computed += not out["reused"]
+        rate = k / (time.perf_counter() - t0)
+        log.info("cells %d/%d  %.2f cells/s  ETA %.0fs  (%s)", k, len(todo), rate, (len(todo) - k) / rate, out["label"])
+    return computed, errors
 
 
 @flow(name="sweep", log_prints=True)
@@ -75,10 +92,8 @@ def sweep_flow(
     removed = lake.clean_tmp()
     if removed:
         log.info("removed %d temporaries left by dead writers", len(removed))
-    record = start_record(lake, run_id, "sweep", sweep.source)
     t_start = time.perf_counter()
-    error: BaseException | None = None
-    try:
+    with recorded_run(lake, run_id, "sweep", sweep.source, on_exit=lambda lk: refresh_or_log(lk, log)) as record:
         cells = prepare_cells(sweep, sizes, lake, record, device, batch_size)
         for c in cells:
             for table in c.tables:
@@ -89,37 +104,18 @@ def sweep_flow(
         refresh_or_log(lake, log)
         log.info("run %s: %d analysis cells, %d already in the lake, %d to compute", run_id, len(cells),
                  len(cells) - len(todo), len(todo))
-        futures = [score_cell.submit(c) for c in todo]
-        t0 = time.perf_counter()
-        errors, computed = [], 0
-        for k, fut in enumerate(as_completed(futures), 1):
-            try:
-                out = fut.result()
-            except Exception as e:  # keep collecting: finished cells are already in the lake
-                errors.append(str(e))
-                log.error("cell failed: %s", e)
-                continue
-            computed += not out["reused"]
-            rate = k / (time.perf_counter() - t0)
-            log.info("cells %d/%d  %.2f cells/s  ETA %.0fs  (%s)", k, len(todo), rate, (len(todo) - k) / rate, out["label"])
+        computed, errors = _score(todo, log)
         record["cells_computed"] = computed
         if errors:
-            raise RuntimeError(f"{len(errors)} of {len(todo)} cells failed; finished cells are kept, "
-                               f"`vlalign resume {run_id}` computes the rest. First error: {errors[0]}")
-        record.update(status="completed", cells_done=len(cells))
-        return {"run_id": run_id, "lake": lake.root, "cells": len(cells), "computed": computed,
-                "seconds": time.perf_counter() - t_start}
-    except BaseException as e:
-        error = e
-        if record.get("cells_total"):
             try:
-                record["cells_done"] = sum(cell_is_done(c) for c in cells)
+                record["cells_done"] = sum(cell_is_done(c) for c in cells)  # what the lake holds now
             except Exception:  # noqa: BLE001 - counting must not replace the real error
                 pass
-        raise
-    finally:
-        finish_record(lake, record, error)
-        refresh_or_log(lake, log)
+            raise RuntimeError(f"{len(errors)} of {len(todo)} cells failed; finished cells are kept, "
+                               f"`vlalign resume {run_id}` computes the rest. First error: {errors[0]}")
+        record["cells_done"] = len(cells)
+    return {"run_id": run_id, "lake": lake.root, "cells": len(cells), "computed": computed,
+            "seconds": time.perf_counter() - t_start}
 
 
 @flow(name="scheduled-sweep", log_prints=True)

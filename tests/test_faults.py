@@ -45,8 +45,12 @@ from vlalign.extract import (
     shard_inputs,
     verify_shard,
 )
-from vlalign.lake import TMP_MARK, Lake, is_disk_full
+from vlalign.lake import TMP_MARK, Lake
 from vlalign.readers import DatasetError, DatasetSource
+
+
+def is_disk_full(e: BaseException) -> bool:
+    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
 
 SHARD_SIZE = 16
 

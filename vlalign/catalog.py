@@ -10,7 +10,6 @@ list. :func:`query` never writes: it opens the file read-only through the sealed
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import uuid

@@ -25,7 +25,6 @@ flight. Locks are ``filelock`` locks (``flock``): the kernel releases them when 
 
 from __future__ import annotations
 
-import errno
 import io
 import json
 import os
@@ -34,7 +33,7 @@ import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import fsspec
 import pyarrow as pa
@@ -297,12 +296,3 @@ def atomic_write_bytes(path: str, data: bytes, tag: str) -> None:
 
 def _json_bytes(obj: Any) -> bytes:
     return json.dumps(obj, indent=1, sort_keys=True, default=str).encode()
-
-
-def is_disk_full(e: BaseException) -> bool:
-    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
-
-
-def rows_to_table(rows: Iterable[dict[str, Any]], schema: pa.Schema) -> pa.Table:
-    """A table with exactly ``schema`` from a list of dicts (missing keys become nulls)."""
-    return pa.Table.from_pylist(list(rows), schema=schema)

@@ -11,9 +11,10 @@ on a full disk: it is rewritten in place, the error shortened to fit.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Iterator
 
 from .lake import RECORD_SLACK, Lake
 
@@ -85,3 +86,30 @@ def add_files(record: dict, kind: str, lake: Lake, paths: list[str]) -> None:
         if rel not in seen:
             have.append(rel)
             seen.add(rel)
+
+
+@contextlib.contextmanager
+def recorded_run(lake: Lake, run_id: str, flow: str, spec: Any, on_exit=None) -> Iterator[dict]:
+    """A run's record for the duration of the ``with`` block: written 'running' on entry; on exit written
+    'completed' (or 'failed' with the first error, which is then re-raised) by :func:`finish_record`, and
+    ``on_exit(lake)`` called (the catalog refresh), whatever happened."""
+    record = start_record(lake, run_id, flow, spec)
+    error: BaseException | None = None
+    try:
+        yield record
+        record["status"] = "completed"
+    except BaseException as e:
+        error = e
+        raise
+    finally:
+        finish_record(lake, record, error)
+        if on_exit is not None:
+            on_exit(lake)
+
+
+def record_extraction(record: dict, lake: Lake, extraction: dict) -> None:
+    """Record the files an extraction used (its items, read rejects, and each planned shard with its rejects)."""
+    planned = extraction["planned"]
+    add_files(record, "items", lake, [extraction["items_path"]])
+    add_files(record, "rejects", lake, [extraction["rejects_path"]] + [s.rejects_path for s in planned])
+    add_files(record, "embeddings", lake, [s.path for s in planned])
