@@ -51,16 +51,20 @@ def run_extraction(
     batch_size: int | None = None,
     device: str | None = None,
     threads: int | None = None,
+    parts: dict[str, list[str]] | None = None,
+    ingested: dict | None = None,
 ) -> dict:
     """Embed ``dataset`` with every encoder in ``encoders``; only shards not already in the lake run.
 
-    Runs its tasks on the task runner of the calling flow (``extract_flow``, or the sweep)."""
+    ``parts``: {encoder: domains or languages} restricts some encoders to some parts (studies that need
+    one more domain or language for a few encoders only). ``ingested``: the data set is already in the lake
+    (``ingest_prompts``), do not read it. Runs its tasks on the task runner of the calling flow."""
     log = get_run_logger()
     specs = preflight(encoders)  # fails on unknown or unloadable names before any shard runs
     digests = {s.name: weights_digest(s) for s in specs}
     lake = Lake.open(lake_root)
-    ingested = ingest_items(lake.root, dataset)
-    planned, todo = plan_extraction(lake.root, dataset.name, specs, digests, shard_size, domains, langs)
+    ingested = ingested or ingest_items(lake.root, dataset)
+    planned, todo = plan_extraction(lake.root, dataset.name, specs, digests, shard_size, domains, langs, parts)
     log.info(
         "%s: %d items (%d rejected on read); %d shards planned for %d encoders, %d already in the lake, %d to compute",
         dataset.name, ingested["items"], ingested["rejects"], len(planned), len(specs), len(planned) - len(todo), len(todo),

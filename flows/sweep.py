@@ -27,25 +27,75 @@ def resolve_spec(spec: str | dict | None) -> SweepSpec:
     return parse_spec(spec) if isinstance(spec, dict) else load_spec(spec)
 
 
+def _encoder_parts(sweep: SweepSpec, ds_name: str, main: list, sizes: dict) -> dict[str, set[str]]:
+    """{encoder: the domains (vision) or languages (text) it embeds in data set ``ds_name``}: the main grid's
+    for every encoder, plus what each study needs from the encoders it names."""
+    from vlalign.cells import english_only_reason
+
+    parts: dict[str, set[str]] = {}
+    for v in sweep.vision_encoders:
+        parts[v] = {d for d, _ in main}
+    for t in sweep.text_encoders:
+        parts[t] = {lang for _, lang in main}
+    cd = sweep.cross_domain
+    if cd:
+        have = {d for d, _ in sizes}
+        for p in cd.pairs:
+            for v in (cd.vision_encoders or sweep.vision_encoders):
+                parts[v] |= {d for d in (p.base, p.query) if d in have}
+    cl = sweep.cross_lingual
+    if cl:
+        for t in (cl.text_encoders or sweep.text_encoders):
+            parts[t] |= {lang for lang in cl.langs if english_only_reason(t, lang, cl.multilingual) is None}
+    return parts
+
+
 def prepare_cells(sweep: SweepSpec, sizes: dict, lake: Lake, record: dict, device=None, batch_size=None) -> list:
-    """Extraction (missing shards only), pairing, and the plan of every cell; records the files used."""
+    """Extraction (missing shards only), pairing, class prompts, and the plan of every cell; records the files used."""
+    from vlalign.prompts import prompt_items, prompts_dataset
+    from vlalign.spec import main_selections
+    from vlalign.tasks.extract import ingest_prompts
+
+    main = main_selections(sweep, sizes)
     pairs: dict[str, dict] = {}
     embeddings: dict[tuple[str, str, str], Embeddings] = {}
+    prompts: dict[tuple[str, str], tuple] = {}
+    encoders = list(sweep.vision_encoders) + list(sweep.text_encoders)
     for ds in sweep.datasets:
         source = DatasetSource(ds.name, ds.format, ds.annotations, ds.images)
-        selections = sorted(sizes[ds.name])
-        domains = sorted({d for d, _ in selections})
-        langs = sorted({lang for _, lang in selections})
-        ext = run_extraction(source, list(sweep.vision_encoders) + list(sweep.text_encoders), lake.root,
-                             sweep.shard_size, domains, langs, batch_size or sweep.batch_size, device)
+        parts = _encoder_parts(sweep, ds.name, main[ds.name], sizes[ds.name])
+        domains = sorted({p for e in sweep.vision_encoders for p in parts[e]})
+        langs = sorted({p for e in sweep.text_encoders for p in parts[e]})
+        ext = run_extraction(source, encoders, lake.root, sweep.shard_size, domains, langs,
+                             batch_size or sweep.batch_size, device, parts={k: sorted(v) for k, v in parts.items()})
         record_extraction(record, lake, ext)
-        for name in list(sweep.vision_encoders) + list(sweep.text_encoders):
+        for name in encoders:
             enc = get_encoder(name)
-            for part in (domains if enc.modality == "vision" else langs):
+            for part in parts[name]:
                 shards = [s for s in ext["planned"] if s.encoder == enc.name and s.part == part]
                 embeddings[(ds.name, name, part)] = Embeddings.of(lake, name, enc.lake_name, part, shards)
+        selections = sorted({(d, lang) for d in domains for lang in langs if (d, lang) in sizes[ds.name]})
         pairs[ds.name] = {(d, lang): pair_items(lake.root, ds.name, d, lang) for d, lang in selections}
-    return plan_cells(sweep, lake, pairs, embeddings)
+        if sweep.classification:
+            classes: dict[str, set] = {f: set() for f in sweep.classification.label_fields}
+            for sel in main[ds.name]:
+                table = lake.read_table(pairs[ds.name][sel][0])
+                for f in classes:
+                    classes[f] |= {v for v in table[f].to_pylist() if v is not None}
+            classes_l = {f: sorted(v) for f, v in classes.items()}
+            name = prompts_dataset(ds.name, classes_l, sweep.classification.templates)
+            items = prompt_items(classes_l, sweep.classification.templates)
+            ingested = ingest_prompts(lake.root, name, items)
+            texts = list(sweep.classification.text_encoders or sweep.text_encoders)
+            pext = run_extraction(DatasetSource(name, "prompts"), texts, lake.root, sweep.shard_size, None, ["en"],
+                                  batch_size or sweep.batch_size, device, ingested=ingested)
+            record_extraction(record, lake, pext)
+            for t in texts:
+                enc = get_encoder(t)
+                shards = [s for s in pext["planned"] if s.encoder == enc.name]
+                prompts[(ds.name, t)] = (Embeddings.of(lake, t, enc.lake_name, "en", shards), ingested["path"],
+                                         ingested["digest"])
+    return plan_cells(sweep, lake, pairs, embeddings, main, prompts)
 
 
 @flow(name="plan-sweep")

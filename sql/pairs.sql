@@ -6,7 +6,8 @@ SELECT
     image_id,
     list(caption_id ORDER BY caption_id) AS caption_ids,
     count(*)                             AS n_captions,
-    any_value(label)                     AS label
+    any_value(label)                     AS label,
+    any_value(sublabel)                  AS sublabel
 FROM read_parquet($items)
 WHERE domain = $domain AND lang = $lang
 GROUP BY image_id

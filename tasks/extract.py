@@ -31,18 +31,29 @@ def ingest_items(lake_root: str, source: DatasetSource) -> dict:
         )
     if len(set(items["item_id"].to_pylist())) != items.num_rows:
         raise DatasetError(f"data set {source.name!r}: item ids are not unique; nothing in the lake was changed")
-    keys = ["item_id", "image_id", "image", "caption_id", "caption", "lang", "label", "domain"]
+    return store_items(lake, source.name, items, result.rejects, source.__dict__)
+
+
+def store_items(lake: Lake, name: str, items: pa.Table, rejects: list[dict], source: dict) -> dict:
+    """Write a data set's items (only when their content changed) and its read rejects."""
+    keys = ["item_id", "image_id", "image", "caption_id", "caption", "lang", "label", "sublabel", "domain"]
     digest = digest_values(
         [v for k in keys for v in items[k].to_pylist()]
         + [digest_values([b]) if b is not None else "" for b in items["image_bytes"].to_pylist()]
     )
-    path = lake.items_path(source.name)
+    path = lake.items_path(name)
     if (lake.read_metadata(path) or {}).get("digest") != digest:
-        lake.write_table(path, items, metadata={"digest": digest, "source": source.__dict__})
-    rejects_path = lake.read_rejects_path(source.name)
-    lake.write_table(rejects_path, pa.Table.from_pylist(result.rejects, schema=REJECT_SCHEMA), {"digest": digest})
+        lake.write_table(path, items, metadata={"digest": digest, "source": source})
+    rejects_path = lake.read_rejects_path(name)
+    lake.write_table(rejects_path, pa.Table.from_pylist(rejects, schema=REJECT_SCHEMA), {"digest": digest})
     return {"path": path, "rejects_path": rejects_path, "digest": digest, "items": items.num_rows,
-            "rejects": len(result.rejects)}
+            "rejects": len(rejects)}
+
+
+@task(name="ingest_prompts")
+def ingest_prompts(lake_root: str, name: str, items: pa.Table) -> dict:
+    """Store a data set's class prompts (vlalign.prompts) as the text-only data set ``name``."""
+    return store_items(Lake.open(lake_root), name, items, [], {"format": "prompts", "name": name})
 
 
 @task(name="plan_shards")
@@ -54,8 +65,10 @@ def plan_extraction(
     shard_size: int,
     domains: list[str] | None = None,
     langs: list[str] | None = None,
+    parts: dict[str, list[str]] | None = None,
 ) -> tuple[list[ShardSpec], list[ShardSpec]]:
-    """(all shards, shards still to compute) for every encoder over the selected domains/languages."""
+    """(all shards, shards still to compute) for every encoder over the selected domains/languages
+    (``parts``: {encoder: its domains or languages}, to embed some parts with some encoders only)."""
     import pyarrow.compute as pc
 
     from prefect import get_run_logger
@@ -70,7 +83,8 @@ def plan_extraction(
         raise ValueError(f"data set {dataset!r}: no items left for domains={domains} langs={langs}")
     planned = []
     for enc in encoders:
-        planned += plan_shards(lake, dataset, items, enc, digests[enc.name], shard_size)
+        planned += [s for s in plan_shards(lake, dataset, items, enc, digests[enc.name], shard_size)
+                    if parts is None or enc.name not in parts or s.part in parts[enc.name]]
     todo = []
     for s in planned:
         _, why = verify_shard(lake, s)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from chromium import chromium  # noqa: F401  (session fixture: headless Chromium path, skips if absent)
+
 # Prefect reads its home and settings when first imported: point them at a throwaway folder first.
 _HOME = tempfile.mkdtemp(prefix="vlalign-test-")
 os.environ["VLALIGN_HOME"] = _HOME

@@ -108,7 +108,7 @@ def test_readme_lists_every_table_with_the_columns_of_the_schemas():
 def test_pairs_and_splits_are_deterministic_by_seed(tmp_path):
     items = pa.table({
         "image_id": [f"i{k // 2}" for k in range(40)], "caption_id": [f"c{k}" for k in range(40)],
-        "domain": ["d"] * 40, "lang": ["en"] * 38 + ["fr"] * 2, "label": [None] * 40,
+        "domain": ["d"] * 40, "lang": ["en"] * 38 + ["fr"] * 2, "label": [None] * 40, "sublabel": [None] * 40,
     })
     import pyarrow.parquet as pq
 

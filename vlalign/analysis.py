@@ -15,13 +15,15 @@ import pyarrow as pa
 
 from . import baselines as bl
 from .catalog import run_sql
-from .cells import Cell, CKACell, MatchCell
+from .cells import Cell, CKACell, ClassifyCell, Embeddings, MatchCell
 from .cka import cka, cka_bootstrap
+from .classify import classify, top1_accuracy
 from .digest import digest_json
 from .extract import read_shards
 from .lake import Lake
 from .matching import assignment_match, matching_accuracy, qap_match
-from .preprocess import select_base, stretch
+from .measures import mutual_knn
+from .preprocess import select_base, stretch, stretch_by
 from .retrieval import local_cka_scores, recall_at_k
 from .schemas import RESULT_SCHEMAS
 
@@ -35,31 +37,58 @@ def pairs_digest(table: pa.Table) -> str:
 
 
 # ------------------------------------------------------------------ paired data
-def paired_embeddings(cell: Cell) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """(image ids, X (n, d1), Y (n, d2)) for the cell's pairs: Y is the mean embedding of each image's captions.
+@dataclass(frozen=True)
+class Paired:
+    """The pairs of one selection that have embeddings: row i is image ids[i] with its captions captions[i]."""
+
+    ids: list[str]
+    captions: list[tuple[str, ...]]
+    labels: dict[str, list]  # label field -> the image's label (None if it has none)
+    x: np.ndarray  # (n, d1) image embeddings
+    y: np.ndarray  # (n, d2) mean embedding of each image's captions
+
+
+def read_pairs(lake: Lake, path: str, digest: str) -> pa.Table:
+    pairs = lake.read_table(path)
+    if pairs_digest(pairs) != digest:
+        raise RuntimeError(f"{path}: contents do not match digest {digest}; rerun the sweep")
+    return pairs
+
+
+def paired(lake: Lake, pairs_path: str, digest: str, vision: Embeddings, text: Embeddings) -> Paired:
+    """The pairs table's images with their embeddings; y is the mean embedding of each image's captions.
 
     Images or captions without an embedding (rejected during extraction) drop their pair."""
-    lake = Lake.open(cell.lake_root)
-    pairs = lake.read_table(cell.pairs_path)
-    if pairs_digest(pairs) != cell.pairs_digest:
-        raise RuntimeError(f"{cell.pairs_path}: contents do not match digest {cell.pairs_digest}; rerun the sweep")
-    vid, vemb = read_shards(lake, list(cell.vision.shards))
-    tid, temb = read_shards(lake, list(cell.text.shards))
+    pairs = read_pairs(lake, pairs_path, digest)
+    vid, vemb = read_shards(lake, list(vision.shards))
+    tid, temb = read_shards(lake, list(text.shards))
     vrow = {u: i for i, u in enumerate(vid)}
     trow = {u: i for i, u in enumerate(tid)}
-    ids, xs, ys = [], [], []
-    for image_id, caps in zip(pairs["image_id"].to_pylist(), pairs["caption_ids"].to_pylist()):
+    fields = [f for f in ("label", "sublabel") if f in pairs.column_names]
+    label_cols = {f: pairs[f].to_pylist() for f in fields}
+    ids, caps, xs, ys = [], [], [], []
+    labels: dict[str, list] = {f: [] for f in fields}
+    for k, (image_id, cap_ids) in enumerate(zip(pairs["image_id"].to_pylist(), pairs["caption_ids"].to_pylist())):
         if image_id not in vrow:
             continue
-        rows = [trow[c] for c in caps if c in trow]
+        rows = [trow[c] for c in cap_ids if c in trow]
         if not rows:
             continue
         ids.append(image_id)
+        caps.append(tuple(cap_ids))
         xs.append(vrow[image_id])
         ys.append(temb[rows].astype(np.float64).mean(axis=0))
+        for f in fields:
+            labels[f].append(label_cols[f][k])
     x = vemb[np.asarray(xs, dtype=np.int64)].astype(np.float64).reshape(len(xs), vemb.shape[1])
     y = np.asarray(ys, dtype=np.float64).reshape(len(ys), temb.shape[1])
-    return ids, x, y
+    return Paired(ids, caps, labels, x, y)
+
+
+def paired_embeddings(cell: Cell) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(image ids, X (n, d1), Y (n, d2)) of the cell's own selection."""
+    p = paired(Lake.open(cell.lake_root), cell.pairs_path, cell.pairs_digest, cell.vision, cell.text)
+    return p.ids, p.x, p.y
 
 
 def input_problem(x: np.ndarray, y: np.ndarray, min_rows: int = 4) -> str | None:
@@ -79,9 +108,16 @@ def _finite(v: float | None) -> float | None:
     return float(v) if v is not None and np.isfinite(v) else None
 
 
-# ------------------------------------------------------------------ CKA
+# ------------------------------------------------------------------ CKA and the other alignment measures
+def measure(x: np.ndarray, y: np.ndarray, kernel: str, debiased: bool) -> float:
+    """One alignment measure of paired rows: CKA with ``kernel`` (linear, rbf), or ``mutual_knn_k<k>``."""
+    if kernel.startswith("mutual_knn_k"):
+        return mutual_knn(x, y, k=int(kernel.removeprefix("mutual_knn_k")))
+    return cka(x, y, kernel, debiased)
+
+
 def run_cka_cell(cell: CKACell) -> list[dict]:
-    """CKA of the cell's (vision, text) pair, with the shuffled baseline and an optional bootstrap interval."""
+    """The cell's measure of its (vision, text) pair, with the shuffled baseline and (CKA) a bootstrap interval."""
     t0 = time.perf_counter()
     _, x, y = paired_embeddings(cell)
     row = {
@@ -90,65 +126,113 @@ def run_cka_cell(cell: CKACell) -> list[dict]:
         "debiased": cell.debiased, "n": int(x.shape[0]), "value": None, "shuffled_value": None,
         "ci_low": None, "ci_high": None, "seed": cell.seed, "seconds": None, "note": input_problem(x, y),
     }
+    if row["note"] is None and cell.kernel.startswith("mutual_knn_k"):
+        k = int(cell.kernel.removeprefix("mutual_knn_k"))
+        if k >= x.shape[0]:
+            row["note"] = f"k = {k} needs more than {x.shape[0]} pairs"
     if row["note"] is None:
-        row["value"] = _finite(cka(x, y, cell.kernel, cell.debiased))
+        row["value"] = _finite(measure(x, y, cell.kernel, cell.debiased))
         if cell.shuffled:
             perm = np.random.default_rng(cell.seed).permutation(x.shape[0])
-            row["shuffled_value"] = _finite(cka(x[perm], y, cell.kernel, cell.debiased))
-        if cell.bootstrap:
+            row["shuffled_value"] = _finite(measure(x[perm], y, cell.kernel, cell.debiased))
+        if cell.bootstrap and not cell.kernel.startswith("mutual_knn"):
             ci = cka_bootstrap(x, y, cell.kernel, cell.debiased, n_boot=cell.bootstrap, seed=cell.seed)
             row["ci_low"], row["ci_high"] = _finite(ci.low), _finite(ci.high)
         if row["value"] is None:
-            row["note"] = "CKA is not a finite number (a kernel with zero variance)"
+            row["note"] = "the measure is not a finite number (a kernel with zero variance)"
     row["seconds"] = time.perf_counter() - t0
     return [row]
 
 
-# ------------------------------------------------------------------ matching and retrieval
+# ------------------------------------------------------------------ splits
 @dataclass(frozen=True)
 class Split:
-    base: np.ndarray  # indices into the paired arrays
-    query: np.ndarray
+    base: np.ndarray  # indices into the base arrays
+    query: np.ndarray  # indices into the query arrays
+    x_base: np.ndarray  # the base rows, stretched if the cell says so
+    y_base: np.ndarray
+    x_query: np.ndarray
+    y_query: np.ndarray
 
 
-def make_split(cell: MatchCell, ids: list[str], x: np.ndarray, y: np.ndarray) -> Split:
-    """Queries: the first query_size pairs in the seeded order of sql/splits.sql; base: chosen from the rest."""
-    order = run_sql("splits", {"pairs": cell.pairs_path, "seed": cell.seed, "query_size": cell.query_size})
+def seeded_order(pairs_path: str, ids: list[str], seed: int) -> list[int]:
+    """Positions in ``ids`` in the seeded order of sql/splits.sql (pairs without embeddings left out)."""
+    order = run_sql("splits", {"pairs": pairs_path, "seed": seed, "query_size": 0})
     pos = {u: i for i, u in enumerate(ids)}
-    ranked = [pos[u] for u in order["image_id"].to_pylist() if u in pos]  # pairs that survived extraction
-    if len(ranked) < cell.base_size + cell.query_size:
+    return [pos[u] for u in order["image_id"].to_pylist() if u in pos]
+
+
+def make_split(cell: MatchCell | ClassifyCell, query: Paired, base: Paired | None = None,
+               base_pairs_path: str | None = None) -> Split:
+    """Queries: the first query_size pairs of the query selection in the seeded order of sql/splits.sql.
+    The base pool: the base selection's pairs (the same selection unless cross-domain) in their own seeded
+    order, without any pair that shares an image or a caption with a query; the base is chosen from it by
+    the cell's base selection (``kmeans_metric``: which sample stands for a k-means centre). Stretching:
+    ``stretch_scope`` 'selected' divides by the std over the chosen base + queries; 'pool' over the whole
+    pool + queries, before the base is chosen (the paper's code)."""
+    same = base is None
+    base = query if same else base
+    ranked_q = seeded_order(cell.pairs_path, query.ids, cell.seed)
+    ranked_b = ranked_q if same else seeded_order(base_pairs_path, base.ids, cell.seed)
+    q_idx = np.asarray(ranked_q[: cell.query_size], dtype=np.int64)
+    q_images = {query.ids[i] for i in q_idx}
+    q_caps = {c for i in q_idx for c in query.captions[i]}
+    pool = np.asarray([i for i in ranked_b if base.ids[i] not in q_images and not (set(base.captions[i]) & q_caps)],
+                      dtype=np.int64)
+    if len(q_idx) < cell.query_size or len(pool) < cell.base_size:
         raise ValueError(
-            f"{cell.label}: only {len(ranked)} pairs have embeddings, fewer than base {cell.base_size} + query {cell.query_size}"
-        )
-    query = np.asarray(ranked[: cell.query_size], dtype=np.int64)
-    pool = np.asarray(ranked[cell.query_size :], dtype=np.int64)
-    chosen = select_base(x[pool], y[pool], cell.base_size, method=cell.base_selection, seed=cell.seed)
-    return Split(base=pool[np.asarray(chosen, dtype=np.int64)], query=query)
+            f"{cell.label}: {len(ranked_q)} query pairs and {len(pool)} base-pool pairs have embeddings, fewer than "
+            f"query {cell.query_size} and base {cell.base_size}")
+    xq, yq, xp, yp = query.x[q_idx], query.y[q_idx], base.x[pool], base.y[pool]
+    p = cell.protocol
+    if cell.stretch and p.stretch_scope == "pool":
+        rx, ry = np.vstack([xp, xq]), np.vstack([yp, yq])
+        xq, yq, xp, yp = stretch_by(xq, rx), stretch_by(yq, ry), stretch_by(xp, rx), stretch_by(yp, ry)
+    chosen = np.asarray(select_base(xp, yp, cell.base_size, method=cell.base_selection, seed=cell.seed,
+                                    metric=p.kmeans_metric), dtype=np.int64)
+    bx, by = xp[chosen], yp[chosen]
+    if cell.stretch and p.stretch_scope == "selected":
+        m = len(chosen)
+        sx, sy = stretch(np.vstack([bx, xq])), stretch(np.vstack([by, yq]))
+        bx, xq, by, yq = sx[:m], sx[m:], sy[:m], sy[m:]
+    return Split(base=pool[chosen], query=q_idx, x_base=bx, y_base=by, x_query=xq, y_query=yq)
+
+
+# ------------------------------------------------------------------ matching and retrieval
+def _match_common(cell: MatchCell) -> dict:
+    return {
+        "cell_id": cell.cell_id, "dataset": cell.dataset, "domain": cell.domain, "base_domain": cell.base_domain,
+        "query_domain": cell.domain, "lang": cell.lang, "vision_encoder": cell.vision.name,
+        "text_encoder": cell.text.name, "base_size": cell.base_size, "query_size": cell.query_size,
+        "base_selection": cell.base_selection, "stretch": cell.stretch, "seed": cell.seed,
+        "protocol": cell.protocol.name,
+    }
 
 
 def run_match_cell(cell: MatchCell) -> tuple[list[dict], list[dict]]:
     """Every matching, retrieval and baseline method of the cell: (matching rows, retrieval rows)."""
-    ids, x, y = paired_embeddings(cell)
-    common = {
-        "cell_id": cell.cell_id, "dataset": cell.dataset, "domain": cell.domain, "lang": cell.lang,
-        "vision_encoder": cell.vision.name, "text_encoder": cell.text.name, "base_size": cell.base_size,
-        "query_size": cell.query_size, "base_selection": cell.base_selection, "stretch": cell.stretch, "seed": cell.seed,
-    }
+    common = _match_common(cell)
     chance = 1.0 / cell.query_size
-    problem = input_problem(x, y)
-    if problem is not None:  # every method gets a row that says why it has no number
-        methods = list(cell.matching) + list(cell.baselines)
-        retrieved = list(cell.retrieval) + list(cell.baselines)
+    methods = list(cell.matching) + list(cell.baselines)
+    retrieved = list(cell.retrieval) + list(cell.baselines)
+
+    def noted(problem: str) -> tuple[list[dict], list[dict]]:  # every method gets a row that says why it has no number
         return ([{**common, "method": m, "chance": chance, "note": problem} for m in methods],
                 [{**common, "method": m, "direction": d, "note": problem}
                  for m in retrieved for d in ("image_to_text", "text_to_image")])
-    split = make_split(cell, ids, x, y)
-    idx = np.concatenate([split.base, split.query])
-    xs, ys = x[idx], y[idx]
-    if cell.stretch:
-        xs, ys = stretch(xs), stretch(ys)
-    m = len(split.base)
-    bx, by, qx, qy = xs[:m], ys[:m], xs[m:], ys[m:]
+
+    if cell.skip:
+        return noted(cell.skip)
+    lake = Lake.open(cell.lake_root)
+    query = paired(lake, cell.pairs_path, cell.pairs_digest, cell.vision, cell.text)
+    base = None if cell.base is None else paired(lake, cell.base.pairs_path, cell.base.pairs_digest,
+                                                  cell.base.vision, cell.base.text)
+    problem = input_problem(query.x, query.y) or (base is not None and input_problem(base.x, base.y)) or None
+    if problem:
+        return noted(problem)
+    split = make_split(cell, query, base, cell.base.pairs_path if cell.base else None)
+    bx, by, qx, qy = split.x_base, split.y_base, split.x_query, split.y_query
+    p = cell.protocol
     matching, retrieval = [], []
 
     def score_rows(method: str, scores: np.ndarray, seconds: float, do_match: bool, do_retrieve: bool):
@@ -158,24 +242,88 @@ def run_match_cell(cell: MatchCell) -> tuple[list[dict], list[dict]]:
             matching.append({**common, "method": method, "accuracy": matching_accuracy(perm), "chance": chance,
                              "objective": None, "seconds": seconds + time.perf_counter() - t})
         if do_retrieve:
-            r = recall_at_k(scores)
+            r = recall_at_k(scores, ties=p.retrieval_ties)
             for direction, rec in (("image_to_text", r.image_to_text), ("text_to_image", r.text_to_image)):
                 retrieval.append({**common, "method": method, "direction": direction,
                                   "r1": rec[1], "r5": rec[5], "r10": rec[10]})
 
     if "qap" in cell.matching:
-        res = qap_match(bx, by, qx, qy, restarts=cell.qap_restarts, seed=cell.seed, kernel=cell.qap_kernel, n_jobs=1)
+        res = qap_match(bx, by, qx, qy, restarts=p.qap_restarts, seed=cell.seed, kernel=p.qap_kernel, tol=p.qap_tol,
+                        n_jobs=1)
         matching.append({**common, "method": "qap", "accuracy": matching_accuracy(res.perm), "chance": chance,
                          "objective": res.objective, "seconds": res.seconds})
     if "local_cka" in cell.matching or "local_cka" in cell.retrieval:
         t = time.perf_counter()
-        s = local_cka_scores(bx, by, qx, qy, kernel=cell.local_cka_kernel)
+        s = local_cka_scores(bx, by, qx, qy, kernel=p.local_cka_kernel)
         score_rows("local_cka", s, time.perf_counter() - t, "local_cka" in cell.matching, "local_cka" in cell.retrieval)
     for name in cell.baselines:
         t = time.perf_counter()
-        s = bl.baseline_scores(BASELINE_NAMES[name], bx, by, qx, qy)
+        s = bl.baseline_scores(BASELINE_NAMES[name], bx, by, qx, qy, **baseline_options(name, p))
         score_rows(name, s, time.perf_counter() - t, True, True)
     return matching, retrieval
+
+
+def baseline_options(name: str, p) -> dict:
+    return {"intercept": p.linreg_intercept} if name == "linear_regression" else {}
+
+
+# ------------------------------------------------------------------ zero-shot classification
+def class_prompts(lake: Lake, cell: ClassifyCell) -> tuple[list[str], np.ndarray]:
+    """(class labels, (C, d2) class embeddings): per label of the cell's field, the mean embedding of its
+    template captions (the prompts data set's items say which caption is which label)."""
+    items = lake.read_table(cell.prompts_path, columns=["caption_id", "label", "domain"])
+    if (lake.read_metadata(cell.prompts_path) or {}).get("digest") != cell.prompts_digest:
+        raise RuntimeError(f"{cell.prompts_path}: prompts do not match digest {cell.prompts_digest}; rerun the sweep")
+    uid, emb = read_shards(lake, list(cell.prompts.shards))
+    row = {u: i for i, u in enumerate(uid)}
+    by_label: dict[str, list[int]] = {}
+    for cid, label, field_ in zip(*(items[c].to_pylist() for c in ("caption_id", "label", "domain"))):
+        if field_ == cell.label_field and cid in row:
+            by_label.setdefault(label, []).append(row[cid])
+    labels = sorted(by_label)
+    return labels, np.stack([emb[by_label[lab]].astype(np.float64).mean(axis=0) for lab in labels]) if labels else \
+        np.zeros((0, emb.shape[1] if emb.ndim == 2 else 0))
+
+
+def run_classify_cell(cell: ClassifyCell) -> list[dict]:
+    """Top-1 accuracy of every classification method on the cell's query images (those with a label)."""
+    lake = Lake.open(cell.lake_root)
+    common = {
+        "cell_id": cell.cell_id, "dataset": cell.dataset, "domain": cell.domain, "lang": cell.lang,
+        "vision_encoder": cell.vision.name, "text_encoder": cell.text.name, "label_field": cell.label_field,
+        "template_set": cell.template_set, "base_size": cell.base_size, "query_size": cell.query_size,
+        "base_selection": cell.base_selection, "stretch": cell.stretch, "seed": cell.seed,
+        "protocol": cell.protocol.name,
+    }
+    data = paired(lake, cell.pairs_path, cell.pairs_digest, cell.vision, cell.text)
+    labels, class_y = class_prompts(lake, cell)
+    problem = input_problem(data.x, data.y)
+    if problem is None and len(labels) < 2:
+        problem = f"label field {cell.label_field!r} has {len(labels)} classes (need 2)"
+    if problem:
+        return [{**common, "method": m, "n_classes": len(labels), "note": problem} for m in cell.methods]
+    split = make_split(cell, data)
+    truth = [data.labels[cell.label_field][i] for i in split.query]
+    keep = np.asarray([t in labels for t in truth])
+    qx = split.x_query[keep]
+    y_true = np.asarray([labels.index(t) for t, k in zip(truth, keep) if k], dtype=np.int64)
+    cy = class_y
+    if cell.stretch:  # the class captions are divided by the same per-dimension std as the captions
+        ref = np.vstack([data.y[split.base], data.y[split.query]]) if cell.protocol.stretch_scope == "selected" else data.y
+        cy = stretch_by(class_y, ref)
+    rows = []
+    p = cell.protocol
+    for method in cell.methods:
+        t = time.perf_counter()
+        opts = {"intercept": p.linreg_intercept} if method == "linear_regression" else {}
+        kernel = p.qap_kernel if method == "qap" else p.local_cka_kernel
+        pred = classify(method, split.x_base, split.y_base, qx, cy, kernel=kernel, restarts=p.qap_restarts,
+                        seed=cell.seed, n_jobs=1, **opts)
+        rows.append({**common, "method": method, "n": int(len(y_true)), "n_classes": len(labels),
+                     "accuracy": top1_accuracy(pred, y_true), "chance": 1.0 / len(labels),
+                     "majority": float(np.bincount(y_true).max() / len(y_true)) if len(y_true) else None,
+                     "seconds": time.perf_counter() - t})
+    return rows
 
 
 # ------------------------------------------------------------------ writing cells
@@ -194,5 +342,7 @@ def compute_cell(cell: Cell) -> dict[str, list[dict]]:
     """The rows of every result table of ``cell``."""
     if isinstance(cell, CKACell):
         return {"cka": run_cka_cell(cell)}
+    if isinstance(cell, ClassifyCell):
+        return {"classification": run_classify_cell(cell)}
     matching, retrieval = run_match_cell(cell)
     return {"matching": matching, "retrieval": retrieval}

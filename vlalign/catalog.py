@@ -88,6 +88,9 @@ def view_statements(files: dict[str, list[str]]) -> list[tuple[str, str]]:
         if all(files.get(p) for p in placeholders):
             cols = ", ".join(f'CAST("{f.name}" AS {_duck_type(f.type)}) AS "{f.name}"' for f in schema)
             body = re.sub(r"\{(\w+)\}", lambda m: _sql_list(files[m.group(1)]), source)
+            if name in RESULT_SCHEMAS:  # cells written before a column existed read it as NULL
+                nulls = ", ".join(f'CAST(NULL AS {_duck_type(f.type)}) AS "{f.name}"' for f in schema)
+                body = f"SELECT {nulls} WHERE false UNION ALL BY NAME ({body})"
             stmt = f"CREATE OR REPLACE VIEW {name} AS SELECT {cols} FROM ({body}) AS src"
         else:
             cols = ", ".join(f'CAST(NULL AS {_duck_type(f.type)}) AS "{f.name}"' for f in schema)

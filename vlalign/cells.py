@@ -29,9 +29,11 @@ from .lake import Lake
 # The modules whose source a cell kind's results depend on. analysis.py holds the pairing and splitting
 # code both kinds share; the cka kind needs none of the matching modules, and the matching kind none of cka.py.
 ENGINE_MODULES: dict[str, tuple[str, ...]] = {
-    "cka": ("vlalign.kernels", "vlalign.cka", "vlalign.analysis"),
+    "cka": ("vlalign.kernels", "vlalign.cka", "vlalign.measures", "vlalign.analysis"),
     "matching": ("vlalign.kernels", "vlalign.matching", "vlalign.retrieval", "vlalign.baselines",
                  "vlalign.preprocess", "vlalign.analysis"),
+    "classification": ("vlalign.kernels", "vlalign.matching", "vlalign.retrieval", "vlalign.baselines",
+                       "vlalign.preprocess", "vlalign.classify", "vlalign.analysis"),
 }
 
 
@@ -128,7 +130,61 @@ class CKACell(Cell):
 
 
 @dataclass(frozen=True)
+class Protocol:
+    """The named settings that a protocol preset (``default`` or ``paper``) chooses; see vlalign.spec.PROTOCOLS."""
+
+    qap_restarts: int = 20
+    qap_kernel: str = "linear"
+    qap_tol: float = 0.03
+    local_cka_kernel: str = "linear"
+    stretch_scope: str = "selected"
+    kmeans_metric: str = "euclidean"
+    linreg_intercept: bool = True
+    retrieval_ties: str = "against"
+
+    @classmethod
+    def of(cls, spec) -> "Protocol":
+        return cls(spec.qap_restarts, spec.qap_kernel, spec.qap_tol, spec.local_cka_kernel, spec.stretch_scope,
+                   spec.kmeans_metric, spec.linreg_intercept, spec.retrieval_ties)
+
+    def settings(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @property
+    def name(self) -> str:
+        """'default' or 'paper' if the preset's settings are exactly these, else 'custom' (a result column)."""
+        from .spec import PROTOCOLS
+
+        mine = self.settings()
+        for name, preset in PROTOCOLS.items():
+            if all(mine[k] == v for k, v in preset.items()):
+                return name
+        return "custom"
+
+
+@dataclass(frozen=True)
+class BaseSource:
+    """Where the base pairs come from when not from the queries' own selection (cross-domain matching)."""
+
+    dataset: str
+    domain: str
+    lang: str
+    pairs_path: str
+    pairs_digest: str
+    vision: Embeddings
+    text: Embeddings
+
+    @property
+    def identity(self) -> dict:
+        return {"dataset": self.dataset, "domain": self.domain, "lang": self.lang, "pairs": self.pairs_digest,
+                "vision": self.vision.identity, "text": self.text.identity}
+
+
+@dataclass(frozen=True)
 class MatchCell(Cell):
+    """Matching, retrieval and baselines at one grid point. ``base``: the base pairs' source if it is not the
+    queries' own selection (cross-domain); ``skip``: why the cell is not computed (its rows say so)."""
+
     base_size: int = 0
     query_size: int = 0
     base_selection: str = "random"
@@ -137,18 +193,73 @@ class MatchCell(Cell):
     matching: tuple[str, ...] = ()
     retrieval: tuple[str, ...] = ()
     baselines: tuple[str, ...] = ()
-    qap_restarts: int = 20
-    qap_kernel: str = "linear"
-    local_cka_kernel: str = "linear"
+    protocol: Protocol = Protocol()
+    base: BaseSource | None = None
+    skip: str | None = None
 
     kind: ClassVar[str] = "matching"
     tables: ClassVar[tuple[str, ...]] = ("matching", "retrieval")
 
+    @property
+    def base_domain(self) -> str:
+        return self.base.domain if self.base else self.domain
+
+    @property
+    def identity(self) -> dict:
+        out = super().identity
+        if self.base is not None:
+            out["base"] = self.base.identity
+        if self.skip is not None:
+            out["skip"] = self.skip
+        return out
+
+    @property
+    def label(self) -> str:
+        where = f"{self.base_domain}->{self.domain}" if self.base else self.domain
+        return f"{self.kind} {self.dataset}/{where}/{self.lang} {self.vision.name} x {self.text.name} seed {self.seed}"
+
     def settings(self) -> dict[str, Any]:
         return {"base_size": self.base_size, "query_size": self.query_size, "base_selection": self.base_selection,
                 "stretch": self.stretch, "seed": self.seed, "matching": list(self.matching),
-                "retrieval": list(self.retrieval), "baselines": list(self.baselines), "qap_restarts": self.qap_restarts,
-                "qap_kernel": self.qap_kernel, "local_cka_kernel": self.local_cka_kernel}
+                "retrieval": list(self.retrieval), "baselines": list(self.baselines), **self.protocol.settings()}
+
+
+@dataclass(frozen=True)
+class ClassifyCell(Cell):
+    """Zero-shot classification: the query images of the cell's selection against one caption per class
+    (``prompts``: the text encoder's embeddings of the templates, from the prompts data set)."""
+
+    label_field: str = "label"
+    template_set: str = "default"
+    templates: tuple[str, ...] = ()
+    methods: tuple[str, ...] = ()
+    base_size: int = 0
+    query_size: int = 0
+    base_selection: str = "random"
+    stretch: bool = False
+    seed: int = 0
+    protocol: Protocol = Protocol()
+    prompts: Embeddings | None = None
+    prompts_path: str = ""  # items of the prompts data set (caption_id -> label field and label)
+    prompts_digest: str = ""
+
+    kind: ClassVar[str] = "classification"
+    tables: ClassVar[tuple[str, ...]] = ("classification",)
+
+    @property
+    def identity(self) -> dict:
+        return {**super().identity, "prompts": self.prompts.identity if self.prompts else None,
+                "prompt_items": self.prompts_digest}
+
+    @property
+    def label(self) -> str:
+        return f"{super().label} {self.label_field} seed {self.seed}"
+
+    def settings(self) -> dict[str, Any]:
+        return {"label_field": self.label_field, "template_set": self.template_set, "templates": list(self.templates),
+                "methods": list(self.methods), "base_size": self.base_size, "query_size": self.query_size,
+                "base_selection": self.base_selection, "stretch": self.stretch, "seed": self.seed,
+                **self.protocol.settings()}
 
 
 def cell_is_done(cell: Cell) -> bool:
@@ -157,33 +268,157 @@ def cell_is_done(cell: Cell) -> bool:
     return all((lake.read_metadata(p) or {}).get("identity") == cell.identity for p in cell.paths().values())
 
 
-def plan_cells(spec, lake: Lake, pairs: dict, embeddings: dict) -> list[Cell]:
-    """Every analysis cell of a sweep, in a fixed order.
+def _dedupe(cells: list[Cell]) -> list[Cell]:
+    """The cells in order, each identity once (a study point can coincide with a grid point)."""
+    seen: set[str] = set()
+    out = []
+    for c in cells:
+        if c.cell_id not in seen:
+            seen.add(c.cell_id)
+            out.append(c)
+    return out
 
-    ``pairs``: {dataset: {(domain, lang): (pairs path, pairs digest)}};
-    ``embeddings``: {(dataset, encoder name, part): Embeddings}."""
+
+def _pick(names: tuple[str, ...] | None, default: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(names) if names else tuple(default)
+
+
+def english_only_reason(name: str, lang: str, declared: tuple[str, ...] = ()) -> str | None:
+    """Why text encoder ``name`` is not run on captions in ``lang`` (None: it is). English always runs; another
+    language needs an encoder the catalog marks multilingual, or one the spec declares multilingual."""
+    if lang == "en" or name in declared:
+        return None
+    from .encoders import get_encoder
+
+    flag = get_encoder(name).multilingual
+    if flag:
+        return None
+    why = "English-only in the catalog" if flag is False else "not known to be multilingual"
+    return (f"skipped: text encoder {name} is {why}, so captions in {lang!r} are not computed "
+            f"(declare it in analyses.cross_lingual.multilingual to include it)")
+
+
+def plan_cells(spec, lake: Lake, pairs: dict, embeddings: dict, main: dict | None = None,
+               prompts: dict | None = None) -> list[Cell]:
+    """Every analysis cell of a sweep, in a fixed order, each identity once.
+
+    ``pairs``: {dataset: {(domain, lang): (pairs path, pairs digest)}}, for the main grid and every study;
+    ``embeddings``: {(dataset, encoder name, part): Embeddings};
+    ``main``: {dataset: [(domain, lang), ...]}, the selections of the main grid (default: every key of ``pairs``);
+    ``prompts``: {(dataset, text encoder): (Embeddings, prompt items path, digest)}, for classification."""
     cells: list[Cell] = []
+    proto = Protocol.of(spec)
+    main = main or {ds: sorted(sel) for ds, sel in pairs.items()}
+    settings = spec.settings()
+
+    def common(ds: str, domain: str, lang: str) -> dict:
+        path, digest = pairs[ds][(domain, lang)]
+        return dict(lake_root=lake.root, dataset=ds, domain=domain, lang=lang, pairs_path=path, pairs_digest=digest)
+
+    def match(ds, domain, lang, v, t, s, seed, matching=None, retrieval=None, baselines=None, **extra) -> MatchCell:
+        return MatchCell(
+            **common(ds, domain, lang), vision=embeddings[(ds, v, domain)], text=extra.pop("text", None) or
+            embeddings[(ds, t, lang)], base_size=s.base_size, query_size=s.query_size,
+            base_selection=s.base_selection, stretch=s.stretch, seed=seed,
+            matching=tuple(spec.matching if matching is None else matching),
+            retrieval=tuple(spec.retrieval if retrieval is None else retrieval),
+            baselines=tuple(spec.baselines if baselines is None else baselines), protocol=proto, **extra)
+
     for ds in spec.datasets:
-        for (domain, lang), (pairs_path, pairs_digest) in pairs[ds.name].items():
+        for domain, lang in main[ds.name]:
             venc = [embeddings[(ds.name, v, domain)] for v in spec.vision_encoders]
             tenc = [embeddings[(ds.name, t, lang)] for t in spec.text_encoders]
-            common = dict(lake_root=lake.root, dataset=ds.name, domain=domain, lang=lang, pairs_path=pairs_path,
-                          pairs_digest=pairs_digest)
             if spec.cka:
-                for kernel in spec.cka.kernels:
+                measures = [(k, d) for k in spec.cka.kernels for d in spec.cka.debiased]
+                measures += [(f"mutual_knn_k{k}", False) for k in spec.cka.mutual_knn]
+                for kernel, debiased in measures:
                     for v in venc:
                         for t in tenc:
-                            cells.append(CKACell(**common, vision=v, text=t, kernel=kernel, debiased=spec.cka.debiased,
-                                                 shuffled=spec.cka.shuffled, bootstrap=spec.cka.bootstrap,
+                            cells.append(CKACell(**common(ds.name, domain, lang), vision=v, text=t, kernel=kernel,
+                                                 debiased=debiased, shuffled=spec.cka.shuffled,
+                                                 bootstrap=0 if kernel.startswith("mutual_knn") else spec.cka.bootstrap,
                                                  seed=spec.seeds[0]))
             if spec.has_matching:
-                for s in spec.settings():
-                    for v in venc:
-                        for t in tenc:
-                            cells.append(MatchCell(
-                                **common, vision=v, text=t, base_size=s.base_size, query_size=s.query_size,
-                                base_selection=s.base_selection, stretch=s.stretch, seed=s.seed,
-                                matching=tuple(spec.matching), retrieval=tuple(spec.retrieval),
-                                baselines=tuple(spec.baselines), qap_restarts=spec.qap_restarts,
-                                qap_kernel=spec.qap_kernel, local_cka_kernel=spec.local_cka_kernel))
-    return cells
+                for s in settings:
+                    for v in spec.vision_encoders:
+                        for t in spec.text_encoders:
+                            cells.append(match(ds.name, domain, lang, v, t, s, s.seed))
+
+    first = settings[0]
+    cl = spec.cross_lingual
+    if cl:
+        for ds in spec.datasets:
+            for domain in sorted({d for d, _ in main[ds.name]}):
+                for lang in cl.langs:
+                    for s in settings:
+                        for seed in (cl.seeds or spec.seeds):
+                            for v in _pick(cl.vision_encoders, spec.vision_encoders):
+                                for t in _pick(cl.text_encoders, spec.text_encoders):
+                                    why = english_only_reason(t, lang, cl.multilingual)
+                                    if why is None:
+                                        cells.append(match(ds.name, domain, lang, v, t, s, seed))
+                                    else:
+                                        from .encoders import get_encoder
+
+                                        enc = get_encoder(t)
+                                        none = Embeddings(t, enc.lake_name, lang, (), "")
+                                        cells.append(match(ds.name, domain, lang, v, t, s, seed, text=none, skip=why))
+    cd = spec.cross_domain
+    if cd:
+        for pair in cd.pairs:
+            for ds in spec.datasets:
+                if pair.query_dataset not in (None, ds.name):
+                    continue
+                bds = pair.base_dataset or ds.name
+                for _, lang in main[ds.name]:
+                    if (pair.query, lang) not in pairs[ds.name] or (pair.base, lang) not in pairs.get(bds, {}):
+                        continue
+                    for s in settings:
+                        for seed in (cd.seeds or spec.seeds):
+                            for v in _pick(cd.vision_encoders, spec.vision_encoders):
+                                for t in _pick(cd.text_encoders, spec.text_encoders):
+                                    bpath, bdigest = pairs[bds][(pair.base, lang)]
+                                    base = BaseSource(bds, pair.base, lang, bpath, bdigest,
+                                                      embeddings[(bds, v, pair.base)], embeddings[(bds, t, lang)])
+                                    cells.append(match(ds.name, pair.query, lang, v, t, s, seed, base=base))
+    cv = spec.curves
+    if cv:
+        from .spec import Setting
+
+        points = [Setting(b, first.query_size, first.base_selection, first.stretch, 0) for b in cv.base_sizes]
+        points += [Setting(first.base_size, q, first.base_selection, first.stretch, 0) for q in cv.query_sizes]
+        if cv.ablation:
+            points += [Setting(first.base_size, first.query_size, sel, st, 0)
+                       for sel in ("random", "kmeans_image") for st in (False, True)]
+        # a curve point that the main grid computes already (same setting and seed, its methods included)
+        # is read from the grid's cell, not computed twice
+        in_grid = {(s.base_size, s.query_size, s.base_selection, s.stretch, s.seed) for s in settings} \
+            if set(cv.methods) <= set(spec.matching) else set()
+        for ds in spec.datasets:
+            for domain, lang in main[ds.name]:
+                for s in points:
+                    for seed in cv.seeds:
+                        if (s.base_size, s.query_size, s.base_selection, s.stretch, seed) in in_grid:
+                            continue
+                        for v in _pick(cv.vision_encoders, spec.vision_encoders[:1]):
+                            for t in _pick(cv.text_encoders, spec.text_encoders[:1]):
+                                cells.append(match(ds.name, domain, lang, v, t, s, seed, matching=cv.methods,
+                                                   retrieval=(), baselines=()))
+    cf = spec.classification
+    if cf:
+        for ds in spec.datasets:
+            for domain, lang in main[ds.name]:
+                for field_ in cf.label_fields:
+                    for seed in (cf.seeds or spec.seeds):
+                        for v in _pick(cf.vision_encoders, spec.vision_encoders):
+                            for t in _pick(cf.text_encoders, spec.text_encoders):
+                                emb, ppath, pdigest = prompts[(ds.name, t)]
+                                cells.append(ClassifyCell(
+                                    **common(ds.name, domain, lang), vision=embeddings[(ds.name, v, domain)],
+                                    text=embeddings[(ds.name, t, lang)], label_field=field_,
+                                    template_set=cf.template_set, templates=tuple(cf.templates),
+                                    methods=tuple(cf.methods), base_size=first.base_size,
+                                    query_size=first.query_size, base_selection=first.base_selection,
+                                    stretch=first.stretch, seed=seed, protocol=proto, prompts=emb,
+                                    prompts_path=ppath, prompts_digest=pdigest))
+    return _dedupe(cells)

@@ -9,7 +9,8 @@ Canonical items (one row per caption; an image with several captions appears on 
     caption_id   string   the caption's key (the same caption text in two domains shares one id)
     caption      string
     lang         string   ISO 639-1 code of the caption
-    label        string   class label, if any (emoji: category)
+    label        string   class label, if any (emoji: CLDR category, e.g. "Animals & Nature")
+    sublabel     string   a finer class label, if any (emoji: CLDR subcategory, e.g. "animal-mammal")
     domain       string   visual style or source set (emoji: google | twitter)
 
 A reader checks what it can check cheaply (missing files, unreadable image headers, empty captions,
@@ -39,6 +40,7 @@ ITEM_SCHEMA = pa.schema(
         ("caption", pa.string()),
         ("lang", pa.string()),
         ("label", pa.string()),
+        ("sublabel", pa.string()),
         ("domain", pa.string()),
     ]
 )
@@ -128,8 +130,9 @@ def read_emoji(domains: list[str] | None = None, langs: list[str] | None = None)
         raise DatasetError(f"emoji: unknown language(s) {bad}; the embedded set has {list(EMOJI_LANGS)}")
     images = pq.read_table(EMOJI_DIR / "images.parquet")
     captions = pq.read_table(EMOJI_DIR / "captions.parquet")
-    meta = pq.read_table(EMOJI_DIR / "emoji.parquet", columns=["emoji_id", "category"])
+    meta = pq.read_table(EMOJI_DIR / "emoji.parquet", columns=["emoji_id", "category", "subcategory"])
     category = dict(zip(meta["emoji_id"].to_pylist(), meta["category"].to_pylist()))
+    subcategory = dict(zip(meta["emoji_id"].to_pylist(), meta["subcategory"].to_pylist()))
 
     by_lang: dict[str, list[tuple[str, str]]] = {}
     for eid, lang, cap in zip(*(captions[c].to_pylist() for c in ("emoji_id", "lang", "caption"))):
@@ -162,6 +165,7 @@ def read_emoji(domains: list[str] | None = None, langs: list[str] | None = None)
                 cols["caption"].append(cap)
                 cols["lang"].append(lang)
                 cols["label"].append(category.get(eid))
+                cols["sublabel"].append(subcategory.get(eid))
                 cols["domain"].append(domain)
     return ReadResult(pa.table(cols, schema=ITEM_SCHEMA), rejects)
 
@@ -222,6 +226,7 @@ def read_coco(source: DatasetSource) -> ReadResult:
         cols["caption"].append(caption.strip())
         cols["lang"].append(source.lang)
         cols["label"].append(None)
+        cols["sublabel"].append(None)
         cols["domain"].append(domain)
     return ReadResult(pa.table(cols, schema=ITEM_SCHEMA), rejects)
 

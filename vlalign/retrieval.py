@@ -132,24 +132,35 @@ class RetrievalResult:
         return out
 
 
-def _true_ranks(scores: np.ndarray) -> np.ndarray:
-    """rank_i = #{j != i : S_ij >= S_ii} (0 = the partner is strictly first; ties count against it)."""
-    true = np.diag(scores)
-    return (scores >= true[:, None]).sum(axis=1) - 1
+TIES = ("against", "favour")
 
 
-def recall_at_k(scores: np.ndarray, ks: tuple[int, ...] = (1, 5, 10)) -> RetrievalResult:
-    """Recall@k = (1/n) sum_i [rank_i < k], rank_i = #{j != i : S_ij >= S_ii}, for image->text (rows of S)
-    and text->image (columns of S). ``scores``: (n, n), S[i, j] = score of image i with caption j.
-    Ties are counted against the true partner, so a constant score matrix gives recall 0 (not 1).
+def _true_ranks(scores: np.ndarray, ties: str = "against") -> np.ndarray:
+    """rank_i = #{j != i : S_ij >= S_ii} (ties='against': a tie counts against the partner) or
+    #{j != i : S_ij > S_ii} (ties='favour'). 0 = the partner is first."""
+    true = np.diag(scores)[:, None]
+    if ties == "favour":
+        return (scores > true).sum(axis=1)  # the diagonal itself is never > itself
+    return (scores >= true).sum(axis=1) - 1
+
+
+def recall_at_k(scores: np.ndarray, ks: tuple[int, ...] = (1, 5, 10), ties: str = "against") -> RetrievalResult:
+    """Recall@k = (1/n) sum_i [rank_i < k], for image->text (rows of S) and text->image (columns of S).
+    ``scores``: (n, n), S[i, j] = score of image i with caption j; the true partner of i is i.
+
+    ``ties`` decides how a score equal to the partner's counts:
+      'against' (default): rank_i = #{j != i : S_ij >= S_ii}; a constant score matrix gives recall 0.
+      'favour' (the paper's code): rank_i = #{j != i : S_ij > S_ii}; a constant score matrix gives recall 1.
     """
     s = validate_matrix(scores, "scores")
     if s.shape[0] != s.shape[1]:
         raise ValueError(f"scores must be square (query i's partner is i), got shape {s.shape}")
     if not ks or any(int(k) < 1 for k in ks):
         raise ValueError(f"ks must be positive integers, got {ks!r}")
-    r_i2t = _true_ranks(s)
-    r_t2i = _true_ranks(s.T)
+    if ties not in TIES:
+        raise ValueError(f"ties must be one of {TIES}, got {ties!r}")
+    r_i2t = _true_ranks(s, ties)
+    r_t2i = _true_ranks(s.T, ties)
     return RetrievalResult(
         {int(k): float(np.mean(r_i2t < k)) for k in ks},
         {int(k): float(np.mean(r_t2i < k)) for k in ks},

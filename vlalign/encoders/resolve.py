@@ -81,7 +81,8 @@ def _resolve_hub(name: str) -> tuple[EncoderSpec, _HubInfo]:
             raise EncoderError(f"'{name}': unknown pooling '{pool}' for sentence-transformers; use one of {_ST_POOLS}")
         repo = None if local else (base if "/" in base else f"sentence-transformers/{base}")
         spec = EncoderSpec(name, "text", None, pool or "mean", False,
-                           f"sentence-transformers {'folder ' + local if local else repo}")
+                           f"sentence-transformers {'folder ' + local if local else repo}",
+                           multilingual=_looks_multilingual(base))
         return spec, _HubInfo("st", local or repo, repo, local, None, pool is not None)
     # hf/
     if pool is not None and pool not in _HF_POOLS:
@@ -89,6 +90,16 @@ def _resolve_hub(name: str) -> tuple[EncoderSpec, _HubInfo]:
     spec = EncoderSpec(name, "vision", None, pool or "cls", False,
                        f"transformers {'folder ' + local if local else base}")
     return spec, _HubInfo("hf", local or base, None if local else base, local, None, pool is not None)
+
+
+_MULTILINGUAL_HINTS = ("multilingual", "labse", "xlm", "-m3", "mbert", "paraphrase-multilingual")
+
+
+def _looks_multilingual(model: str) -> bool | None:
+    """True if a hub text model's name says it is multilingual (e.g. paraphrase-multilingual-*, LaBSE,
+    XLM-R based), else None: not known (a spec declares it in cross_lingual.multilingual)."""
+    low = model.lower()
+    return True if any(h in low for h in _MULTILINGUAL_HINTS) else None
 
 
 def _resolve_timm(name: str, model: str, pool: str | None) -> tuple[EncoderSpec, _HubInfo]:
