@@ -1,13 +1,19 @@
--- report_cka_grid: the cells of the CKA heat maps of one run, one row per (kernel, vision_encoder,
--- text_encoder) with v, the mean CKA, and s, the mean CKA of the shuffled pairing (means over data sets,
--- seeds and settings). Unordered: the plot places each row by its encoders.
+-- report_cka_grid: the cells of the CKA heat maps of one run, one row per (kernel, debiased, vision_encoder,
+-- text_encoder): v, the mean value, s, the mean value of the shuffled pairing, ci_low and ci_high, the mean
+-- bounds of the 95% bootstrap interval (NULL where none was computed), and n, the rows averaged (data sets,
+-- domains, languages). Ordered by kernel, debiased, vision_encoder, text_encoder.
 -- Parameters: $run_id.
 SELECT
     kernel,
+    debiased,
     vision_encoder,
     text_encoder,
     avg(value)          AS v,
-    avg(shuffled_value) AS s
+    avg(shuffled_value) AS s,
+    avg(ci_low)         AS ci_low,
+    avg(ci_high)        AS ci_high,
+    count(value)        AS n
 FROM cka
 WHERE run_id = $run_id
-GROUP BY ALL;
+GROUP BY kernel, debiased, vision_encoder, text_encoder
+ORDER BY kernel, debiased, vision_encoder, text_encoder;

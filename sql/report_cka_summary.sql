@@ -1,9 +1,11 @@
--- report_cka_summary: the CKA results of one run, one row per kernel (ordered by kernel): n (rows), mean_value
--- and mean_shuffled (mean CKA and mean CKA of the shuffled pairing), beats_shuffled (rows whose CKA exceeds
--- their shuffled value), best_pair ('<vision_encoder> x <text_encoder>' of the highest CKA) and best_value.
+-- report_cka_summary: the CKA results of one run, one row per measure (kernel, debiased), ordered by kernel then
+-- debiased (biased first): n (rows), mean_value and mean_shuffled (mean value and mean value of the shuffled
+-- pairing), beats_shuffled (rows whose value exceeds their shuffled value), best_pair ('<vision_encoder> x
+-- <text_encoder>' of the highest value) and best_value. Rows without a value (see note) are not counted.
 -- Parameters: $run_id.
 SELECT
     kernel,
+    debiased,
     count(*)                                                   AS n,
     avg(value)                                                 AS mean_value,
     avg(shuffled_value)                                        AS mean_shuffled,
@@ -11,6 +13,6 @@ SELECT
     arg_max(vision_encoder || ' x ' || text_encoder, value)    AS best_pair,
     max(value)                                                 AS best_value
 FROM cka
-WHERE run_id = $run_id
-GROUP BY kernel
-ORDER BY kernel;
+WHERE run_id = $run_id AND value IS NOT NULL
+GROUP BY kernel, debiased
+ORDER BY kernel, debiased;

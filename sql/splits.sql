@@ -1,6 +1,9 @@
 -- splits: a seeded, replayable order of the pairs. The first $query_size images (by md5 of id and seed)
--- are the queries; the rest form the pool the base set is chosen from (randomly: the next $base_size
--- in the same order; or by k-means, in the library). md5 is stable across DuckDB versions and machines.
+-- are the queries; the rest, in the same order, form the pool the base set is chosen from, by the
+-- library (vlalign.preprocess.select_base): 'random' draws base_size of the pool with
+-- numpy.random.default_rng(seed), 'kmeans_*' takes the sample nearest each k-means centre. Cross-domain
+-- cells order the base selection's pairs the same way and leave out any pair sharing an image or a
+-- caption with a query. md5 is stable across DuckDB versions and machines.
 -- Parameters: $pairs (pairs parquet path), $seed, $query_size.
 WITH ranked AS (
     SELECT

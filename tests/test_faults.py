@@ -281,7 +281,7 @@ def test_non_finite_or_constant_embeddings_give_null_results_with_a_note(fault, 
     `note` saying why ('non-finite' or 'constant'); write_cell stores them as NULL. Never a number.
     Kept: the 'clean' control gives finite numbers from the same setup (so the NULLs are the fault's)."""
     from vlalign.analysis import run_cka_cell, run_match_cell, write_cell
-    from vlalign.cells import CKACell, Embeddings, MatchCell
+    from vlalign.cells import CKACell, Embeddings, MatchCell, Protocol
     from vlalign.encoders import get_encoder
     from vlalign.tasks.analysis import pair_items
 
@@ -314,7 +314,7 @@ def test_non_finite_or_constant_embeddings_give_null_results_with_a_note(fault, 
     cka_cell = CKACell(**common, kernel="linear", shuffled=True, bootstrap=10)
     match_cell = MatchCell(**common, base_size=4, query_size=4, base_selection="random",
                            matching=("qap", "local_cka"), retrieval=("local_cka",),
-                           baselines=("linear_regression", "procrustes"), qap_restarts=2)
+                           baselines=("linear_regression", "procrustes"), protocol=Protocol(qap_restarts=2))
 
     [row] = run_cka_cell(cka_cell)
     matching, retrieval = run_match_cell(match_cell)

@@ -281,9 +281,33 @@ def test_bootstrap_interval_is_seeded_and_brackets_the_estimate(kernel):
     b = C.cka_bootstrap(x, y, kernel, n_boot=40, seed=1)
     assert a.low == b.low and a.high == b.high
     assert a.low <= a.estimate <= a.high
-    # each resample equals CKA computed from scratch on the resampled rows
-    idx = np.random.default_rng(1).integers(0, 40, size=40)
-    _close(a.samples[0], C.cka(x[idx], y[idx], kernel), rtol=1e-9)
+
+
+def _resample_reference(x, y, idx, kernel, debiased):
+    """CKA of one resample, the slow obvious way: the full data's Gram (RBF: full-data median bandwidth), cut at
+    the drawn rows, centred (or U-centred), then <Kc, Lc> / (|Kc| |Lc|)."""
+    grams = []
+    for a in (x, y):
+        d = ((a[:, None, :] - a[None, :, :]) ** 2).sum(-1)
+        full = a @ a.T if kernel == "linear" else np.exp(-d / (2 * np.median(d[d > 0])))
+        k = full[np.ix_(idx, idx)]
+        grams.append(K.u_center_gram(k) if debiased else K.center_gram(k))
+    kc, lc = grams
+    return float((kc * lc).sum() / np.sqrt((kc * kc).sum() * (lc * lc).sum()))
+
+
+@pytest.mark.parametrize("kernel", ["linear", "rbf"])
+@pytest.mark.parametrize("debiased", [False, True])
+def test_every_bootstrap_resample_equals_cka_of_the_cut_grams(kernel, debiased):
+    x, y = _pair(17, 30, 5, 8)
+    a = C.cka_bootstrap(x, y, kernel, debiased, n_boot=70, seed=2)  # 70 resamples: more than one chunk of 64
+    rng = np.random.default_rng(2)
+    for b in range(70):
+        idx = rng.integers(0, 30, size=30)
+        if b % 9 == 0 or b == 69:
+            _close(a.samples[b], _resample_reference(x, y, idx, kernel, debiased), rtol=1e-9)
+            if kernel == "linear":  # a linear resample is also CKA from scratch on the resampled rows
+                _close(a.samples[b], C.cka(x[idx], y[idx], kernel, debiased), rtol=1e-9)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -22,7 +22,11 @@ def test_default_spec_is_the_full_offline_grid():
     assert len(spec.vision_encoders) == 4 and len(spec.text_encoders) == 3
     assert spec.cka.kernels == ("linear", "rbf") and spec.cka.shuffled
     assert set(spec.matching) == {"qap", "local_cka"}
-    assert [(s.base_size, s.query_size, s.base_selection, s.stretch) for s in spec.settings()] == [(320, 500, "kmeans_image", True)]
+    assert {(s.base_size, s.query_size, s.base_selection, s.stretch) for s in spec.settings()} == {(320, 500, "kmeans_image", True)}
+    assert spec.seeds == (0, 1, 2)  # mean and spread over seeds, never a single seed
+    assert spec.cka.debiased == (False, True) and spec.cka.mutual_knn == (10,) and spec.cka.bootstrap > 0
+    assert spec.cross_domain and spec.cross_lingual and spec.classification and spec.curves  # every study
+    assert spec.protocol == "default" and spec.protocol_settings["qap_kernel"] == "linear"
 
 
 def test_run_id_is_a_function_of_the_spec():
@@ -105,21 +109,23 @@ def _error(mutate) -> str:
 
 def test_run_ids_do_not_depend_on_the_validator():
     """Run ids (name + digest of to_json()) are in users' lakes: these values predate the pydantic models."""
-    minimal = {"name": "m", "datasets": [{"name": "emoji"}], "vision_encoders": "a", "text_encoders": "b"}
+    minimal = {"name": "m", "datasets": [{"name": "emoji"}], "vision_encoders": "a", "text_encoders": "b",
+               "analyses": {"cka": {"bootstrap": 0}}}  # bootstrap's default became 200: a spec that says 0 is the old one
     assert parse_spec(minimal).default_run_id == "m-45a729e776"
     coco = {
         "name": "tiny-sweep",
         "datasets": [{"name": "tiny", "format": "coco", "annotations": "/a/b.json", "images": "/a/img"}],
         "vision_encoders": ["mobilenetv2"], "text_encoders": ["minilm-l6", "wordllama"],
-        "analyses": {"cka": {"kernels": ["linear", "rbf"]}, "matching": ["qap", "local_cka"], "retrieval": ["local_cka"],
-                     "baselines": ["linear_regression", "procrustes"], "qap": {"restarts": 8}},
+        # bootstrap: its default became 200 later; a spec that says 0 is the spec of that time
+        "analyses": {"cka": {"kernels": ["linear", "rbf"], "bootstrap": 0}, "matching": ["qap", "local_cka"],
+                     "retrieval": ["local_cka"], "baselines": ["linear_regression", "procrustes"], "qap": {"restarts": 8}},
         "base_size": 20, "query_size": 30, "base_selection": "kmeans_image", "stretch": True, "seeds": [0, 1, 2, 3, 4],
         "extraction": {"shard_size": 16},
     }
     assert parse_spec(coco).default_run_id == "tiny-sweep-0bb2fc58cc"
     doc = base_doc()
     doc["analyses"]["cka"] = False
-    assert parse_spec(doc).cka is None and parse_spec(doc).digest == "24a6a22dea"
+    assert parse_spec(doc).cka is None and parse_spec(doc).digest == "75d14b879d"  # pinned: today's default spec
 
 
 @pytest.mark.parametrize("key", ["qap", "local_cka"])
@@ -142,7 +148,7 @@ def test_unknown_keys_are_refused_at_every_level():
     assert len(lines) == 4  # one line a problem, every problem
     assert any(line.startswith("spec: unknown key(s) ['colour']; allowed: ['analyses', ") for line in lines)
     assert "datasets[0]: unknown key(s) ['split']; allowed: ['annotations', 'domains', 'format', 'images', 'langs', 'name']" in lines
-    assert "analyses.qap: unknown key(s) ['iterations']; allowed: ['kernel', 'restarts']" in lines
+    assert "analyses.qap: unknown key(s) ['iterations']; allowed: ['kernel', 'restarts', 'tol']" in lines
     assert "extraction: unknown key(s) ['workers']; allowed: ['batch_size', 'shard_size']" in lines
 
 
@@ -157,11 +163,11 @@ def test_unknown_keys_are_refused_at_every_level():
         (lambda d: d.update(base_size=[100, 1]), "base_size: expected an integer >= 2 or a list of integers >= 2; got 1"),
         (lambda d: d.update(query_size=0), "query_size: expected an integer >= 1 or a list of integers >= 1; got 0"),
         (lambda d: d["analyses"]["cka"].update(bootstrap=-1), "analyses.cka.bootstrap: expected an integer >= 0; got -1"),
-        (lambda d: d["analyses"]["cka"].update(debiased="no"), "analyses.cka.debiased: expected true or false; got 'no'"),
+        (lambda d: d["analyses"]["cka"].update(debiased="no"), "analyses.cka.debiased: expected true/false or a list of them; got 'no'"),
         (lambda d: d["analyses"]["cka"].update(kernels=["linear", "poly"]),
          "analyses.cka.kernels: unknown value 'poly'; expected one of ['linear', 'rbf']"),
         (lambda d: d["analyses"].update(cka=True),
-         "analyses.cka: expected a mapping with keys ['bootstrap', 'debiased', 'kernels', 'shuffled']; got true"),
+         "analyses.cka: expected a mapping with keys ['bootstrap', 'debiased', 'kernels', 'mutual_knn', 'shuffled']; got true"),
         (lambda d: d["analyses"]["qap"].update(restarts=0), "analyses.qap.restarts: expected an integer >= 1; got 0"),
         (lambda d: d["analyses"]["qap"].update(restarts="20"), "analyses.qap.restarts: expected an integer >= 1; got '20'"),
         (lambda d: d["analyses"]["local_cka"].update(kernel="poly"), "analyses.local_cka.kernel: expected 'linear' or 'rbf'; got 'poly'"),
@@ -174,8 +180,16 @@ def test_unknown_keys_are_refused_at_every_level():
         (lambda d: d.update(datasets=[]), "datasets: expected a non-empty list; got []"),
         (lambda d: d.update(vision_encoders=[7]), "vision_encoders: expected a string or a list of strings; got 7"),
         (lambda d: d.update(datasets=[{"name": "emoji"}, {"name": "emoji"}]), "datasets: two entries have the same name 'emoji'"),
-        (lambda d: d["analyses"].update(cka=None, matching=[], retrieval=[], baselines=[]),
-         "analyses: nothing to compute (cka is off and matching, retrieval, baselines are empty)"),
+        (lambda d: d["analyses"].update(cka=None, matching=[], retrieval=[], baselines=[], cross_domain=False,
+                                        cross_lingual=None, classification=False, curves=False),
+         "analyses: nothing to compute (cka is off, matching, retrieval, baselines are empty and no study is on)"),
+        (lambda d: d["analyses"].update(classification={"templates": ["an emoji"]}),
+         "analyses.classification.templates: every template must contain {label}; got 'an emoji'"),
+        (lambda d: d["analyses"].update(curves={"vision_encoders": ["vit-huge"]}),
+         "spec: analyses.curves.vision_encoders: ['vit-huge'] are not in the sweep's vision_encoders "
+         "['mobilenetv2', 'efficientnet-lite0', 'efficientnet-lite1', 'efficientnet-lite2']"),
+        (lambda d: d.update(protocol="mine"), "protocol: expected 'default' or 'paper'; got 'mine'"),
+        (lambda d: d.update(kmeans_metric="manhattan"), "kmeans_metric: expected 'euclidean' or 'cosine'; got 'manhattan'"),
     ],
 )
 def test_wrong_types_and_values_name_the_key_path(mutate, line):
@@ -256,7 +270,7 @@ def test_vlalign_spec_schema(capsys):
     assert main(["spec", "--schema"]) == 0
     schema = json.loads(capsys.readouterr().out)
     top = {"name", "datasets", "vision_encoders", "text_encoders", "analyses", "base_size", "query_size",
-           "base_selection", "stretch", "seeds", "extraction"}
+           "base_selection", "stretch", "seeds", "extraction", "protocol", "stretch_scope", "kmeans_metric"}
     assert set(schema["properties"]) == top and set(base_doc()) <= top
     assert schema["title"] and schema["description"] and schema["additionalProperties"] is False
     assert all(p.get("description") for p in schema["properties"].values())
@@ -287,3 +301,22 @@ def test_vlalign_spec_checks_a_file(capsys, tmp_path, monkeypatch):
     assert main(["spec", str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"vlalign spec: error: {bad}: analyses.qap.kernel: expected 'linear' or 'rbf'")
+
+
+def test_protocol_presets_are_named_settings_and_explicit_keys_win():
+    doc = base_doc()
+    doc["analyses"]["qap"] = {"restarts": 5}
+    default = parse_spec(doc)
+    doc["protocol"] = "paper"
+    paper = parse_spec(doc)
+    assert default.protocol_settings == {"qap_kernel": "linear", "qap_tol": 0.03, "stretch_scope": "selected",
+                                         "kmeans_metric": "euclidean", "linreg_intercept": True,
+                                         "retrieval_ties": "against"}
+    assert paper.protocol_settings == {"qap_kernel": "rbf", "qap_tol": 1e-5, "stretch_scope": "pool",
+                                       "kmeans_metric": "cosine", "linreg_intercept": False,
+                                       "retrieval_ties": "favour"}
+    doc["analyses"]["qap"]["kernel"] = "linear"
+    doc["kmeans_metric"] = "euclidean"
+    mixed = parse_spec(doc)
+    assert mixed.qap_kernel == "linear" and mixed.kmeans_metric == "euclidean" and mixed.stretch_scope == "pool"
+    assert len({default.default_run_id, paper.default_run_id, mixed.default_run_id}) == 3

@@ -24,6 +24,7 @@ from vlalign.kernels import (
     _validate_square,
     center_gram,
     gram_linear,
+    cross_squared_distances,
     rbf_from_squared_distances,
     rbf_sigma2,
     squared_distances,
@@ -355,23 +356,68 @@ class CKAInterval:
     samples: np.ndarray = field(repr=False)
 
 
-def _bootstrap_source(x: np.ndarray, kernel: str) -> np.ndarray:
-    """What resamples are cut from: the linear Gram, or the squared distances (exact zeros for duplicates)."""
-    return gram_linear(x) if kernel == "linear" else squared_distances(x)
+def _bootstrap_grams(x: np.ndarray, y: np.ndarray, kernel: str, sigma2: tuple | None, rows: slice):
+    """Row block ``rows`` of the full-data Grams K, L (RBF: bandwidths ``sigma2`` of the full data)."""
+    if kernel == "linear":
+        return x[rows] @ x.T, y[rows] @ y.T
+    return tuple(rbf_from_squared_distances(np.maximum(cross_squared_distances(a[rows], a), 0.0), s2, inplace=True)
+                 for a, s2 in ((x, sigma2[0]), (y, sigma2[1])))
 
 
-def _resampled_cka(
-    sx: np.ndarray, sy: np.ndarray, idx: np.ndarray, kernel: str, debiased: bool, sigma: float | None, scale: float
-) -> float:
-    grams = []
-    for s in (sx, sy):
-        k = s[np.ix_(idx, idx)]
-        if kernel == "rbf":
-            # duplicated samples have D = 0 exactly here, so they are left out of the median like in the paper
-            k = rbf_from_squared_distances(k, rbf_sigma2(k, sigma=sigma, scale=scale), inplace=True)
-        grams.append(u_center_gram(k, inplace=True) if debiased else center_gram(k, inplace=True))
-    kc, lc = grams
-    return _cka_from_centred(kc, lc, float(np.vdot(kc, kc)), float(np.vdot(lc, lc)))
+def _weighted_moments(x, y, w, kernel, sigma2):
+    """For count vectors w (n, B) of B resamples: per resample the sums that HSIC of the resampled Grams needs,
+    computed from row blocks of the full-data Grams (a resample's Gram is K[idx][:, idx]; a sample drawn c
+    times has weight c). Returns dict of (B,) arrays, and the diagonals' terms."""
+    n, nb = w.shape
+    kw, lw = np.empty((n, nb)), np.empty((n, nb))
+    klw, kkw, llw = np.empty((n, nb)), np.empty((n, nb)), np.empty((n, nb))
+    kd, ld = np.empty(n), np.empty(n)
+    step = max(1, min(n, 4_000_000 // max(n, 1)))
+    for start in range(0, n, step):
+        rows = slice(start, min(n, start + step))
+        k, l = _bootstrap_grams(x, y, kernel, sigma2, rows)
+        kw[rows], lw[rows] = k @ w, l @ w
+        klw[rows], kkw[rows], llw[rows] = (k * l) @ w, (k * k) @ w, (l * l) @ w
+        r = np.arange(rows.start, rows.stop)
+        kd[rows], ld[rows] = k[r - rows.start, r], l[r - rows.start, r]
+    return kw, lw, klw, kkw, llw, kd, ld
+
+
+def _hsic_weighted(w, aw, bw, abw, ad, bd, n, debiased):
+    """HSIC (up to the factor that cancels in CKA) of the resampled Grams A~ = A[idx][:, idx], B~, from
+    w (n, B) counts, aw = A w, bw = B w, abw = (A o B) w, and the diagonals ad, bd:
+        biased:   tr(A~ B~) - (2/n) 1'A~B~1 + (1'A~1)(1'B~1)/n^2           (= tr(A~ H B~ H))
+        debiased: [tr(A0 B0) + 1'A0 1 1'B0 1/((n-1)(n-2)) - 2/(n-2) 1'A0 B0 1] / (n(n-3)), A0 = A~ off the diagonal
+    with tr(A~B~) = w'(A o B)w, 1'A~B~1 = sum_j w_j (Aw)_j (Bw)_j, 1'A~1 = w'Aw (Song et al. 2012 for the second)."""
+    t = np.einsum("ib,ib->b", w, abw)
+    sa, sb = np.einsum("ib,ib->b", w, aw), np.einsum("ib,ib->b", w, bw)
+    if not debiased:
+        u = np.einsum("ib,ib,ib->b", w, aw, bw)
+        return t - 2.0 / n * u + sa * sb / n**2
+    t0 = t - w.T @ (ad * bd)
+    sa0, sb0 = sa - w.T @ ad, sb - w.T @ bd
+    u0 = np.einsum("ib,ib,ib->b", w, aw - ad[:, None], bw - bd[:, None])
+    return (t0 + sa0 * sb0 / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * u0) / (n * (n - 3))
+
+
+def _bootstrap_samples(x, y, idx, kernel, debiased, sigma, scale) -> np.ndarray:
+    """CKA of every resample (rows of ``idx``), in closed form over the full-data Grams (never a Gram per resample)."""
+    n = x.shape[0]
+    sigma2 = None
+    if kernel == "rbf":
+        sigma2 = tuple(rbf_sigma2(squared_distances(a), sigma=sigma, scale=scale) for a in (x, y))
+    out = []
+    for chunk in np.array_split(idx, max(1, len(idx) // 64)):
+        w = np.zeros((n, len(chunk)))
+        for b, rows in enumerate(chunk):
+            np.add.at(w[:, b], rows, 1.0)
+        kw, lw, klw, kkw, llw, kd, ld = _weighted_moments(x, y, w, kernel, sigma2)
+        kl = _hsic_weighted(w, kw, lw, klw, kd, ld, n, debiased)
+        kk = _hsic_weighted(w, kw, kw, kkw, kd, kd, n, debiased)
+        ll = _hsic_weighted(w, lw, lw, llw, ld, ld, n, debiased)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out.append(kl / np.sqrt(kk * ll))
+    return np.concatenate(out)
 
 
 def cka_bootstrap(
@@ -388,9 +434,12 @@ def cka_bootstrap(
 ) -> CKAInterval:
     """Percentile bootstrap interval for CKA(X, Y): resample the n paired rows with replacement ``n_boot`` times
     (indices from ``np.random.default_rng(seed)``), compute CKA on each resample, and report the
-    ((1-level)/2, (1+level)/2) quantiles. Resampled Grams are cut from the Gram (linear) or the squared distances
-    (RBF, bandwidth recomputed per resample) of the full data, so a duplicated sample has distance exactly 0.
-    Linear with n > max(d1, d2) resamples features instead (no n x n matrix). Deterministic given ``seed``.
+    ((1-level)/2, (1+level)/2) quantiles. A resample's Gram is the full data's Gram cut at the drawn rows,
+    K[idx][:, idx] (a duplicated sample is the same sample twice), so every resample's HSIC terms are
+    weighted sums over the full Grams with the draw counts as weights (``_hsic_weighted``): all resamples
+    together cost a few (n, n) x (n, B) products over row blocks, never a Gram per resample. RBF: the bandwidth
+    is the full data's median heuristic, held fixed across resamples (the interval is for CKA at that
+    bandwidth). Deterministic given ``seed``.
     """
     validate_kernel(kernel, sigma, scale)
     x, y = validate_paired(x, y, ("X", "Y"), min_rows=_min_rows(debiased))
@@ -401,16 +450,7 @@ def cka_bootstrap(
     n = x.shape[0]
     estimate = cka(x, y, kernel, debiased, sigma=sigma, scale=scale)
     rng = np.random.default_rng(seed)
-    samples = np.empty(n_boot)
-    features = _use_features(kernel, n, x.shape[1], y.shape[1])
-    if not features:
-        sx, sy = _bootstrap_source(x, kernel), _bootstrap_source(y, kernel)
-    for b in range(n_boot):
-        idx = rng.integers(0, n, size=n)
-        if features:
-            xb, yb = x[idx], y[idx]
-            samples[b] = _feature_cka(xb, yb, _feature_stats(xb, debiased), _feature_stats(yb, debiased), debiased)
-        else:
-            samples[b] = _resampled_cka(sx, sy, idx, kernel, debiased, sigma, scale)
+    idx = np.stack([rng.integers(0, n, size=n) for _ in range(n_boot)])
+    samples = _bootstrap_samples(x, y, idx, kernel, debiased, sigma, scale)
     low, high = np.quantile(samples, [(1 - level) / 2, (1 + level) / 2])
     return CKAInterval(estimate, float(low), float(high), float(level), int(n_boot), int(seed), samples)

@@ -176,8 +176,18 @@ class SweepSpec:
         ]
 
     def to_json(self) -> str:
+        """Canonical JSON (the run id's digest). Keys added after the first runs are left out while they hold
+        their defaults, and a single debiased flag is written as before, so older specs keep their run ids."""
         d = asdict(self)
         d.pop("source")
+        for key, value in _LATER_KEYS.items():
+            if d.get(key) == value:
+                d.pop(key)
+        if d["cka"] is not None:
+            if len(d["cka"]["debiased"]) == 1:
+                d["cka"]["debiased"] = d["cka"]["debiased"][0]
+            if not d["cka"]["mutual_knn"]:
+                d["cka"].pop("mutual_knn")
         return json.dumps(d, sort_keys=True)
 
     @property
@@ -197,6 +207,11 @@ class SweepSpec:
         """The named settings a protocol preset chooses, as resolved for this spec."""
         return {k: getattr(self, k) for k in PROTOCOLS["default"]}
 
+
+
+_LATER_KEYS = {"protocol": "default", "qap_tol": 0.03, "stretch_scope": "selected", "kmeans_metric": "euclidean",
+               "linreg_intercept": True, "retrieval_ties": "against", "cross_domain": None, "cross_lingual": None,
+               "classification": None, "curves": None}
 
 
 # -- validation: pydantic models mirroring the YAML format --------------------------------------------
@@ -448,7 +463,7 @@ class AnalysesModel(_Model):
     def _something_to_do(self) -> AnalysesModel:
         studies = (self.cross_domain, self.cross_lingual, self.classification, self.curves)
         if self.cka is None and not (self.matching or self.retrieval or self.baselines) and not any(studies):
-            raise _error("nothing to compute (cka is off and matching, retrieval, baselines are empty)")
+            raise _error("nothing to compute (cka is off, matching, retrieval, baselines are empty and no study is on)")
         return self
 
 
