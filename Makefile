@@ -15,6 +15,7 @@ run: $(STAMP)
 	$(VENV)/bin/vlalign run
 
 test: $(STAMP)
+	bash scripts/install_chromium.sh   # headless Chromium for the report test: apt-get as root (CI), else a hint
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
 
 bench: $(STAMP)
