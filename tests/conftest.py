@@ -63,12 +63,15 @@ def make_coco(
     empty_captions: int = 0,
     truncated: int = 0,
     duplicate_ids: int = 0,
+    domain: str = "google",
+    first: int = 0,
 ) -> tuple[Path, Path]:
     """A COCO-captions folder made of real emoji images saved as JPEG (white background).
 
     The first ``corrupt`` images are garbage bytes (unreadable header), the next ``truncated`` are cut-off
     JPEGs (readable header, fail to decode), the next ``missing`` are listed but not on disk; the first
-    ``empty_captions`` annotations have empty captions; ``duplicate_ids`` annotations repeat an id."""
+    ``empty_captions`` annotations have empty captions; ``duplicate_ids`` annotations repeat an id.
+    ``domain``: the emoji style of the images (google or twitter); ``first``: skip that many emoji."""
     from PIL import Image
 
     img_dir = root / "images"
@@ -76,7 +79,7 @@ def make_coco(
     names = emoji_names()
     images, anns = [], []
     ann_id = 1000
-    for i, (eid, png) in enumerate(emoji_pngs(n_images)):
+    for i, (eid, png) in enumerate(emoji_pngs(first + n_images, domain)[first:]):
         fname = f"{i:06d}.jpg"
         images.append({"id": i + 1, "file_name": fname, "width": 64, "height": 64})
         im = Image.open(io.BytesIO(png)).convert("RGBA")

@@ -231,7 +231,8 @@ def test_report_prints_a_summary_and_writes_plots(reference, tmp_path):
     assert res.returncode == 0, res.stderr
     assert "true > shuffled in 2/2" in res.stdout and "chance 3.33%" in res.stdout and "rejects in tiny: 0" in res.stdout
     plots = sorted(p.name for p in (lake_root / "reports" / f"run={out['run_id']}").glob("*.png"))
-    assert plots == ["cka_linear.png", "cka_rbf.png", "matching.png"]
+    assert plots == ["cka_linear.png", "cka_rbf.png", "matching.png", "scatter.png"]
+    assert res.stdout.strip().splitlines()[-1].endswith("report.html")
     assert all((lake_root / "reports" / f"run={out['run_id']}" / p).stat().st_size > 10_000 for p in plots)
 
 
@@ -319,3 +320,31 @@ def test_two_sweeps_started_at_once_share_the_work_and_both_finish(reference, pr
     runs = query(lake, "select run_id, status from runs order by run_id").to_pylist()
     assert [r["status"] for r in runs] == ["completed", "completed"]
     assert not [p for p in lake_root.rglob("*") if TMP_MARK in p.name]
+
+
+def test_cross_dataset_matching_takes_the_base_from_one_data_set_and_the_queries_from_another(prefect_server, tmp_path):
+    """COCO base -> NoCaps queries, in small: two COCO-format data sets (Noto images of 60 emoji, Twemoji
+    images of 60 other emoji); the base pairs come from the first, the queries from the second."""
+    a_ann, a_img = make_coco(tmp_path / "a", n_images=60, captions_per_image=1)
+    b_ann, b_img = make_coco(tmp_path / "b", n_images=60, captions_per_image=1, domain="twitter", first=60)
+    doc = {
+        "name": "cross-dataset",
+        "datasets": [{"name": "cocolike", "format": "coco", "annotations": str(a_ann), "images": str(a_img)},
+                     {"name": "nocapslike", "format": "coco", "annotations": str(b_ann), "images": str(b_img)}],
+        "vision_encoders": ["mobilenetv2"], "text_encoders": ["wordllama"],
+        "analyses": {"cka": False, "matching": ["qap", "local_cka"], "retrieval": [], "baselines": ["procrustes"],
+                     "qap": {"restarts": 2},
+                     "cross_domain": {"pairs": [{"base": "cocolike", "query": "nocapslike",
+                                                 "base_dataset": "cocolike", "query_dataset": "nocapslike"}]}},
+        "base_size": 20, "query_size": 30, "seeds": [0], "extraction": {"shard_size": 32},
+    }
+    lake_root = tmp_path / "lake"
+    out = run_sweep(doc, lake_root)
+    assert out["cells"] == 3  # the grid on each data set, and the cross-dataset cell
+    rows = query(Lake.open(lake_root), "select dataset, base_domain, query_domain, domain, method, accuracy, note "
+                 "from matching where base_domain <> query_domain order by method").to_pylist()
+    assert [r["method"] for r in rows] == ["local_cka", "procrustes", "qap"]
+    for r in rows:
+        assert (r["dataset"], r["base_domain"], r["query_domain"], r["domain"]) == (
+            "nocapslike", "cocolike", "nocapslike", "nocapslike")
+        assert r["note"] is None and 0.0 <= r["accuracy"] <= 1.0

@@ -163,10 +163,11 @@ def seeded_order(pairs_path: str, ids: list[str], seed: int) -> list[int]:
 
 
 def make_split(cell: MatchCell | ClassifyCell, query: Paired, base: Paired | None = None,
-               base_pairs_path: str | None = None) -> Split:
+               base_pairs_path: str | None = None, same_dataset: bool = True) -> Split:
     """Queries: the first query_size pairs of the query selection in the seeded order of sql/splits.sql.
     The base pool: the base selection's pairs (the same selection unless cross-domain) in their own seeded
-    order, without any pair that shares an image or a caption with a query; the base is chosen from it by
+    order, without any pair that shares an image or a caption with a query (ids are compared within one
+    data set only: another data set's ids are another namespace); the base is chosen from it by
     the cell's base selection (``kmeans_metric``: which sample stands for a k-means centre). Stretching:
     ``stretch_scope`` 'selected' divides by the std over the chosen base + queries; 'pool' over the whole
     pool + queries, before the base is chosen (the paper's code)."""
@@ -175,8 +176,8 @@ def make_split(cell: MatchCell | ClassifyCell, query: Paired, base: Paired | Non
     ranked_q = seeded_order(cell.pairs_path, query.ids, cell.seed)
     ranked_b = ranked_q if same else seeded_order(base_pairs_path, base.ids, cell.seed)
     q_idx = np.asarray(ranked_q[: cell.query_size], dtype=np.int64)
-    q_images = {query.ids[i] for i in q_idx}
-    q_caps = {c for i in q_idx for c in query.captions[i]}
+    q_images = {query.ids[i] for i in q_idx} if same_dataset else set()
+    q_caps = {c for i in q_idx for c in query.captions[i]} if same_dataset else set()
     pool = np.asarray([i for i in ranked_b if base.ids[i] not in q_images and not (set(base.captions[i]) & q_caps)],
                       dtype=np.int64)
     if len(q_idx) < cell.query_size or len(pool) < cell.base_size:
@@ -230,7 +231,8 @@ def run_match_cell(cell: MatchCell) -> tuple[list[dict], list[dict]]:
     problem = input_problem(query.x, query.y) or (base is not None and input_problem(base.x, base.y)) or None
     if problem:
         return noted(problem)
-    split = make_split(cell, query, base, cell.base.pairs_path if cell.base else None)
+    split = make_split(cell, query, base, cell.base.pairs_path if cell.base else None,
+                       same_dataset=cell.base is None or cell.base.dataset == cell.dataset)
     bx, by, qx, qy = split.x_base, split.y_base, split.x_query, split.y_query
     p = cell.protocol
     matching, retrieval = [], []

@@ -7,7 +7,7 @@
     vlalign sweep SPEC.yaml               a sweep from a spec
     vlalign resume RUN_ID                 finish a run that failed or was killed
     vlalign query "SQL" [--format table|csv|json]
-    vlalign report [RUN_ID]               plots and a summary of a run
+    vlalign report [RUN_ID] [--out DIR]   a summary, plots and report.html of a run
     vlalign spec [SPEC.yaml] [--schema]   check a sweep spec (run id if valid), or print its JSON schema
 
 Prefect and Dask are imported lazily, after the environment defaults are set.
@@ -106,9 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="table", choices=["table", "csv", "json"])
     p.add_argument("--lake", type=_nonempty, default=os.environ.get("VLALIGN_LAKE", "lake"))
 
-    p = sub.add_parser("report", help="summary and plots of a run")
-    p.add_argument("run_id", nargs="?", type=_name("RUN_ID"), default=None)
+    p = sub.add_parser("report", help="summary, plots and an HTML page (report.html) of a run")
+    p.add_argument("run_id", nargs="?", type=_name("RUN_ID"), default=None, help="default: the latest run")
     p.add_argument("--lake", type=_nonempty, default=os.environ.get("VLALIGN_LAKE", "lake"))
+    p.add_argument("--out", type=_nonempty, default=None,
+                   help="folder for the PNGs and report.html (default: <lake>/reports/run=<RUN_ID>/)")
 
     p = sub.add_parser("spec", help="check a sweep spec and print its run id, or print the spec format's JSON schema")
     p.add_argument("spec", nargs="?", default=None, help="a sweep spec (default: the built-in default spec)")
@@ -129,13 +131,15 @@ def cmd_encoders(args) -> int:
     rows = []
     for spec in list_encoders():
         ok, why = is_available(spec)
+        langs = {True: "multilingual", False: "English", None: "-"}[spec.multilingual] if spec.modality == "text" else "-"
         rows.append({"name": spec.name, "modality": spec.modality, "dim": spec.dim, "pooling": spec.pooling,
+                     "languages": langs,
                      "offline": "yes" if ok and spec.offline else ("no" if not ok else "hub"), "source": spec.source,
                      **({"note": why} if why else {})})
     if args.format == "json":
         print(json.dumps(rows, indent=2))
     else:
-        _print_table(rows, ["name", "modality", "dim", "pooling", "offline", "source"])
+        _print_table(rows, ["name", "modality", "dim", "pooling", "languages", "offline", "source"])
         print("\nHub names also work where there is network: timm/<model>, st/<model>, hf/<repo>.")
     return 0
 
@@ -144,7 +148,7 @@ def cmd_datasets(args) -> int:
     from .readers import EMOJI_DOMAINS, EMOJI_LANGS
 
     print("emoji   embedded   1906 emoji x domains " + ",".join(EMOJI_DOMAINS) + "; captions in " + ",".join(EMOJI_LANGS))
-    print("        labels: category, subcategory; see data/README.md")
+    print("        labels: label = CLDR category, sublabel = subcategory; see data/README.md")
     print("coco    format     --format coco --annotations captions.json --images DIR (COCO 2017, NoCaps)")
     return 0
 

@@ -13,7 +13,7 @@ def _run_sweep(args, spec, run_id):
     from vlalign.flows.runtime import dask_task_runner, prefect_api
     from vlalign.flows.sweep import resolve_spec, sweep_flow
 
-    from .report import plot_run, summary
+    from .report import build_report
     from .spec import validate_against_world
 
     from .names import check_name
@@ -27,12 +27,13 @@ def _run_sweep(args, spec, run_id):
             spec=spec, lake_root=args.lake, run_id=run_id, device=args.device, batch_size=args.batch_size,
         )
     lake = Lake.open(args.lake)
+    report = build_report(lake, result["run_id"])
     print()
-    print(summary(lake, result["run_id"]))
-    plots = plot_run(lake, result["run_id"])
+    print(report.summary)
     print(f"\n{result['cells']} analysis cells ({result['computed']} computed now) in {result['seconds']:.1f}s")
     print(f"results: {lake.root}/results/  (SQL: vlalign query \"select * from matching where run_id = '{result['run_id']}'\")")
-    print("plots:   " + ", ".join(plots))
+    print("plots:   " + ", ".join(report.plots))
+    print(f"report: {report.path}")
     return 0
 
 
@@ -75,18 +76,23 @@ def cmd_query(args) -> int:
 
 
 def cmd_report(args) -> int:
+    """`vlalign report [RUN_ID] [--out DIR]`: the summary, the PNGs and, last, the path of report.html."""
     from .catalog import query
-    from .report import plot_run, summary
+    from .report import build_report
 
     lake = Lake.existing(args.lake)
-    run_id = args.run_id
-    if run_id is None:
-        last = query(lake, "select run_id from runs order by started_at desc limit 1").to_pylist()
-        if not last:
-            raise FileNotFoundError(f"no runs in {lake.root}")
-        run_id = last[0]["run_id"]
-    print(summary(lake, run_id))
-    print("plots: " + ", ".join(plot_run(lake, run_id)))
+    runs = [r["run_id"] for r in query(lake, "select run_id from runs order by started_at desc").to_pylist()]
+    if not runs:
+        raise FileNotFoundError(f"no runs in {lake.root}")
+    run_id = args.run_id or runs[0]
+    if run_id not in runs:
+        raise FileNotFoundError(f"no run {run_id!r} in {lake.root}; known runs (latest first): {runs[:10]}")
+    report = build_report(lake, run_id, args.out)
+    print(report.summary)
+    print("plots:")
+    for p in report.plots:
+        print(f"  {p}")
+    print(f"report: {report.path}")
     return 0
 
 
