@@ -140,7 +140,7 @@ def test_a_spec_with_every_study_plans_each_cell_once(tmp_path):
     kinds = {}
     for c in cells:
         kinds[c.kind] = kinds.get(c.kind, 0) + 1
-    n_pairs, n_seeds = 12, 3
+    n_pairs, n_seeds = len(spec.vision_encoders) * len(spec.text_encoders), 3
     assert kinds["cka"] == n_pairs * (2 * 2 + 1)  # linear, rbf x biased, debiased; mutual kNN
     assert kinds["classification"] == n_pairs * 2  # label, sublabel; one seed
     match = [c for c in cells if isinstance(c, MatchCell)]
@@ -156,5 +156,6 @@ def test_a_spec_with_every_study_plans_each_cell_once(tmp_path):
     curves = [c for c in match if c.base is None and c.lang == "en" and not c.baselines]
     # 5 base sizes + 4 query sizes + 4 ablation points, 3 seeds; the grid's own point (320/500, k-means,
     # stretched) is the grid's cell, so it appears in neither the base-size, query-size nor ablation lines
-    assert len(curves) == (5 + 4 + 4 - 3) * 3
+    n_points = len(spec.curves.base_sizes) + len(spec.curves.query_sizes) + 4  # + the 2 x 2 ablation
+    assert len(curves) == (n_points - 3) * 3
     assert all(isinstance(c, ClassifyCell) for c in cells if c.kind == "classification")
