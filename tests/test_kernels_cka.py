@@ -281,6 +281,11 @@ def test_bootstrap_interval_is_seeded_and_brackets_the_estimate(kernel):
     b = C.cka_bootstrap(x, y, kernel, n_boot=40, seed=1)
     assert a.low == b.low and a.high == b.high
     assert a.low <= a.estimate <= a.high
+    # the interval is the percentile interval shifted by the bootstrap bias (mean of resamples - estimate)
+    lo, hi = np.quantile(a.samples, [0.025, 0.975])
+    _close(a.bias, float(a.samples.mean() - a.estimate), rtol=1e-12)
+    _close(a.low, lo - a.bias, rtol=1e-12)
+    _close(a.high, hi - a.bias, rtol=1e-12)
 
 
 def _resample_reference(x, y, idx, kernel, debiased):
