@@ -16,6 +16,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	bash scripts/install_chromium.sh   # headless Chromium for the report test: apt-get as root (CI), else a hint
+	bash scripts/install_wordnet.sh    # WordNet for the polysemy breakdown: apt-get as root (CI), else a hint
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
 
 bench: $(STAMP)

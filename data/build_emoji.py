@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Build the embedded default data set ``data/emoji`` (emoji images in two visual
-domains plus multilingual CLDR captions).
+domains plus multilingual CLDR captions, and English aliases per emoji: the concept
+dictionary of ``vlalign.concepts``).
 
 Usage::
 
@@ -73,7 +74,10 @@ EXCLUDED_CATEGORIES = frozenset({"Component"})
 EXPECTED_EMOJI = 1906
 
 DATASET_NAME = "emoji"
-TABLE_NAMES = ("images", "captions", "emoji")
+TABLE_NAMES = ("images", "captions", "emoji", "aliases")
+
+#: alias kinds of ``aliases.parquet``, in priority order (a duplicate alias keeps the first kind)
+ALIAS_KINDS: tuple[str, ...] = ("cldr", "short_name", "keyword")
 
 
 def sources_json(sources=SOURCES) -> str:
@@ -151,12 +155,61 @@ def load_labels(emojibase_dir: Path, lang: str) -> dict[str, str]:
     return labels
 
 
+def load_tags(emojibase_dir: Path, lang: str = "en") -> dict[str, list[str]]:
+    """emojibase ``<lang>/data.json``: FE0F-stripped hexcode -> ``tags`` (keyword list; top-level entries
+    only, the first entry wins for a repeated key, a missing ``tags`` field gives no entry)."""
+    path = Path(emojibase_dir) / lang / "data.json"
+    if not path.is_file():
+        return {}
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    tags: dict[str, list[str]] = {}
+    for entry in data:
+        key = strip_fe0f(entry["hexcode"])
+        if key not in tags and entry.get("tags"):
+            tags[key] = [str(t) for t in entry["tags"]]
+    return tags
+
+
+def normalise_alias(text: str) -> str:
+    """Alias text as stored: lower case, runs of white space collapsed to one space, stripped."""
+    return " ".join(str(text).lower().split())
+
+
+def build_aliases(selected: list[dict], en_captions: dict[str, str], emojibase_dir: Path) -> list[dict]:
+    """English aliases of each selected emoji, one row per (emoji_id, lang='en', alias, kind):
+
+    * ``cldr``: the English caption (as in ``captions.parquet``);
+    * ``short_name``: emoji-datasource ``short_names`` in their order, ``_`` read as a space;
+    * ``keyword``: emojibase-data ``en`` ``tags`` in their order.
+
+    Aliases are normalised with :func:`normalise_alias`; empty ones are dropped and a repeated alias of the
+    same emoji keeps only its first row (kinds in the order above). Rows are sorted by the emoji's
+    ``sort_order`` (the order of ``selected``), then kind, then position in the source list.
+    """
+    tags = load_tags(emojibase_dir, "en")
+    rows = []
+    for r in selected:
+        eid = r["unified"].lower()
+        candidates = [("cldr", en_captions[eid])]
+        candidates += [("short_name", s.replace("_", " ")) for s in r.get("short_names") or []]
+        candidates += [("keyword", t) for t in tags.get(strip_fe0f(r["unified"]), [])]
+        seen: set[str] = set()
+        for kind, text in candidates:
+            alias = normalise_alias(text)
+            if alias and alias not in seen:
+                seen.add(alias)
+                rows.append({"emoji_id": eid, "lang": "en", "alias": alias, "kind": kind})
+    return rows
+
+
 @dataclass
 class BuildResult:
     images: list[dict]
     captions: list[dict]
     emoji: list[dict]
     stats: dict = field(default_factory=dict)
+    aliases: list[dict] = field(default_factory=list)
 
 
 def build_tables(
@@ -164,13 +217,14 @@ def build_tables(
     emojibase_dir: Path,
     langs: tuple[str, ...] = LANGS,
 ) -> BuildResult:
-    """Build the three tables as lists of row dicts, sorted deterministically.
+    """Build the four tables as lists of row dicts, sorted deterministically.
 
     * ``emoji``: emoji_id, name, category, subcategory, sort_order — by sort_order.
     * ``images``: emoji_id, domain, png (original file bytes) — by (domain, sort_order).
     * ``captions``: emoji_id, lang, caption — by (lang, sort_order). English is the
       emojibase label, falling back to the datasource ``name`` lower-cased; other
       languages get a row only where emojibase has a label.
+    * ``aliases``: emoji_id, lang ('en'), alias, kind — see :func:`build_aliases`.
     """
     selected = select_emoji(datasource_dirs)
     domains = sorted(datasource_dirs)
@@ -200,7 +254,8 @@ def build_tables(
     caption_rows = []
     per_lang: dict[str, int] = {}
     en_fallbacks: list[str] = []
-    for lang in sorted(langs):
+    en_captions: dict[str, str] = {}
+    for lang in sorted(set(langs) | {"en"}):
         labels = load_labels(emojibase_dir, lang)
         n = 0
         for r in selected:
@@ -210,9 +265,18 @@ def build_tables(
                 en_fallbacks.append(r["unified"].lower())
             if label is None:
                 continue
+            if lang == "en":
+                en_captions[r["unified"].lower()] = label
+                if "en" not in langs:
+                    continue
             caption_rows.append({"emoji_id": r["unified"].lower(), "lang": lang, "caption": label})
             n += 1
-        per_lang[lang] = n
+        if lang in langs:
+            per_lang[lang] = n
+    if "en" not in langs:
+        en_fallbacks = []
+    alias_rows = build_aliases(selected, en_captions, emojibase_dir)
+    aliases_per_kind = {k: sum(a["kind"] == k for a in alias_rows) for k in ALIAS_KINDS}
 
     stats = {
         "n_emoji": len(emoji_rows),
@@ -221,8 +285,10 @@ def build_tables(
         "captions_per_lang": per_lang,
         "en_fallbacks": en_fallbacks,
         "domains": list(domains),
+        "n_aliases": len(alias_rows),
+        "aliases_per_kind": aliases_per_kind,
     }
-    return BuildResult(images=image_rows, captions=caption_rows, emoji=emoji_rows, stats=stats)
+    return BuildResult(images=image_rows, captions=caption_rows, emoji=emoji_rows, stats=stats, aliases=alias_rows)
 
 
 # --------------------------------------------------------------------------------------
@@ -231,7 +297,7 @@ def build_tables(
 
 
 def to_arrow(result: BuildResult, sources: str | None = None) -> dict:
-    """Row dicts -> ``{"images": pa.Table, "captions": ..., "emoji": ...}`` with
+    """Row dicts -> ``{"images": pa.Table, "captions": ..., "emoji": ..., "aliases": ...}`` with
     fixed schemas and the ``vlalign.*`` schema metadata."""
     import pyarrow as pa
 
@@ -253,8 +319,13 @@ def to_arrow(result: BuildResult, sources: str | None = None) -> dict:
             ],
             metadata=meta,
         ),
+        "aliases": pa.schema(
+            [("emoji_id", pa.string()), ("lang", pa.string()), ("alias", pa.string()), ("kind", pa.string())],
+            metadata=meta,
+        ),
     }
-    rows = {"images": result.images, "captions": result.captions, "emoji": result.emoji}
+    rows = {"images": result.images, "captions": result.captions, "emoji": result.emoji,
+            "aliases": result.aliases}
     return {name: pa.Table.from_pylist(rows[name], schema=schemas[name]) for name in TABLE_NAMES}
 
 

@@ -47,7 +47,21 @@ def _encoder_parts(sweep: SweepSpec, ds_name: str, main: list, sizes: dict) -> d
     if cl:
         for t in (cl.text_encoders or sweep.text_encoders):
             parts[t] |= {lang for lang in cl.langs if english_only_reason(t, lang, cl.multilingual) is None}
+    if sweep.concepts:
+        have = {d for d, _ in sizes}
+        for v in (sweep.concepts.vision_encoders or sweep.vision_encoders):
+            parts[v] |= set(concept_domains(sweep, ds_name, main)) & have
     return parts
+
+
+def concept_domains(sweep: SweepSpec, ds_name: str, main: list) -> list[str]:
+    """The visual domains whose images a concept averages: the spec's, else every emoji style, else the main ones."""
+    from vlalign.readers import EMOJI_DOMAINS
+
+    ds = next(d for d in sweep.datasets if d.name == ds_name)
+    if sweep.concepts.domains:
+        return list(sweep.concepts.domains)
+    return list(EMOJI_DOMAINS) if ds.format == "emoji" else sorted({d for d, _ in main})
 
 
 def prepare_cells(sweep: SweepSpec, sizes: dict, lake: Lake, record: dict, device=None, batch_size=None) -> list:
@@ -60,6 +74,7 @@ def prepare_cells(sweep: SweepSpec, sizes: dict, lake: Lake, record: dict, devic
     pairs: dict[str, dict] = {}
     embeddings: dict[tuple[str, str, str], Embeddings] = {}
     prompts: dict[tuple[str, str], tuple] = {}
+    concepts: dict[str, tuple] = {}
     encoders = list(sweep.vision_encoders) + list(sweep.text_encoders)
     for ds in sweep.datasets:
         source = DatasetSource(ds.name, ds.format, ds.annotations, ds.images)
@@ -95,7 +110,39 @@ def prepare_cells(sweep: SweepSpec, sizes: dict, lake: Lake, record: dict, devic
                 shards = [s for s in pext["planned"] if s.encoder == enc.name]
                 prompts[(ds.name, t)] = (Embeddings.of(lake, t, enc.lake_name, "en", shards), ingested["path"],
                                          ingested["digest"])
-    return plan_cells(sweep, lake, pairs, embeddings, main, prompts)
+        if sweep.concepts:
+            concepts[ds.name] = _concept_inputs(sweep, ds, lake, main[ds.name], record, device, batch_size)
+    return plan_cells(sweep, lake, pairs, embeddings, main, prompts, concepts)
+
+
+def _concept_inputs(sweep: SweepSpec, ds, lake: Lake, main: list, record: dict, device, batch_size) -> tuple:
+    """The data set's concept dictionary: its members table in the lake, and its aliases embedded by every
+    text encoder of the study (a text-only data set ``<dataset>.aliases-<digest>``)."""
+    from vlalign.digest import digest_json
+    from vlalign.prompts import alias_items, aliases_dataset, concept_dictionary, members_table
+    from vlalign.tasks.extract import ingest_prompts
+
+    domains = concept_domains(sweep, ds.name, main)
+    items = lake.read_table(lake.items_path(ds.name), columns=["image_id", "domain", "lang", "caption", "label"])
+    d = concept_dictionary(ds.format, items, domains)
+    members = members_table(d)
+    mdigest = digest_json(members.to_pylist())
+    mpath = lake.path("concepts", f"dataset={ds.name}", f"{mdigest}.parquet")
+    if (lake.read_metadata(mpath) or {}).get("digest") != mdigest:
+        lake.write_table(mpath, members, {"digest": mdigest})
+    name = aliases_dataset(ds.name, d)
+    ingested = ingest_prompts(lake.root, name, alias_items(d))
+    texts = list(sweep.concepts.text_encoders or sweep.text_encoders)
+    ext = run_extraction(DatasetSource(name, "prompts"), texts, lake.root, sweep.shard_size, None, ["en"],
+                         batch_size or sweep.batch_size, device, ingested=ingested)
+    record_extraction(record, lake, ext)
+    aliases = {}
+    for t in texts:
+        enc = get_encoder(t)
+        shards = [s for s in ext["planned"] if s.encoder == enc.name]
+        aliases[t] = (Embeddings.of(lake, t, enc.lake_name, "en", shards), ingested["path"], ingested["digest"])
+    present = sorted(set(members["domain"].to_pylist()))  # the domains that hold images of some concept
+    return present, mpath, mdigest, aliases
 
 
 @flow(name="plan-sweep")

@@ -1,4 +1,4 @@
-"""Tests for the embedded emoji data set (data/emoji/*.parquet) and its builder.
+"""Tests for the embedded emoji data set (data/emoji/*.parquet, aliases.parquet included) and its builder.
 
 The committed Parquet files are checked directly. The build itself needs npm
 network access and is not run here; its pure table-building functions are run on
@@ -55,20 +55,26 @@ def emoji() -> pa.Table:
     return pq.read_table(DATA / "emoji.parquet")
 
 
-def test_schemas(images, captions, emoji):
+@pytest.fixture(scope="module")
+def aliases() -> pa.Table:
+    return pq.read_table(DATA / "aliases.parquet")
+
+
+def test_schemas(images, captions, emoji, aliases):
     assert images.schema.names == ["emoji_id", "domain", "png"]
     assert images.schema.field("png").type == pa.binary()
     assert captions.schema.names == ["emoji_id", "lang", "caption"]
     assert emoji.schema.names == ["emoji_id", "name", "category", "subcategory", "sort_order"]
     assert pa.types.is_integer(emoji.schema.field("sort_order").type)
-    for t in (images, captions, emoji):
+    assert aliases.schema.names == ["emoji_id", "lang", "alias", "kind"]
+    for t in (images, captions, emoji, aliases):
         for f in t.schema:
             if f.name != "png" and f.name != "sort_order":
                 assert f.type == pa.string()
             assert t.column(f.name).null_count == 0
 
 
-@pytest.mark.parametrize("name", ["images", "captions", "emoji"])
+@pytest.mark.parametrize("name", ["images", "captions", "emoji", "aliases"])
 def test_metadata_and_compression(name):
     path = DATA / f"{name}.parquet"
     meta = pq.read_schema(path).metadata
@@ -86,7 +92,7 @@ def test_metadata_and_compression(name):
 
 
 def test_total_size_reasonable():
-    total = sum((DATA / f"{n}.parquet").stat().st_size for n in ("images", "captions", "emoji"))
+    total = sum((DATA / f"{n}.parquet").stat().st_size for n in ("images", "captions", "emoji", "aliases"))
     assert total < 15_000_000
 
 
@@ -172,6 +178,45 @@ def test_domains_differ(images):
     assert sum(v["google"] == v["twitter"] for v in by.values()) == 0
 
 
+# Counts of aliases.parquet, from the data (see data/README.md "Aliases").
+ALIAS_COUNTS = {"cldr": 1906, "short_name": 1066, "keyword": 9844}
+KIND_ORDER = {"cldr": 0, "short_name": 1, "keyword": 2}
+
+
+def test_alias_counts(aliases, emoji):
+    kinds = aliases.column("kind").to_pylist()
+    assert {k: kinds.count(k) for k in KIND_ORDER} == ALIAS_COUNTS
+    assert aliases.num_rows == sum(ALIAS_COUNTS.values())
+    assert set(aliases.column("lang").to_pylist()) == {"en"}
+    assert set(aliases.column("emoji_id").to_pylist()) == set(emoji.column("emoji_id").to_pylist())
+
+
+def test_aliases_cldr_is_english_caption(aliases, captions):
+    en = {e: c for e, lang, c in zip(captions.column("emoji_id").to_pylist(), captions.column("lang").to_pylist(),
+                                     captions.column("caption").to_pylist()) if lang == "en"}
+    cldr = [(e, a) for e, a, k in zip(aliases.column("emoji_id").to_pylist(), aliases.column("alias").to_pylist(),
+                                      aliases.column("kind").to_pylist()) if k == "cldr"]
+    assert len(cldr) == len(en)  # exactly one per emoji
+    assert all(a == " ".join(en[e].lower().split()) for e, a in cldr)
+
+
+def test_aliases_normalised_unique_sorted(aliases, emoji):
+    rows = aliases.to_pylist()
+    assert all(r["alias"] and r["alias"] == " ".join(r["alias"].lower().split()) for r in rows)
+    assert not any("_" in r["alias"] for r in rows if r["kind"] == "short_name")
+    keys = [(r["emoji_id"], r["alias"]) for r in rows]
+    assert len(set(keys)) == len(keys)  # deduplicated per emoji
+    order = dict(zip(emoji.column("emoji_id").to_pylist(), emoji.column("sort_order").to_pylist()))
+    sk = [(order[r["emoji_id"]], KIND_ORDER[r["kind"]]) for r in rows]
+    assert sk == sorted(sk)
+    by = {}
+    for r in rows:
+        by.setdefault(r["emoji_id"], []).append((r["kind"], r["alias"]))
+    assert by["1f600"][0] == ("cldr", "grinning face")
+    assert ("short_name", "grinning") in by["1f600"]
+    assert by["1f44d"][:3] == [("cldr", "thumbs up"), ("short_name", "+1"), ("short_name", "thumbsup")]
+
+
 # --------------------------------------------------------------------------------------
 # Builder on a fake folder tree
 # --------------------------------------------------------------------------------------
@@ -182,9 +227,10 @@ def _png(path: Path, color) -> None:
     Image.new("RGBA", (64, 64), color).save(path, format="PNG")
 
 
-def _rec(unified, name, category, sort_order, *, g=True, t=True, skins=None):
+def _rec(unified, name, category, sort_order, *, g=True, t=True, skins=None, short_names=None):
     r = {
-        "name": name, "unified": unified, "image": unified.lower() + ".png", "short_names": [name.lower()],
+        "name": name, "unified": unified, "image": unified.lower() + ".png",
+        "short_names": short_names or [name.lower()],
         "category": category, "subcategory": "sub-" + category.lower().split()[0], "sort_order": sort_order,
         "has_img_google": g, "has_img_twitter": t,
     }
@@ -198,7 +244,7 @@ def fake_tree(tmp_path):
     skin = {"1F3FB": {"unified": "1F44B-1F3FB", "image": "1f44b-1f3fb.png", "has_img_google": True,
                       "has_img_twitter": True}}
     records = [
-        _rec("1F600", "GRINNING FACE", "Smileys & Emotion", 3),
+        _rec("1F600", "GRINNING FACE", "Smileys & Emotion", 3, short_names=["grinning", "Grinning_Face", "grin_"]),
         _rec("263A-FE0F", "WHITE SMILING FACE", "Smileys & Emotion", 1),  # FE0F only in datasource
         _rec("1F44B", "WAVING HAND SIGN", "People & Body", 2, skins=skin),  # base kept, skin dropped
         _rec("1F3FB", "EMOJI MODIFIER FITZPATRICK TYPE-1-2", "Component", 4),  # dropped
@@ -230,6 +276,8 @@ def fake_tree(tmp_path):
         data = [{"label": lab, "hexcode": h, "emoji": "", "type": 1, "version": 1} for h, lab in items]
         if lang == "en":
             data[2]["skins"] = [{"label": "waving hand: light skin tone", "hexcode": "1F44B-1F3FB"}]
+            data[0]["tags"] = ["face", " Grin ", "grinning", "smile"]
+            data[2]["tags"] = ["wave"]
         (eb / lang / "data.json").write_text(json.dumps(data, ensure_ascii=False))
     return dirs, eb
 
@@ -264,6 +312,30 @@ def test_build_tables_fake(fake_tree):
     ]
     assert res.stats["en_fallbacks"] == ["1f431"]
     assert res.stats["captions_per_lang"] == {"de": 2, "en": 4, "ja": 1, "ko": 0}
+    als = [(r["emoji_id"], r["lang"], r["alias"], r["kind"]) for r in res.aliases]
+    assert als == [
+        ("263a-fe0f", "en", "smiling face", "cldr"),
+        ("263a-fe0f", "en", "white smiling face", "short_name"),
+        ("1f44b", "en", "waving hand", "cldr"),
+        ("1f44b", "en", "waving hand sign", "short_name"),
+        ("1f44b", "en", "wave", "keyword"),
+        ("1f600", "en", "grinning face", "cldr"),
+        ("1f600", "en", "grinning", "short_name"),  # "grinning_face" repeats the cldr alias: dropped
+        ("1f600", "en", "grin", "short_name"),  # "grin_": '_' read as a space, stripped
+        ("1f600", "en", "face", "keyword"),  # " Grin " and "grinning" repeat earlier aliases: dropped
+        ("1f600", "en", "smile", "keyword"),
+        ("1f431", "en", "cat face", "cldr"),  # the English caption, here the fallback
+    ]
+    assert res.stats["aliases_per_kind"] == {"cldr": 4, "short_name": 4, "keyword": 3}
+
+
+def test_aliases_without_english_captions(fake_tree):
+    dirs, eb = fake_tree
+    res = build_emoji.build_tables(dirs, eb, langs=("de",))
+    assert {r["lang"] for r in res.captions} == {"de"}
+    assert [r["alias"] for r in res.aliases if r["kind"] == "cldr"] == [
+        "smiling face", "waving hand", "grinning face", "cat face"]
+    assert res.stats["en_fallbacks"] == [] and res.stats["captions_per_lang"] == {"de": 2}
 
 
 def test_write_fake_deterministic(fake_tree, tmp_path):
@@ -275,11 +347,14 @@ def test_write_fake_deterministic(fake_tree, tmp_path):
         out = tmp_path / f"out{k}"
         for name, t in tables.items():
             build_emoji.write_parquet_atomic(t, out / f"{name}.parquet")
-        assert sorted(p.name for p in out.iterdir()) == ["captions.parquet", "emoji.parquet", "images.parquet"]
+        assert sorted(p.name for p in out.iterdir()) == [
+            "aliases.parquet", "captions.parquet", "emoji.parquet", "images.parquet"]
         outs.append(out)
-    for name in ("images", "captions", "emoji"):
+    for name in ("images", "captions", "emoji", "aliases"):
+        assert (outs[0] / f"{name}.parquet").read_bytes() == (outs[1] / f"{name}.parquet").read_bytes()
         a = pq.read_table(outs[0] / f"{name}.parquet")
         b = pq.read_table(outs[1] / f"{name}.parquet")
         assert a.equals(b, check_metadata=True)
         assert a.schema.metadata[b"vlalign.dataset"] == b"emoji"
     assert pq.read_table(outs[0] / "images.parquet").num_rows == 8
+    assert pq.read_table(outs[0] / "aliases.parquet").num_rows == 11

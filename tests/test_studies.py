@@ -159,3 +159,30 @@ def test_a_spec_with_every_study_plans_each_cell_once(tmp_path):
     n_points = len(spec.curves.base_sizes) + len(spec.curves.query_sizes) + 4  # + the 2 x 2 ablation
     assert len(curves) == (n_points - 3) * 3
     assert all(isinstance(c, ClassifyCell) for c in cells if c.kind == "classification")
+
+
+def test_concept_dictionary_keeps_only_aliases_that_name_one_concept():
+    from vlalign.prompts import alias_items, concept_dictionary, members_table
+    from vlalign.readers import read_emoji
+
+    items = read_emoji(langs=["en"]).items
+    d = concept_dictionary("emoji", items, ["google", "twitter"])
+    owners: dict[str, set] = {}
+    for c, a, _ in d.aliases:
+        owners.setdefault(a, set()).add(c)
+    assert all(len(v) == 1 for v in owners.values())  # "face", "flag", ... name groups, not concepts
+    assert "face" not in owners and "grinning face" in owners
+    assert set(d.concepts) == {c for c, _, _ in d.aliases}
+    members = members_table(d).to_pylist()
+    assert {m["domain"] for m in members} == {"google", "twitter"}
+    assert all(m["image_id"] == f"{m['domain']}/{m['concept']}" for m in members)
+    rows = alias_items(d).to_pylist()
+    assert len(rows) == len(d.aliases) and len({r["caption_id"] for r in rows}) == len(rows)
+    # label-based data sets (ImageFolder-style): a concept per label, its alias the label read as text
+    import pyarrow as pa
+
+    t = pa.table({"image_id": ["a", "b", "c"], "domain": ["d"] * 3, "lang": ["en"] * 3, "caption": ["x"] * 3,
+                  "label": ["golden_retriever", "golden_retriever", "tabby-cat"]})
+    d2 = concept_dictionary("coco", t, None)
+    assert d2.concepts == ["golden_retriever", "tabby-cat"]
+    assert [a for _, a, _ in d2.aliases] == ["golden retriever", "tabby cat"]

@@ -52,6 +52,7 @@ REQUIRED = {
     "vlalign/data/emoji/images.parquet",
     "vlalign/data/emoji/captions.parquet",
     "vlalign/data/emoji/emoji.parquet",
+    "vlalign/data/emoji/aliases.parquet",
     "vlalign/sweeps/default.yaml",
 }
 

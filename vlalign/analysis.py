@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from . import baselines as bl
 from .catalog import run_sql
-from .cells import Cell, CKACell, ClassifyCell, Embeddings, MatchCell
+from .cells import Cell, CKACell, ClassifyCell, ConceptCell, Embeddings, MatchCell
 from .cka import cka, cka_bootstrap
 from .classify import classify, top1_accuracy
 from .digest import digest_json
@@ -328,6 +328,86 @@ def run_classify_cell(cell: ClassifyCell) -> list[dict]:
     return rows
 
 
+# ------------------------------------------------------------------ concept alignment (Li et al.)
+def concept_inputs(cell: ConceptCell):
+    """(concepts, image means (C, d1), images per concept, alias embeddings (A, d2), alias concept index (A,),
+    primary name per concept): the concepts that have at least one embedded image and one embedded alias."""
+    lake = Lake.open(cell.lake_root)
+    members = lake.read_table(cell.members_path)
+    if (lake.read_metadata(cell.members_path) or {}).get("digest") != cell.members_digest:
+        raise RuntimeError(f"{cell.members_path}: does not match digest {cell.members_digest}; rerun the sweep")
+    if (lake.read_metadata(cell.aliases_path) or {}).get("digest") != cell.aliases_digest:
+        raise RuntimeError(f"{cell.aliases_path}: does not match digest {cell.aliases_digest}; rerun the sweep")
+    rows: dict[str, np.ndarray] = {}
+    for part in cell.images:
+        ids, emb = read_shards(lake, list(part.shards))
+        rows.update({u: emb[i] for i, u in enumerate(ids)})
+    images: dict[str, list[np.ndarray]] = {}
+    for c, img in zip(members["concept"].to_pylist(), members["image_id"].to_pylist()):
+        if img in rows:
+            images.setdefault(c, []).append(rows[img].astype(np.float64))
+    items = lake.read_table(cell.aliases_path, columns=["caption_id", "caption", "label"])
+    uid, temb = read_shards(lake, list(cell.text.shards))
+    trow = {u: i for i, u in enumerate(uid)}
+    aliases: dict[str, list[tuple[str, int]]] = {}
+    for cid, text, c in zip(*(items[k].to_pylist() for k in ("caption_id", "caption", "label"))):
+        if cid in trow:
+            aliases.setdefault(c, []).append((text, trow[cid]))
+    concepts = sorted(c for c in images if c in aliases)
+    index = {c: i for i, c in enumerate(concepts)}
+    alias_rows = [(index[c], r) for c in concepts for _, r in aliases[c]]
+    alias_emb = temb[[r for _, r in alias_rows]].astype(np.float64)
+    alias_concept = np.asarray([i for i, _ in alias_rows], dtype=np.int64)
+    per_concept = [np.stack(images[c]) for c in concepts]
+    means = np.stack([x.mean(axis=0) for x in per_concept]) if concepts else np.zeros((0, 1))
+    names = [aliases[c][0][0] for c in concepts]  # the primary name: CLDR name (emoji), label text (others)
+    return concepts, means, per_concept, alias_emb, alias_concept, names
+
+
+def run_concept_cell(cell: ConceptCell) -> dict[str, list[dict]]:
+    """P@1/10/100 of every (mapping, retrieval), and their breakdowns by image dispersion, word frequency and
+    polysemy (the primary name's; polysemy only where an offline WordNet is present)."""
+    from .concepts import breakdown, concept_alignment, dispersion
+    from .wordprops import polysemy, wordnet_available, word_frequency
+
+    common = {"cell_id": cell.cell_id, "dataset": cell.dataset, "vision_encoder": cell.vision.name,
+              "text_encoder": cell.text.name}
+    concepts, means, per_concept, alias_emb, alias_concept, names = concept_inputs(cell)
+    table, parts = [], []
+    if len(concepts) < 2 * cell.folds:
+        note = f"only {len(concepts)} concepts have an embedded image and alias (need {2 * cell.folds})"
+        return {"concepts": [{**common, "retrieval": r, "mapping": m, "n_concepts": len(concepts), "note": note}
+                             for m in cell.mappings for r in cell.retrievals], "concept_breakdown": []}
+    props: dict[str, tuple[np.ndarray | None, str | None]] = {
+        "dispersion": (dispersion(per_concept), None),
+        "word_frequency": (word_frequency(names), None),
+    }
+    poly = polysemy(names) if wordnet_available() else None
+    props["polysemy"] = (poly, None if poly is not None else
+                         "unavailable: no offline WordNet (apt-get install wordnet-base, or set VLALIGN_WORDNET_DIR)")
+    for mapping in cell.mappings:
+        for retrieval in cell.retrievals:
+            t = time.perf_counter()
+            res = concept_alignment(means, alias_emb, alias_concept, mapping=mapping, retrieval=retrieval,
+                                    folds=cell.folds, seed=cell.seed, ks=(1, 10, 100), csls_k=cell.csls_k)
+            key = {**common, "retrieval": retrieval, "mapping": mapping}
+            table.append({**key, "n_concepts": res.n_concepts, "n_aliases": res.n_aliases, "folds": cell.folds,
+                          "seed": cell.seed, "p_at_1": res.p_at_k[1], "p_at_10": res.p_at_k[10],
+                          "p_at_100": res.p_at_k[100], "seconds": time.perf_counter() - t})
+            for prop, (values, why) in props.items():
+                if values is None:
+                    parts.append({**key, "property": prop, "note": why})
+                    continue
+                for row in breakdown(values, res, bins=cell.bins):
+                    parts.append({**key, "property": prop, **{k: row.get(k) for k in (
+                        "bin", "low", "high", "n", "n_missing", "p_at_1", "p_at_10", "p_at_100")}})
+    for r in parts:
+        for k in ("p_at_1", "p_at_10", "p_at_100", "low", "high"):
+            if k in r and r[k] is not None and not np.isfinite(r[k]):
+                r[k] = None
+    return {"concepts": table, "concept_breakdown": parts}
+
+
 # ------------------------------------------------------------------ writing cells
 def write_cell(cell: Cell, rows: dict[str, list[dict]]) -> list[str]:
     """Write a cell's result files, each carrying the cell's identity. The first table is written last,
@@ -346,5 +426,7 @@ def compute_cell(cell: Cell) -> dict[str, list[dict]]:
         return {"cka": run_cka_cell(cell)}
     if isinstance(cell, ClassifyCell):
         return {"classification": run_classify_cell(cell)}
+    if isinstance(cell, ConceptCell):
+        return run_concept_cell(cell)
     matching, retrieval = run_match_cell(cell)
     return {"matching": matching, "retrieval": retrieval}

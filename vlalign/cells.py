@@ -32,6 +32,7 @@ ENGINE_MODULES: dict[str, tuple[str, ...]] = {
     "cka": ("vlalign.kernels", "vlalign.cka", "vlalign.measures", "vlalign.analysis"),
     "matching": ("vlalign.kernels", "vlalign.matching", "vlalign.retrieval", "vlalign.baselines",
                  "vlalign.preprocess", "vlalign.analysis"),
+    "concepts": ("vlalign.kernels", "vlalign.concepts", "vlalign.wordprops", "vlalign.analysis"),
     "classification": ("vlalign.kernels", "vlalign.matching", "vlalign.retrieval", "vlalign.baselines",
                        "vlalign.preprocess", "vlalign.classify", "vlalign.analysis"),
 }
@@ -262,6 +263,37 @@ class ClassifyCell(Cell):
                 **self.protocol.settings()}
 
 
+@dataclass(frozen=True)
+class ConceptCell(Cell):
+    """Concept alignment of one (vision, text) pair: every concept's mean image (over ``images``, one
+    Embeddings per visual domain) mapped onto the text encoder's embeddings of every concept's aliases (``text``,
+    from the aliases data set); ``members_path``: which image is which concept."""
+
+    images: tuple[Embeddings, ...] = ()
+    members_path: str = ""
+    members_digest: str = ""
+    aliases_path: str = ""
+    aliases_digest: str = ""
+    mappings: tuple[str, ...] = ()
+    retrievals: tuple[str, ...] = ()
+    folds: int = 5
+    seed: int = 0
+    csls_k: int = 10
+    bins: int = 3
+
+    kind: ClassVar[str] = "concepts"
+    tables: ClassVar[tuple[str, ...]] = ("concepts", "concept_breakdown")
+
+    @property
+    def identity(self) -> dict:
+        return {**super().identity, "images": [e.identity for e in self.images], "members": self.members_digest,
+                "aliases": self.aliases_digest}
+
+    def settings(self) -> dict[str, Any]:
+        return {"mappings": list(self.mappings), "retrievals": list(self.retrievals), "folds": self.folds,
+                "seed": self.seed, "csls_k": self.csls_k, "bins": self.bins}
+
+
 def cell_is_done(cell: Cell) -> bool:
     """Every result file of the cell exists and carries the cell's identity."""
     lake = Lake.open(cell.lake_root)
@@ -299,13 +331,15 @@ def english_only_reason(name: str, lang: str, declared: tuple[str, ...] = ()) ->
 
 
 def plan_cells(spec, lake: Lake, pairs: dict, embeddings: dict, main: dict | None = None,
-               prompts: dict | None = None) -> list[Cell]:
+               prompts: dict | None = None, concepts: dict | None = None) -> list[Cell]:
     """Every analysis cell of a sweep, in a fixed order, each identity once.
 
     ``pairs``: {dataset: {(domain, lang): (pairs path, pairs digest)}}, for the main grid and every study;
     ``embeddings``: {(dataset, encoder name, part): Embeddings};
     ``main``: {dataset: [(domain, lang), ...]}, the selections of the main grid (default: every key of ``pairs``);
-    ``prompts``: {(dataset, text encoder): (Embeddings, prompt items path, digest)}, for classification."""
+    ``prompts``: {(dataset, text encoder): (Embeddings, prompt items path, digest)}, for classification;
+    ``concepts``: {dataset: (domains, members path, members digest, {text encoder: (Embeddings, aliases items
+    path, digest)})}, for concept alignment."""
     cells: list[Cell] = []
     proto = Protocol.of(spec)
     main = main or {ds: sorted(sel) for ds, sel in pairs.items()}
@@ -421,4 +455,19 @@ def plan_cells(spec, lake: Lake, pairs: dict, embeddings: dict, main: dict | Non
                                     query_size=first.query_size, base_selection=first.base_selection,
                                     stretch=first.stretch, seed=seed, protocol=proto, prompts=emb,
                                     prompts_path=ppath, prompts_digest=pdigest))
+    co = spec.concepts
+    if co:
+        for ds in spec.datasets:
+            domains, mpath, mdigest, aliases = concepts[ds.name]
+            domain, lang = main[ds.name][0]
+            for seed in co.seeds:
+                for v in _pick(co.vision_encoders, spec.vision_encoders):
+                    for t in _pick(co.text_encoders, spec.text_encoders):
+                        emb, apath, adigest = aliases[t]
+                        cells.append(ConceptCell(
+                            **common(ds.name, domain, lang), vision=embeddings[(ds.name, v, domain)], text=emb,
+                            images=tuple(embeddings[(ds.name, v, d)] for d in domains), members_path=mpath,
+                            members_digest=mdigest, aliases_path=apath, aliases_digest=adigest,
+                            mappings=tuple(co.mappings), retrievals=tuple(co.retrievals), folds=co.folds,
+                            seed=seed, csls_k=co.csls_k, bins=co.bins))
     return _dedupe(cells)

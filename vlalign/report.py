@@ -193,6 +193,8 @@ class RunData:
     classification: list[dict]
     rejects: dict[str, list[dict]]
     run_cells: list[dict]
+    concepts: list[dict] = field(default_factory=list)
+    concept_breakdown: list[dict] = field(default_factory=list)
     plan: Plan = field(init=False)
 
     def __post_init__(self) -> None:
@@ -234,6 +236,8 @@ def load_run(lake: Lake, run_id: str) -> RunData:
         classification=_rows(lake, "report_classification_rows", run_id=run_id),
         rejects={ds: _rows(lake, "report_rejects", dataset=ds) for ds in datasets},
         run_cells=_rows(lake, "report_run_cells", run_id=run_id),
+        concepts=_rows(lake, "report_concepts_rows", run_id=run_id),
+        concept_breakdown=_rows(lake, "report_concept_breakdown_rows", run_id=run_id),
     )
 
 
@@ -311,6 +315,7 @@ def summary_of(d: RunData, top: int = 3) -> str:
     lines += _cross_lingual_lines(d)
     lines += _classification_lines(d)
     lines += _curve_lines(d)
+    lines += _concept_lines(d)
     for ds, rej in d.rejects.items():
         total = sum(r["n"] for r in rej)
         detail = ", ".join(f"{r['stage']} {r['n']}" for r in rej)
@@ -416,6 +421,43 @@ def _classification_lines(d: RunData) -> list[str]:
         lines.append(f"  classification {lf}{ncls}: best method {m} {_pct(st['mean'])} (mean over pairs and seeds; "
                      f"best pair {p} {_pct(pst['mean'])}) vs chance {_pct(st['chance'])}, majority {_pct(st['majority'])}")
     return lines
+
+
+def _concept_lines(d: RunData) -> list[str]:
+    """One line per (vision, text) pair: P@1/10/100 of Procrustes by NN and CSLS, and the baselines' best P@10."""
+    out = []
+    pairs = dict.fromkeys((r["vision_encoder"], r["text_encoder"]) for r in d.concepts)
+    for v, t in pairs:
+        rs = [r for r in d.concepts if (r["vision_encoder"], r["text_encoder"]) == (v, t) and r["p_at_1"] is not None]
+        main = [f"{r['retrieval']} P@1/10/100 {_pct(r['p_at_1'])}/{_pct(r['p_at_10'])}/{_pct(r['p_at_100'])}"
+                for r in rs if r["mapping"] == "procrustes"]
+        base = [r["p_at_10"] for r in rs if r["mapping"] != "procrustes"]
+        n = rs[0]["n_concepts"] if rs else 0
+        out.append(f"  concepts {v} x {t} ({n} concepts): procrustes " + ", ".join(main)
+                   + (f"; baselines P@10 at most {_pct(max(base))}" if base else ""))
+    return out
+
+
+def _plot_concepts(d: RunData, out: Path, written: list[str]) -> None:
+    """P@10 of Procrustes against each concept property's bins, one panel per property, a line per pair x retrieval."""
+    rows = [r for r in d.concept_breakdown if r["mapping"] == "procrustes" and r["p_at_10"] is not None]
+    props = list(dict.fromkeys(r["property"] for r in rows))
+    if not props:
+        return
+    fig, axes = _figure(4.2 * len(props), 3.4, ncols=len(props))
+    for ax, prop in zip(axes, props):
+        sub = [r for r in rows if r["property"] == prop]
+        for key in dict.fromkeys((r["vision_encoder"], r["text_encoder"], r["retrieval"]) for r in sub):
+            rs = sorted((r for r in sub if (r["vision_encoder"], r["text_encoder"], r["retrieval"]) == key),
+                        key=lambda r: r["bin"])
+            ax.plot([f"{r['low']:.2g}-{r['high']:.2g}" for r in rs], [100 * r["p_at_10"] for r in rs], marker="o",
+                    label=f"{key[0]} x {key[1]} ({key[2]})")
+        ax.set_title(f"P@10 by {prop.replace('_', ' ')} (bins)", fontsize=9)
+        ax.set_xlabel(prop.replace("_", " "))
+        ax.set_ylabel("P@10 (%)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=6)
+    _save(fig, out / "concepts.png", written)
 
 
 def _curve_lines(d: RunData) -> list[str]:
@@ -802,6 +844,7 @@ def plots_of(d: RunData, out: Path, points: list[dict] | None = None) -> list[st
     _plot_cross_lingual(d, out, written)
     _plot_cross_domain(d, out, written)
     _plot_classification(d, out, written)
+    _plot_concepts(d, out, written)
     return written
 
 
@@ -1119,6 +1162,28 @@ def _sections(d: RunData, plots: list[str], points: list[dict], text: str) -> li
     sections.append(Section("Classification", items, intro="Zero-shot classification of the images by the emoji "
                             "category (label) or subcategory (sublabel), through class prompts."))
 
+    # -- Concepts --
+    items = []
+    if d.concepts:
+        fig = _figure_item(plots, "concepts.png", "Concept alignment by concept property")
+        if fig is not None:
+            items.append(fig)
+        items.append(Table("Concept alignment (k-fold; hit: any alias of the concept in the top k)",
+                           ["pair", "mapping", "retrieval", "seed", "concepts", "aliases", "P@1", "P@10", "P@100", "note"],
+                           [(pair_name(r), r["mapping"], r["retrieval"], r["seed"], r["n_concepts"], r["n_aliases"],
+                             r["p_at_1"], r["p_at_10"], r["p_at_100"], r["note"]) for r in d.concepts]))
+        items.append(Table("P@k by concept property (quantile bins)",
+                           ["pair", "mapping", "retrieval", "property", "bin", "low", "high", "n", "missing", "P@1",
+                            "P@10", "P@100", "note"],
+                           [(pair_name(r), r["mapping"], r["retrieval"], r["property"], r["bin"], r["low"], r["high"],
+                             r["n"], r["n_missing"], r["p_at_1"], r["p_at_10"], r["p_at_100"], r["note"])
+                            for r in d.concept_breakdown]))
+    else:
+        items.append(_missing(d, bool(spec and spec.concepts)))
+    sections.append(Section("Concepts", items, intro="Concept alignment (Li et al.): each concept's mean image "
+                            "embedding mapped by Procrustes onto its aliases' text embeddings, k-fold over concepts; "
+                            "random-orthogonal and shuffled-dictionary maps are the baselines."))
+
     # -- Runs / Data --
     items = []
     rej = [(ds, r["stage"], r["n"]) for ds, rs in d.rejects.items() for r in rs]
@@ -1126,7 +1191,8 @@ def _sections(d: RunData, plots: list[str], points: list[dict], text: str) -> li
     items.append(Table("Rejected items per data set", ["dataset", "stage", "items"], rej + totals,
                        note="vlalign query \"select * from rejects\" lists them with the reason."))
     counts = {"cka": len(d.cka), "matching": len(d.matching), "retrieval": len(d.retrieval),
-              "classification": len(d.classification)}
+              "classification": len(d.classification), "concepts": len(d.concepts),
+              "concept_breakdown": len(d.concept_breakdown)}
     cells = {r["table_name"]: r["cells"] for r in d.run_cells}
     items.append(Table("Result tables of the run", ["table", "cells", "rows shown"],
                        [(t, cells.get(t, 0), n) for t, n in counts.items()],

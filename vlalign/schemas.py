@@ -37,8 +37,19 @@ CLASSIFICATION_SCHEMA = pa.schema(
      ("base_selection", _S), ("stretch", pa.bool_()), ("seed", _I), ("n", _I), ("n_classes", _I),
      ("accuracy", _F), ("chance", _F), ("majority", _F), ("protocol", _S), ("seconds", _F), ("note", _S)]
 )
+CONCEPTS_SCHEMA = pa.schema(
+    [("cell_id", _S), ("dataset", _S), ("vision_encoder", _S), ("text_encoder", _S), ("retrieval", _S),
+     ("mapping", _S), ("n_concepts", _I), ("n_aliases", _I), ("folds", _I), ("seed", _I), ("p_at_1", _F),
+     ("p_at_10", _F), ("p_at_100", _F), ("seconds", _F), ("note", _S)]
+)
+CONCEPT_BREAKDOWN_SCHEMA = pa.schema(
+    [("cell_id", _S), ("dataset", _S), ("vision_encoder", _S), ("text_encoder", _S), ("retrieval", _S),
+     ("mapping", _S), ("property", _S), ("bin", _I), ("low", _F), ("high", _F), ("n", _I), ("n_missing", _I),
+     ("p_at_1", _F), ("p_at_10", _F), ("p_at_100", _F), ("note", _S)]
+)
 RESULT_SCHEMAS: dict[str, pa.Schema] = {"cka": CKA_SCHEMA, "matching": MATCHING_SCHEMA, "retrieval": RETRIEVAL_SCHEMA,
-                                        "classification": CLASSIFICATION_SCHEMA}
+                                        "classification": CLASSIFICATION_SCHEMA, "concepts": CONCEPTS_SCHEMA,
+                                        "concept_breakdown": CONCEPT_BREAKDOWN_SCHEMA}
 
 RUNS_SCHEMA = pa.schema(
     [("run_id", _S), ("spec", _S), ("status", _S), ("started_at", pa.timestamp("us")), ("finished_at", pa.timestamp("us")),
@@ -73,6 +84,8 @@ TABLE_SCHEMAS: dict[str, pa.Schema] = {
     "matching": _with_run_id(MATCHING_SCHEMA),
     "retrieval": _with_run_id(RETRIEVAL_SCHEMA),
     "classification": _with_run_id(CLASSIFICATION_SCHEMA),
+    "concepts": _with_run_id(CONCEPTS_SCHEMA),
+    "concept_breakdown": _with_run_id(CONCEPT_BREAKDOWN_SCHEMA),
     "runs": RUNS_SCHEMA,
     "run_cells": RUN_CELLS_SCHEMA,
 }

@@ -114,6 +114,21 @@ class ClassificationSpec:
 
 
 @dataclass(frozen=True)
+class ConceptsSpec:
+    """Concept alignment (Li et al.): concept image means mapped onto the concepts' alias embeddings."""
+
+    domains: tuple[str, ...] | None = None  # the visual domains whose images a concept averages (None: all)
+    mappings: tuple[str, ...] = ("procrustes", "random_orthogonal", "shuffled_dictionary")
+    retrievals: tuple[str, ...] = ("nn", "csls")
+    folds: int = 5
+    seeds: tuple[int, ...] = (0,)
+    csls_k: int = 10
+    bins: int = 3
+    vision_encoders: tuple[str, ...] | None = None
+    text_encoders: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
 class CurvesSpec:
     vision_encoders: tuple[str, ...] | None = None  # None: the sweep's first
     text_encoders: tuple[str, ...] | None = None
@@ -158,6 +173,7 @@ class SweepSpec:
     cross_lingual: CrossLingualSpec | None = None
     classification: ClassificationSpec | None = None
     curves: CurvesSpec | None = None
+    concepts: ConceptsSpec | None = None
     base_size: tuple[int, ...] = (320,)
     query_size: tuple[int, ...] = (500,)
     base_selection: tuple[str, ...] = ("kmeans_image",)
@@ -211,7 +227,7 @@ class SweepSpec:
 
 _LATER_KEYS = {"protocol": "default", "qap_tol": 0.03, "stretch_scope": "selected", "kmeans_metric": "euclidean",
                "linreg_intercept": True, "retrieval_ties": "against", "cross_domain": None, "cross_lingual": None,
-               "classification": None, "curves": None}
+               "classification": None, "curves": None, "concepts": None}
 
 
 # -- validation: pydantic models mirroring the YAML format --------------------------------------------
@@ -406,6 +422,23 @@ class ClassificationModel(_Model):
         return templates
 
 
+class ConceptsModel(_Model):
+    """Concept alignment (Li et al.): Procrustes from concept image means to word embeddings, k-fold, P@k."""
+
+    domains: Optional[Strings] = Field(None, description="visual domains whose images a concept averages (default: all)")
+    mappings: Annotated[tuple[str, ...], Grid(str, choices=("procrustes", "random_orthogonal", "shuffled_dictionary"))] = Field(
+        ("procrustes", "random_orthogonal", "shuffled_dictionary"),
+        description="procrustes, and the baselines random_orthogonal and shuffled_dictionary")
+    retrievals: Annotated[tuple[str, ...], Grid(str, choices=("nn", "csls"))] = Field(
+        ("nn", "csls"), description="nearest neighbour and/or CSLS")
+    folds: Annotated[int, Strict(), Ge(2)] = Field(5, description="cross-validation folds over the concepts")
+    seeds: Seeds = Field((0,), description="fold seeds")
+    csls_k: Count = Field(10, description="neighbourhood size of CSLS")
+    bins: Count = Field(3, description="quantile bins of each concept property in the breakdowns")
+    vision_encoders: Encoders = Field(None, description="a subset of the sweep's (default: all)")
+    text_encoders: Encoders = Field(None, description="a subset of the sweep's (default: all)")
+
+
 class CurvesModel(_Model):
     """Accuracy against base size and query size over several seeds, and the stretching x selection ablation."""
 
@@ -458,10 +491,12 @@ class AnalysesModel(_Model):
         None, description="{label_fields, templates, template_set, methods, vision_encoders, text_encoders, seeds}; false: off")
     curves: Annotated[Optional[CurvesModel], BeforeValidator(_off_is_none)] = Field(
         None, description="{vision_encoders, text_encoders, base_sizes, query_sizes, seeds, methods, ablation}; false: off")
+    concepts: Annotated[Optional[ConceptsModel], BeforeValidator(_off_is_none)] = Field(
+        None, description="{domains, mappings, retrievals, folds, seeds, csls_k, bins, vision_encoders, text_encoders}; false: off")
 
     @model_validator(mode="after")
     def _something_to_do(self) -> AnalysesModel:
-        studies = (self.cross_domain, self.cross_lingual, self.classification, self.curves)
+        studies = (self.cross_domain, self.cross_lingual, self.classification, self.curves, self.concepts)
         if self.cka is None and not (self.matching or self.retrieval or self.baselines) and not any(studies):
             raise _error("nothing to compute (cka is off, matching, retrieval, baselines are empty and no study is on)")
         return self
@@ -524,7 +559,7 @@ class SweepSpecModel(_Model):
 
     @model_validator(mode="after")
     def _study_encoders(self) -> SweepSpecModel:
-        for key in ("cross_domain", "cross_lingual", "classification", "curves"):
+        for key in ("cross_domain", "cross_lingual", "classification", "curves", "concepts"):
             study = getattr(self.analyses, key)
             for side in ("vision_encoders", "text_encoders"):
                 names = getattr(study, side, None) if study is not None else None
@@ -572,6 +607,7 @@ class SweepSpecModel(_Model):
             cross_lingual=study(an.cross_lingual, CrossLingualSpec),
             classification=study(an.classification, ClassificationSpec),
             curves=study(an.curves, CurvesSpec),
+            concepts=study(an.concepts, ConceptsSpec),
             base_size=self.base_size, query_size=self.query_size, base_selection=self.base_selection,
             stretch=self.stretch, seeds=self.seeds, shard_size=ex.shard_size, batch_size=ex.batch_size,
             source=source,
@@ -744,6 +780,12 @@ def study_parts(spec: SweepSpec, ds: DatasetSpec) -> tuple[set[str], set[str]]:
                 domains.add(p.query)
             if (p.base_dataset or p.query_dataset) in (None, ds.name) or p.base_dataset == ds.name:
                 domains.add(p.base)
+    if spec.concepts and spec.concepts.domains:
+        domains |= set(spec.concepts.domains)
+    elif spec.concepts and ds.format == "emoji":
+        from .readers import EMOJI_DOMAINS
+
+        domains |= set(EMOJI_DOMAINS)
     langs = set(spec.cross_lingual.langs) if spec.cross_lingual else set()
     return domains, langs
 
