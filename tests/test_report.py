@@ -159,7 +159,9 @@ def _tables() -> dict[str, list[dict]]:
 def _connection() -> duckdb.DuckDBPyConnection:
     """In-memory tables with the columns of the lake's views (others left NULL)."""
     con = duckdb.connect()
-    for name, rows in _tables().items():
+    given = _tables()
+    for name in TABLE_SCHEMAS:  # every view of the lake; the ones a test does not fill are empty
+        rows = given.get(name, [])
         table = pa.Table.from_pylist(rows, schema=TABLE_SCHEMAS[name])
         con.register("_rows", table)
         con.execute(f"CREATE TABLE {name} AS SELECT * FROM _rows")
@@ -456,8 +458,11 @@ def test_write_report_shows_every_study(bound_query, tmp_path):
     page.feed(path.read_text(encoding="utf-8"))
     assert list(page.sections) == ["sec-summary", "sec-alignment", "sec-matching", "sec-curves",
                                    "sec-cross-pair-analysis", "sec-cross-lingual", "sec-cross-domain",
-                                   "sec-classification", "sec-runs-and-data"]
+                                   "sec-classification", "sec-concepts", "sec-runs-and-data"]
     for sid, sec in page.sections.items():
+        if sid == "sec-concepts":  # this synthetic run has no concept study (test_concept_rows_and_lines has one)
+            assert "not in this run's spec" in sec["text"]
+            continue
         assert sec["tables"] and all(n == rows > 0 for n, rows in sec["tables"]), sid
         assert "not in this run's spec" not in sec["text"], sid
     assert len(page.imgs) == len(PNGS) and all(src.startswith("data:image/png;base64,") for src in page.imgs)
@@ -488,3 +493,26 @@ def _with_spec(d, doc):
     d.plan = report.Plan(d.spec)
     d.classification = []
     return d
+
+
+def test_concept_rows_and_lines():
+    """report_concepts_rows keeps one row per result (two cells may hold it) and the summary line says P@k."""
+    from vlalign.report import _concept_lines
+
+    con = duckdb.connect()
+    rows = [dict(run_id="r", cell_id=cid, dataset="emoji", vision_encoder="v", text_encoder="t", retrieval=ret,
+                 mapping=m, n_concepts=100, n_aliases=300, folds=5, seed=0, p_at_1=p1, p_at_10=p10, p_at_100=p100)
+            for cid in ("c1", "c2")
+            for m, ret, p1, p10, p100 in (("procrustes", "csls", 0.1, 0.3, 0.6), ("procrustes", "nn", 0.05, 0.2, 0.5),
+                                          ("random_orthogonal", "nn", 0.0, 0.01, 0.1))]
+    con.register("_rows", pa.Table.from_pylist(rows, schema=TABLE_SCHEMAS["concepts"]))
+    con.execute("CREATE TABLE concepts AS SELECT * FROM _rows")
+    got = _run(con, "report_concepts_rows", run_id="r")
+    assert [(r["mapping"], r["retrieval"]) for r in got] == [("procrustes", "csls"), ("procrustes", "nn"),
+                                                             ("random_orthogonal", "nn")]
+
+    class D:
+        concepts = got
+
+    assert _concept_lines(D()) == ["  concepts v x t (100 concepts): procrustes csls P@1/10/100 10.0%/30.0%/60.0%, "
+                                   "nn P@1/10/100 5.0%/20.0%/50.0%; baselines P@10 at most 1.0%"]

@@ -34,8 +34,8 @@ N_IMAGES = 60
 SEEDS = [0, 1]
 TEXT = ["minilm-l6", "e5-small", "wordllama"]
 SECTIONS = ["sec-summary", "sec-alignment", "sec-matching", "sec-curves", "sec-cross-pair-analysis",
-            "sec-cross-lingual", "sec-cross-domain", "sec-classification", "sec-runs-and-data"]
-NOT_IN_SPEC = ("sec-cross-lingual", "sec-classification")
+            "sec-cross-lingual", "sec-cross-domain", "sec-classification", "sec-concepts", "sec-runs-and-data"]
+NOT_IN_SPEC = ("sec-cross-lingual", "sec-classification", "sec-concepts")
 
 
 def coco_from_emoji(root: Path, domain: str, n: int, skip: int = 0) -> tuple[Path, Path]:
