@@ -9,6 +9,7 @@
     vlalign query "SQL" [--format table|csv|json]
     vlalign report [RUN_ID] [--out DIR]   a summary, plots and report.html of a run
     vlalign spec [SPEC.yaml] [--schema]   check a sweep spec (run id if valid), or print its JSON schema
+    vlalign explain --dataset emoji --item google/en/1f431 --vision mobilenetv2 --text minilm-l6 --out DIR
 
 Prefect and Dask are imported lazily, after the environment defaults are set.
 """
@@ -112,6 +113,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=_nonempty, default=None,
                    help="folder for the PNGs and report.html (default: <lake>/reports/run=<RUN_ID>/)")
 
+    p = sub.add_parser("explain", help="feature-pair attributions (integrated Jacobians) of image-caption pairs")
+    p.add_argument("--dataset", default="emoji", help="the data set (today: the embedded emoji set)")
+    p.add_argument("--item", action="append", required=True, type=_nonempty,
+                   help="an item id DOMAIN/LANG/EMOJI_ID, e.g. google/en/1f431 (repeat for several)")
+    p.add_argument("--vision", default="mobilenetv2", help="vision encoder (mobilenetv2, efficientnet-lite*)")
+    p.add_argument("--text", default="minilm-l6", help="text encoder (a BERT-like sentence-transformers model)")
+    p.add_argument("--steps", type=int, default=None, help="integration steps (default: the library's, 64)")
+    p.add_argument("--base-size", type=int, default=256,
+                   help="base pairs the image->text linear map is fitted on (0: the encoders are aligned)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the base sample")
+    p.add_argument("--top", type=int, default=5, help="(region, token) pairs printed per item")
+    p.add_argument("--out", type=_nonempty, required=True, help="folder for the PNGs and explanations.parquet")
+    p.add_argument("--threads", type=int, default=None)
+
     p = sub.add_parser("spec", help="check a sweep spec and print its run id, or print the spec format's JSON schema")
     p.add_argument("spec", nargs="?", default=None, help="a sweep spec (default: the built-in default spec)")
     p.add_argument("--schema", action="store_true", help="print the JSON schema of sweep specs (for editors) and exit")
@@ -211,7 +226,29 @@ def cmd_spec(args) -> int:
     return 0
 
 
-COMMANDS = {"encoders": cmd_encoders, "datasets": cmd_datasets, "extract": cmd_extract, "spec": cmd_spec}
+def cmd_explain(args) -> int:
+    """Explain each item's image-caption similarity; print the score, the completeness residual and top pairs."""
+    from .explain import DEFAULT_STEPS, explain_items, top_pairs
+
+    if args.dataset != "emoji":
+        raise ValueError(f"--dataset {args.dataset!r}: explain reads the embedded emoji set only (for now)")
+    steps = args.steps or DEFAULT_STEPS
+    if steps < 1 or args.base_size < 0 or args.top < 0:
+        raise ValueError("--steps must be >= 1, --base-size and --top >= 0")
+    _table, explanations = explain_items(args.item, args.vision, args.text, base_size=args.base_size, seed=args.seed,
+                                         steps=steps, out_dir=args.out, threads=args.threads)
+    for item, ex in zip(args.item, explanations):
+        print(f"{item}: score {ex.score:.4f}; attributions sum to {float(ex.attributions.sum()):.4f} = target "
+              f"{ex.target:.4f} (s(a,b) - s(r_a,b) - s(a,r_b) + s(r_a,r_b)); residual {ex.residual:.2e} "
+              f"(relative {ex.relative_residual:.1e}, {steps} steps, {ex.seconds:.1f}s)")
+        for row, col, token, value in top_pairs(ex, args.top):
+            print(f"    token {token!r:>14} at region ({row}, {col}): {value:+.4f}")
+    print(f"written: {args.out}/ (one PNG per item, explanations.parquet)")
+    return 0
+
+
+COMMANDS = {"encoders": cmd_encoders, "datasets": cmd_datasets, "extract": cmd_extract, "spec": cmd_spec,
+            "explain": cmd_explain}
 
 
 def main(argv: list[str] | None = None) -> int:
