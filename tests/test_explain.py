@@ -246,7 +246,7 @@ def test_cli_explain_prints_the_residual_and_writes_png_and_parquet(tmp_path):
     from vlalign.cli import main
 
     out = tmp_path / "ex"
-    code = main(["explain", "--item", "google/en/1f431", "--base-size", "32", "--steps", "8", "--top", "2",
+    code = main(["explain", "--item", "google/en/1f431", "--base-size", "32", "--steps", "8", "--show", "2",
                  "--out", str(out)])
     assert code == 0
     assert (out / "google_en_1f431.png").stat().st_size > 10_000

@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base-size", type=int, default=256,
                    help="base pairs the image->text linear map is fitted on (0: the encoders are aligned)")
     p.add_argument("--seed", type=int, default=0, help="seed of the base sample")
-    p.add_argument("--top", type=int, default=5, help="(region, token) pairs printed per item")
+    p.add_argument("--show", type=int, default=5, help="(region, token) pairs printed per item")
     p.add_argument("--out", type=_nonempty, required=True, help="folder for the PNGs and explanations.parquet")
     p.add_argument("--threads", type=int, default=None)
 
@@ -233,15 +233,15 @@ def cmd_explain(args) -> int:
     if args.dataset != "emoji":
         raise ValueError(f"--dataset {args.dataset!r}: explain reads the embedded emoji set only (for now)")
     steps = args.steps or DEFAULT_STEPS
-    if steps < 1 or args.base_size < 0 or args.top < 0:
-        raise ValueError("--steps must be >= 1, --base-size and --top >= 0")
+    if steps < 1 or args.base_size < 0 or args.show < 0:
+        raise ValueError("--steps must be >= 1, --base-size and --show >= 0")
     _table, explanations = explain_items(args.item, args.vision, args.text, base_size=args.base_size, seed=args.seed,
                                          steps=steps, out_dir=args.out, threads=args.threads)
     for item, ex in zip(args.item, explanations):
         print(f"{item}: score {ex.score:.4f}; attributions sum to {float(ex.attributions.sum()):.4f} = target "
               f"{ex.target:.4f} (s(a,b) - s(r_a,b) - s(a,r_b) + s(r_a,r_b)); residual {ex.residual:.2e} "
               f"(relative {ex.relative_residual:.1e}, {steps} steps, {ex.seconds:.1f}s)")
-        for row, col, token, value in top_pairs(ex, args.top):
+        for row, col, token, value in top_pairs(ex, args.show):
             print(f"    token {token!r:>14} at region ({row}, {col}): {value:+.4f}")
     print(f"written: {args.out}/ (one PNG per item, explanations.parquet)")
     return 0
