@@ -2,7 +2,7 @@
 -- never by a query. Each block starts with "-- view: NAME". The placeholders are replaced by list
 -- literals of the files that the lake's run records list ({items}, {rejects}, {embeddings}, {runs}) and of
 -- the result files of the cells they list ({cka}, {matching}, {retrieval}, {classification}, {concepts},
--- {concept_breakdown}); a file that no run recorded
+-- {concept_breakdown}), and the tables `vlalign explain` runs wrote ({attributions}); a file that no run recorded
 -- (dropped into results/ by anyone else) is never read. The columns each view exposes, and their types,
 -- come from vlalign/schemas.py (TABLE_SCHEMAS): the catalog projects exactly those over these sources. A
 -- view whose file list is empty is created empty, with the same columns. run_cells is a table the
@@ -68,6 +68,10 @@ JOIN run_cells rc ON rc.cell_id = c.cell_id AND rc.table_name = 'concepts'
 -- view: concept_breakdown
 SELECT rc.run_id, c.* FROM read_parquet({concept_breakdown}, union_by_name = true) c
 JOIN run_cells rc ON rc.cell_id = c.cell_id AND rc.table_name = 'concept_breakdown'
+
+-- view: attributions
+SELECT regexp_extract(filename, 'run=([^/]+)', 1) AS run_id, *
+FROM read_parquet({attributions}, filename = true)
 
 -- view: runs
 SELECT * FROM read_json({runs}, columns = {

@@ -246,9 +246,17 @@ def test_cli_explain_prints_the_residual_and_writes_png_and_parquet(tmp_path):
     from vlalign.cli import main
 
     out = tmp_path / "ex"
+    lake = tmp_path / "lake"
     code = main(["explain", "--item", "google/en/1f431", "--base-size", "32", "--steps", "8", "--show", "2",
-                 "--out", str(out)])
+                 "--out", str(out), "--lake", str(lake)])
     assert code == 0
+    from vlalign.catalog import query
+    from vlalign.lake import Lake
+
+    rows = query(Lake.open(lake), "select run_id, item_id, count(*) n, sum(attribution) s, any_value(score) sc, "
+                 "any_value(residual) r from attributions group by all").to_pylist()
+    assert len(rows) == 1 and rows[0]["item_id"] == "google/en/1f431" and rows[0]["run_id"].startswith("explain-")
+    assert rows[0]["n"] > 0
     assert (out / "google_en_1f431.png").stat().st_size > 10_000
     t = pq.read_table(out / "explanations.parquet")
     assert t.num_rows > 0 and set(t["item_id"].to_pylist()) == {"google/en/1f431"}

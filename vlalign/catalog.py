@@ -115,7 +115,7 @@ def run_records(lake: Lake) -> list[dict]:
 
 def _recorded_files(lake: Lake, records: list[dict]) -> tuple[dict[str, list[str]], list[tuple[str, str, str]]]:
     """({placeholder: existing files the records list}, run_cells rows)."""
-    files: dict[str, set[str]] = {k: set() for k in ("items", "rejects", "embeddings", *RESULT_SCHEMAS)}
+    files: dict[str, set[str]] = {k: set() for k in ("items", "rejects", "embeddings", "attributions", *RESULT_SCHEMAS)}
     run_cells = []
     for rec in records:
         for kind, rels in (rec.get("files") or {}).items():

@@ -125,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the base sample")
     p.add_argument("--show", type=int, default=5, help="(region, token) pairs printed per item")
     p.add_argument("--out", type=_nonempty, required=True, help="folder for the PNGs and explanations.parquet")
+    p.add_argument("--lake", type=_nonempty, default=os.environ.get("VLALIGN_LAKE", "lake"),
+                   help="the lake that gets the `attributions` table (a run explain-<digest>)")
     p.add_argument("--threads", type=int, default=None)
 
     p = sub.add_parser("spec", help="check a sweep spec and print its run id, or print the spec format's JSON schema")
@@ -235,8 +237,21 @@ def cmd_explain(args) -> int:
     steps = args.steps or DEFAULT_STEPS
     if steps < 1 or args.base_size < 0 or args.show < 0:
         raise ValueError("--steps must be >= 1, --base-size and --show >= 0")
-    _table, explanations = explain_items(args.item, args.vision, args.text, base_size=args.base_size, seed=args.seed,
-                                         steps=steps, out_dir=args.out, threads=args.threads)
+    from .catalog import refresh_catalog
+    from .digest import digest_json
+    from .lake import Lake
+    from .runs import add_files, recorded_run
+
+    settings = {"dataset": args.dataset, "items": list(args.item), "vision": args.vision, "text": args.text,
+                "steps": steps, "base_size": args.base_size, "seed": args.seed}
+    run_id = f"explain-{digest_json(settings)[:12]}"
+    lake = Lake.open(args.lake)
+    with recorded_run(lake, run_id, "explain", settings, on_exit=refresh_catalog) as record:
+        table, explanations = explain_items(args.item, args.vision, args.text, base_size=args.base_size,
+                                            seed=args.seed, steps=steps, out_dir=args.out, threads=args.threads)
+        path = lake.attributions_path(run_id)
+        lake.write_table(path, table, {"settings": settings})
+        add_files(record, "attributions", lake, [path])
     for item, ex in zip(args.item, explanations):
         print(f"{item}: score {ex.score:.4f}; attributions sum to {float(ex.attributions.sum()):.4f} = target "
               f"{ex.target:.4f} (s(a,b) - s(r_a,b) - s(a,r_b) + s(r_a,r_b)); residual {ex.residual:.2e} "
@@ -244,6 +259,7 @@ def cmd_explain(args) -> int:
         for row, col, token, value in top_pairs(ex, args.show):
             print(f"    token {token!r:>14} at region ({row}, {col}): {value:+.4f}")
     print(f"written: {args.out}/ (one PNG per item, explanations.parquet)")
+    print(f"lake: {lake.root} run {run_id} (vlalign query \"select * from attributions where run_id = '{run_id}'\")")
     return 0
 
 

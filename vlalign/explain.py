@@ -86,19 +86,7 @@ DEFAULT_VISION_LAYER = -1
 # (minilm-l6: hidden_states[5]). The last layer's output itself is excluded (see _TextTower).
 DEFAULT_TEXT_LAYER = -1
 
-EXPLANATION_SCHEMA = pa.schema([
-    ("item_id", pa.string()),
-    ("vision_encoder", pa.string()),
-    ("text_encoder", pa.string()),
-    ("token_index", pa.int32()),
-    ("token", pa.string()),
-    ("row", pa.int32()),
-    ("col", pa.int32()),
-    ("attribution", pa.float64()),
-    ("score", pa.float64()),
-    ("residual", pa.float64()),
-    ("steps", pa.int32()),
-])
+from .schemas import ATTRIBUTIONS_SCHEMA as EXPLANATION_SCHEMA  # noqa: E402  (the lake's `attributions` columns)
 
 
 @dataclass

@@ -270,6 +270,9 @@ class Lake:
     def result_path(self, table: str, cell_id: str) -> str:
         return self.path("results", check_name(table, "table"), f"cell={check_name(cell_id, 'cell id')}.parquet")
 
+    def attributions_path(self, run_id: str) -> str:
+        return self.path("attributions", f"run={check_name(run_id, 'run id')}.parquet")
+
     def run_path(self, run_id: str) -> str:
         return self.path("runs", f"run={check_name(run_id, 'run id')}.json")
 

@@ -51,6 +51,13 @@ RESULT_SCHEMAS: dict[str, pa.Schema] = {"cka": CKA_SCHEMA, "matching": MATCHING_
                                         "classification": CLASSIFICATION_SCHEMA, "concepts": CONCEPTS_SCHEMA,
                                         "concept_breakdown": CONCEPT_BREAKDOWN_SCHEMA}
 
+# What `vlalign explain` writes (one row per (item, token, image region)); a table of its own runs.
+ATTRIBUTIONS_SCHEMA = pa.schema(
+    [("item_id", _S), ("vision_encoder", _S), ("text_encoder", _S), ("token_index", pa.int32()), ("token", _S),
+     ("row", pa.int32()), ("col", pa.int32()), ("attribution", _F), ("score", _F), ("residual", _F),
+     ("steps", pa.int32())]
+)
+
 RUNS_SCHEMA = pa.schema(
     [("run_id", _S), ("spec", _S), ("status", _S), ("started_at", pa.timestamp("us")), ("finished_at", pa.timestamp("us")),
      ("flow", _S), ("cells_total", pa.int32()), ("cells_done", pa.int32()), ("cells_computed", pa.int32()), ("error", _S)]
@@ -86,6 +93,7 @@ TABLE_SCHEMAS: dict[str, pa.Schema] = {
     "classification": _with_run_id(CLASSIFICATION_SCHEMA),
     "concepts": _with_run_id(CONCEPTS_SCHEMA),
     "concept_breakdown": _with_run_id(CONCEPT_BREAKDOWN_SCHEMA),
+    "attributions": _with_run_id(ATTRIBUTIONS_SCHEMA),
     "runs": RUNS_SCHEMA,
     "run_cells": RUN_CELLS_SCHEMA,
 }
