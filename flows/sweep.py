@@ -68,7 +68,6 @@ def prepare_cells(sweep: SweepSpec, sizes: dict, lake: Lake, record: dict, devic
     """Extraction (missing shards only), pairing, class prompts, and the plan of every cell; records the files used."""
     from vlalign.prompts import prompt_items, prompts_dataset
     from vlalign.spec import main_selections
-    from vlalign.tasks.extract import ingest_prompts
 
     main = main_selections(sweep, sizes)
     pairs: dict[str, dict] = {}
@@ -100,19 +99,30 @@ def prepare_cells(sweep: SweepSpec, sizes: dict, lake: Lake, record: dict, devic
             classes_l = {f: sorted(v) for f, v in classes.items()}
             name = prompts_dataset(ds.name, classes_l, sweep.classification.templates)
             items = prompt_items(classes_l, sweep.classification.templates)
-            ingested = ingest_prompts(lake.root, name, items)
             texts = list(sweep.classification.text_encoders or sweep.text_encoders)
-            pext = run_extraction(DatasetSource(name, "prompts"), texts, lake.root, sweep.shard_size, None, ["en"],
-                                  batch_size or sweep.batch_size, device, ingested=ingested)
-            record_extraction(record, lake, pext)
-            for t in texts:
-                enc = get_encoder(t)
-                shards = [s for s in pext["planned"] if s.encoder == enc.name]
-                prompts[(ds.name, t)] = (Embeddings.of(lake, t, enc.lake_name, "en", shards), ingested["path"],
-                                         ingested["digest"])
+            embedded = _embed_text_dataset(sweep, lake, name, items, texts, record, device, batch_size)
+            prompts.update({(ds.name, t): v for t, v in embedded.items()})
         if sweep.concepts:
             concepts[ds.name] = _concept_inputs(sweep, ds, lake, main[ds.name], record, device, batch_size)
     return plan_cells(sweep, lake, pairs, embeddings, main, prompts, concepts)
+
+
+def _embed_text_dataset(sweep: SweepSpec, lake: Lake, name: str, items, texts: list[str], record: dict, device,
+                        batch_size) -> dict[str, tuple]:
+    """Store a derived text-only data set (class prompts, concept aliases) as ``name`` and embed it with every
+    encoder in ``texts`` (missing shards only): {encoder: (Embeddings, items path, items digest)}."""
+    from vlalign.tasks.extract import ingest_prompts
+
+    ingested = ingest_prompts(lake.root, name, items)
+    ext = run_extraction(DatasetSource(name, "prompts"), texts, lake.root, sweep.shard_size, None, ["en"],
+                         batch_size or sweep.batch_size, device, ingested=ingested)
+    record_extraction(record, lake, ext)
+    out = {}
+    for t in texts:
+        enc = get_encoder(t)
+        shards = [s for s in ext["planned"] if s.encoder == enc.name]
+        out[t] = (Embeddings.of(lake, t, enc.lake_name, "en", shards), ingested["path"], ingested["digest"])
+    return out
 
 
 def _concept_inputs(sweep: SweepSpec, ds, lake: Lake, main: list, record: dict, device, batch_size) -> tuple:
@@ -120,7 +130,6 @@ def _concept_inputs(sweep: SweepSpec, ds, lake: Lake, main: list, record: dict, 
     text encoder of the study (a text-only data set ``<dataset>.aliases-<digest>``)."""
     from vlalign.digest import digest_json
     from vlalign.prompts import alias_items, aliases_dataset, concept_dictionary, members_table
-    from vlalign.tasks.extract import ingest_prompts
 
     domains = concept_domains(sweep, ds.name, main)
     items = lake.read_table(lake.items_path(ds.name), columns=["image_id", "domain", "lang", "caption", "label"])
@@ -130,17 +139,9 @@ def _concept_inputs(sweep: SweepSpec, ds, lake: Lake, main: list, record: dict, 
     mpath = lake.path("concepts", f"dataset={ds.name}", f"{mdigest}.parquet")
     if (lake.read_metadata(mpath) or {}).get("digest") != mdigest:
         lake.write_table(mpath, members, {"digest": mdigest})
-    name = aliases_dataset(ds.name, d)
-    ingested = ingest_prompts(lake.root, name, alias_items(d))
     texts = list(sweep.concepts.text_encoders or sweep.text_encoders)
-    ext = run_extraction(DatasetSource(name, "prompts"), texts, lake.root, sweep.shard_size, None, ["en"],
-                         batch_size or sweep.batch_size, device, ingested=ingested)
-    record_extraction(record, lake, ext)
-    aliases = {}
-    for t in texts:
-        enc = get_encoder(t)
-        shards = [s for s in ext["planned"] if s.encoder == enc.name]
-        aliases[t] = (Embeddings.of(lake, t, enc.lake_name, "en", shards), ingested["path"], ingested["digest"])
+    aliases = _embed_text_dataset(sweep, lake, aliases_dataset(ds.name, d), alias_items(d), texts, record, device,
+                                  batch_size)
     present = sorted(set(members["domain"].to_pylist()))  # the domains that hold images of some concept
     return present, mpath, mdigest, aliases
 
