@@ -4,26 +4,16 @@ from __future__ import annotations
 
 from prefect import task
 
-from vlalign.analysis import compute_cell, pairs_digest, write_cell
-from vlalign.catalog import run_sql
+from vlalign.analysis import compute_cell, write_cell
+from vlalign.pairing import write_pairs
 from vlalign.cells import Cell, cell_is_done
 from vlalign.lake import Lake
 
 
 @task(name="pair_items")
 def pair_items(lake_root: str, dataset: str, domain: str, lang: str) -> tuple[str, str]:
-    """sql/pairs.sql over the lake's items; writes pairs/dataset=<d>/domain=<x>/lang=<y>/<digest>.parquet.
-
-    Returns (path, digest); the file is named by its content, so concurrent runs write the same file."""
-    lake = Lake.open(lake_root)
-    table = run_sql("pairs", {"items": lake.items_path(dataset), "domain": domain, "lang": lang})
-    if table.num_rows == 0:
-        raise ValueError(f"data set {dataset!r}: no pairs for domain {domain!r} and lang {lang!r}")
-    digest = pairs_digest(table)
-    path = lake.pairs_path(dataset, domain, lang, digest)
-    if lake.read_metadata(path) is None:
-        lake.write_table(path, table, {"digest": digest})
-    return path, digest
+    """sql/pairs.sql over the lake's items (:func:`vlalign.analysis.write_pairs`): (path, digest)."""
+    return write_pairs(Lake.open(lake_root), dataset, domain, lang)
 
 
 @task(name="score_cell", task_run_name="{cell.kind}-{cell.vision.name}-{cell.text.name}")

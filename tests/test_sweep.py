@@ -348,3 +348,47 @@ def test_cross_dataset_matching_takes_the_base_from_one_data_set_and_the_queries
         assert (r["dataset"], r["base_domain"], r["query_domain"], r["domain"]) == (
             "nocapslike", "cocolike", "nocapslike", "nocapslike")
         assert r["note"] is None and 0.0 <= r["accuracy"] <= 1.0
+
+
+def test_explain_takes_its_base_from_the_runs_cell_and_explains_its_best_matched_pairs(reference, tmp_path, capsys):
+    """`vlalign explain --run`: the base set is the run's matching cell's base (the linear-regression baseline
+    refitted on it reproduces the stored accuracy of that cell), and `--top N` explains N matched queries."""
+    from vlalign.baselines import baseline_scores
+    from vlalign.cli import main
+    from vlalign.flows.explain import base_set, best_matched, load_run
+    from vlalign.matching import assignment_match, matching_accuracy
+
+    doc, lake_root, out = reference
+    lake = Lake.open(lake_root)
+    record, spec = load_run(lake, out["run_id"])
+    items = pq.read_table(lake_root / "items" / "dataset=tiny" / "items.parquet")
+    domain, lang = items["domain"][0].as_py(), items["lang"][0].as_py()
+    bs = base_set(lake, spec, "tiny", domain, lang, "mobilenetv2", "minilm-l6", 1, run=(out["run_id"], record))
+    assert bs.cell.cell_id in record["cells"]["matching"]
+    assert len(bs.base_ids) == 20 and len(bs.split.query) == 30 and not set(bs.split.base) & set(bs.split.query)
+    s = baseline_scores("linear", bs.split.x_base, bs.split.y_base, bs.split.x_query, bs.split.y_query)
+    stored = query(lake, f"select accuracy from matching where cell_id = '{bs.cell.cell_id}' "
+                         "and method = 'linear_regression'")["accuracy"][0].as_py()
+    assert matching_accuracy(assignment_match(s)) == pytest.approx(stored)
+
+    top = best_matched(bs, 2)
+    assert all(ok and m > 0 for _, m, ok in top) and {i for i, *_ in top} <= {bs.data.ids[i] for i in bs.split.query}
+    capsys.readouterr()
+    ex_out = tmp_path / "ex"
+    code = main(["explain", "--run", out["run_id"], "--top", "2", "--seed", "1", "--steps", "4", "--show", "1",
+                 "--out", str(ex_out), "--lake", str(lake_root), "--threads", "2"])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert f"base set: run {out['run_id']}: cell {bs.cell.cell_id[:12]}" in printed
+    assert printed.count("matched among the cell's queries") == 2 and "residual" in printed
+    t = pq.read_table(ex_out / "explanations.parquet")
+    explained = set(t["item_id"].to_pylist())
+    image_of = dict(zip(items["item_id"].to_pylist(), items["image_id"].to_pylist()))
+    assert len(explained) == 2 and {image_of[i] for i in explained} == {i for i, *_ in top}
+    assert len(list(ex_out.glob("*.png"))) == 2
+    # a run that does not exist, an encoder the run did not use: clear errors, exit code 2
+    assert main(["explain", "--run", "nope", "--top", "1", "--out", str(ex_out), "--lake", str(lake_root)]) == 2
+    assert main(["explain", "--run", out["run_id"], "--top", "1", "--vision", "efficientnet-lite0",
+                 "--out", str(ex_out), "--lake", str(lake_root)]) == 2
+    err = capsys.readouterr().err
+    assert "no such run" in err and "not an encoder of run" in err

@@ -9,7 +9,7 @@
     vlalign query "SQL" [--format table|csv|json]
     vlalign report [RUN_ID] [--out DIR]   a summary, plots and report.html of a run
     vlalign spec [SPEC.yaml] [--schema]   check a sweep spec (run id if valid), or print its JSON schema
-    vlalign explain --dataset emoji --item google/en/1f431 --vision mobilenetv2 --text minilm-l6 --out DIR
+    vlalign explain --item google/en/1f431 [--run RUN_ID] [--top N] --vision mobilenetv2 --text minilm-l6 --out DIR
 
 Prefect and Dask are imported lazily, after the environment defaults are set.
 """
@@ -114,19 +114,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder for the PNGs and report.html (default: <lake>/reports/run=<RUN_ID>/)")
 
     p = sub.add_parser("explain", help="feature-pair attributions (integrated Jacobians) of image-caption pairs")
-    p.add_argument("--dataset", default="emoji", help="the data set (today: the embedded emoji set)")
-    p.add_argument("--item", action="append", required=True, type=_nonempty,
-                   help="an item id DOMAIN/LANG/EMOJI_ID, e.g. google/en/1f431 (repeat for several)")
+    p.add_argument("--item", action="append", default=None, type=_nonempty,
+                   help="an item id of the data set, e.g. google/en/1f431 for emoji (repeat for several)")
+    p.add_argument("--top", type=_positive_int, default=None,
+                   help="explain the N best-matched query pairs of the run's (or default split's) cell")
+    p.add_argument("--run", type=_name("--run"), default=None,
+                   help="take the base set (and the encoders' embeddings) from this sweep run's matching cell "
+                        "(default: the default split, as `vlalign run` makes it)")
+    p.add_argument("--dataset", type=_name("--dataset"), default=None, help="the data set (default: the run's first; emoji)")
+    p.add_argument("--domain", default=None, help="--top: the queries' domain (default: the main grid's first)")
+    p.add_argument("--lang", default=None, help="--top: the queries' language (default: the main grid's first)")
     p.add_argument("--vision", default="mobilenetv2", help="vision encoder (mobilenetv2, efficientnet-lite*)")
     p.add_argument("--text", default="minilm-l6", help="text encoder (a BERT-like sentence-transformers model)")
     p.add_argument("--steps", type=int, default=None, help="integration steps (default: the library's, 64)")
-    p.add_argument("--base-size", type=int, default=256,
-                   help="base pairs the image->text linear map is fitted on (0: the encoders are aligned)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the base sample")
+    p.add_argument("--seed", type=int, default=None, help="the cell's seed (default: the spec's first)")
+    p.add_argument("--base-size", type=int, default=None,
+                   help="instead of a cell's base: N seeded random emoji pairs (0: the encoders are aligned)")
     p.add_argument("--show", type=int, default=5, help="(region, token) pairs printed per item")
     p.add_argument("--out", type=_nonempty, required=True, help="folder for the PNGs and explanations.parquet")
     p.add_argument("--lake", type=_nonempty, default=os.environ.get("VLALIGN_LAKE", "lake"),
-                   help="the lake that gets the `attributions` table (a run explain-<digest>)")
+                   help="the lake that holds the run and gets the `attributions` table (a run explain-<digest>)")
     p.add_argument("--threads", type=int, default=None)
 
     p = sub.add_parser("spec", help="check a sweep spec and print its run id, or print the spec format's JSON schema")
@@ -229,38 +236,95 @@ def cmd_spec(args) -> int:
 
 
 def cmd_explain(args) -> int:
-    """Explain each item's image-caption similarity; print the score, the completeness residual and top pairs."""
+    """Explain image-caption pairs; print the base set, each score, the completeness residual and top pairs."""
     from .explain import DEFAULT_STEPS, explain_items, top_pairs
+    from .lake import Lake
 
-    if args.dataset != "emoji":
-        raise ValueError(f"--dataset {args.dataset!r}: explain reads the embedded emoji set only (for now)")
     steps = args.steps or DEFAULT_STEPS
-    if steps < 1 or args.base_size < 0 or args.show < 0:
+    if steps < 1 or (args.base_size is not None and args.base_size < 0) or args.show < 0:
         raise ValueError("--steps must be >= 1, --base-size and --show >= 0")
+    if not args.item and not args.top:
+        raise ValueError("give --item ID (repeatable) or --top N")
+    lake = Lake.open(args.lake)
+    margins: dict[str, tuple[float, bool]] = {}
+    if args.base_size is not None:  # the old way: a seeded random emoji base, no cell
+        if args.run or args.top or (args.dataset or "emoji") != "emoji":
+            raise ValueError("--base-size draws a random base from the embedded emoji set: it goes with neither "
+                             "--run, --top nor another --dataset")
+        items, rows, bases, source = list(args.item), None, None, f"{args.base_size} random emoji pairs, seed {args.seed or 0}"
+    else:
+        items, rows, bases, source, margins = _explain_inputs(args, lake)
     from .catalog import refresh_catalog
     from .digest import digest_json
-    from .lake import Lake
     from .runs import add_files, recorded_run
 
-    settings = {"dataset": args.dataset, "items": list(args.item), "vision": args.vision, "text": args.text,
-                "steps": steps, "base_size": args.base_size, "seed": args.seed}
+    settings = {"dataset": args.dataset or "emoji", "items": items, "vision": args.vision, "text": args.text,
+                "steps": steps, "base_size": args.base_size, "seed": args.seed, "run": args.run, "base": source}
     run_id = f"explain-{digest_json(settings)[:12]}"
-    lake = Lake.open(args.lake)
+    print(f"base set: {source}")
     with recorded_run(lake, run_id, "explain", settings, on_exit=refresh_catalog) as record:
-        table, explanations = explain_items(args.item, args.vision, args.text, base_size=args.base_size,
-                                            seed=args.seed, steps=steps, out_dir=args.out, threads=args.threads)
+        table, explanations = explain_items(items, args.vision, args.text, base_size=args.base_size or 0,
+                                            seed=args.seed or 0, steps=steps, out_dir=args.out, threads=args.threads,
+                                            rows=rows, bases=bases)
         path = lake.attributions_path(run_id)
         lake.write_table(path, table, {"settings": settings})
         add_files(record, "attributions", lake, [path])
-    for item, ex in zip(args.item, explanations):
+    for item, ex in zip(items, explanations):
+        matched = ""
+        if item in margins:
+            m, ok = margins[item]
+            matched = f"; {'matched' if ok else 'NOT matched'} among the cell's queries, margin {m:+.4f}"
         print(f"{item}: score {ex.score:.4f}; attributions sum to {float(ex.attributions.sum()):.4f} = target "
               f"{ex.target:.4f} (s(a,b) - s(r_a,b) - s(a,r_b) + s(r_a,r_b)); residual {ex.residual:.2e} "
-              f"(relative {ex.relative_residual:.1e}, {steps} steps, {ex.seconds:.1f}s)")
+              f"(relative {ex.relative_residual:.1e}, {steps} steps, {ex.seconds:.1f}s){matched}")
         for row, col, token, value in top_pairs(ex, args.show):
             print(f"    token {token!r:>14} at region ({row}, {col}): {value:+.4f}")
     print(f"written: {args.out}/ (one PNG per item, explanations.parquet)")
     print(f"lake: {lake.root} run {run_id} (vlalign query \"select * from attributions where run_id = '{run_id}'\")")
     return 0
+
+
+def _explain_inputs(args, lake):
+    """(item ids, their rows, {(domain, lang): base pairs}, a line about the base, {item: (margin, matched)}) from
+    the run's cells (--run) or the default split's."""
+    from .flows.explain import (base_set, best_matched, default_spec, find_items, item_of, load_run,
+                                main_selection, spec_items)
+
+    run = None
+    if args.run:
+        record, spec = load_run(lake, args.run)
+        run = (args.run, record)
+    else:
+        spec = default_spec()
+    dataset = args.dataset or spec.datasets[0].name
+    seed = spec.seeds[0] if args.seed is None else args.seed
+    args.seed = seed
+    items_table = spec_items(lake, spec, dataset, ingest=run is None)
+    wanted = list(args.item or [])
+    rows = find_items(items_table, wanted, dataset) if wanted else {}
+    groups = {(r["domain"], r["lang"]) for r in rows.values()}
+    top_sel = None
+    if args.top:
+        top_sel = main_selection(spec, items_table, dataset)
+        top_sel = (args.domain or top_sel[0], args.lang or top_sel[1])
+        groups.add(top_sel)
+    sets = {g: base_set(lake, spec, dataset, g[0], g[1], args.vision, args.text, seed, run=run, threads=args.threads)
+            for g in sorted(groups)}
+    margins = {}
+    if top_sel:
+        bs = sets[top_sel]
+        caps = dict(zip(bs.data.ids, bs.data.captions))
+        for image_id, margin, ok in best_matched(bs, args.top):
+            iid = item_of(items_table, image_id, caps[image_id], top_sel[1])
+            margins[iid] = (margin, ok)
+            if iid not in rows:
+                wanted.append(iid)
+        rows.update(find_items(items_table, [i for i in wanted if i not in rows], dataset))
+    for iid, r in rows.items():
+        if r["image_id"] in set(sets[(r["domain"], r["lang"])].base_ids):
+            print(f"note: {iid} is itself one of the base pairs the map is fitted on")
+    source = "; ".join(bs.describe() for bs in sets.values())
+    return wanted, rows, {g: bs.pairs for g, bs in sets.items()}, source, margins
 
 
 COMMANDS = {"encoders": cmd_encoders, "datasets": cmd_datasets, "extract": cmd_extract, "spec": cmd_spec,

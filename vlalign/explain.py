@@ -533,14 +533,62 @@ def plot_explanation(expl: Explanation, image_bytes: Any = None, path: str | Pat
 def explain_items(item_ids: Sequence[str], vision: str = "mobilenetv2", text: str = "minilm-l6", *,
                   base_size: int = 256, seed: int = 0, steps: int = DEFAULT_STEPS, vision_layer: int | None = None,
                   text_layer: int | None = None, rule: str = DEFAULT_RULE, vision_reference: str = "zero",
-                  out_dir: str | Path | None = None, threads: int | None = None,
-                  device: str = "cpu") -> tuple[pa.Table, list[Explanation]]:
-    """Explain emoji items (ids "domain/lang/emoji_id", e.g. "google/en/1f431") of the embedded set.
+                  out_dir: str | Path | None = None, threads: int | None = None, device: str = "cpu",
+                  rows: dict[str, dict] | None = None,
+                  bases: dict[tuple[str, str], tuple[np.ndarray, np.ndarray] | None] | None = None,
+                  ) -> tuple[pa.Table, list[Explanation]]:
+    """Explain items: emoji ids "domain/lang/emoji_id" (e.g. "google/en/1f431") of the embedded set, or, with
+    ``rows`` ({item id: a canonical item row with image/image_bytes, caption, domain, lang}), any data set's.
 
-    The linear map is fitted on ``base_size`` base pairs drawn (seeded) from the same domain and language,
-    never an explained emoji, embedded with the two encoders; base_size=0 treats the encoders as aligned.
-    With out_dir: one PNG per item (<domain>_<lang>_<emoji_id>.png) and explanations.parquet there.
+    ``bases``: {(domain, lang): (X_base, Y_base) or None (aligned)}, the base pairs the linear map is fitted on
+    (a run's or the default split's base, flows/explain.py). Without it (emoji only), ``base_size`` pairs are
+    drawn (seeded) from the same domain and language, never an explained emoji, and embedded with the two
+    encoders; base_size=0 treats the encoders as aligned.
+    With out_dir: one PNG per item (the item id with '/' as '_') and explanations.parquet there.
     Returns the explanation table (EXPLANATION_SCHEMA, all items) and the explanations."""
+    from vlalign.readers import image_source
+
+    if rows is None:
+        rows, random_bases = _emoji_rows(item_ids, vision, text, base_size, seed, bases is None, device, threads)
+        bases = bases if bases is not None else random_bases
+    for iid in item_ids:
+        if iid not in rows:
+            raise ValueError(f"no item {iid!r} among the rows given")
+        key = (rows[iid]["domain"], rows[iid]["lang"])
+        if key not in bases:
+            raise ValueError(f"no base pairs given for domain/lang {key} of item {iid!r}")
+    images = {iid: image_source(rows[iid].get("image"), rows[iid].get("image_bytes")) for iid in item_ids}
+    tables, expls = [], []
+    out = Path(out_dir) if out_dir is not None else None
+    for iid in item_ids:
+        row = rows[iid]
+        ex = explain_pair(images[iid], row["caption"], vision, text, base_pairs=bases[(row["domain"], row["lang"])],
+                          steps=steps, vision_layer=vision_layer, text_layer=text_layer, rule=rule,
+                          vision_reference=vision_reference, device=device, threads=threads)
+        expls.append(ex)
+        tables.append(explanation_table(ex, iid))
+        if out is not None:
+            plot_explanation(ex, images[iid], out / f"{_file_name(iid)}.png")
+    table = pa.concat_tables(tables) if tables else EXPLANATION_SCHEMA.empty_table()
+    if out is not None:
+        import pyarrow.parquet as pq
+
+        out.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, out / "explanations.parquet")
+    return table, expls
+
+
+def _file_name(item_id: str) -> str:
+    """A file name for an item id: '/' and anything unusual as '_'."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]", "_", item_id).strip("._") or "item"
+
+
+def _emoji_rows(item_ids: Sequence[str], vision: str, text: str, base_size: int, seed: int, want_bases: bool,
+                device: str, threads: int | None) -> tuple[dict[str, dict], dict]:
+    """Rows of emoji items of the embedded set, and (want_bases) seeded random base pairs per (domain, lang):
+    ``base_size`` pairs of the same domain and language, never an explained emoji, embedded here."""
     from vlalign.encoders import load_encoder
     from vlalign.readers import read_emoji
 
@@ -554,10 +602,8 @@ def explain_items(item_ids: Sequence[str], vision: str = "mobilenetv2", text: st
     for d, lang, e in parsed:
         groups.setdefault((d, lang), []).append(e)
     explained = {e for _, _, e in parsed}
-    rows: dict[str, tuple[bytes, str]] = {}
+    rows: dict[str, dict] = {}
     bases: dict[tuple[str, str], tuple[np.ndarray, np.ndarray] | None] = {}
-    venc = load_encoder(vision, device=device, threads=threads)
-    tenc = load_encoder(text, device=device, threads=threads)
     for (d, lang), eids in groups.items():
         items = read_emoji(domains=[d], langs=[lang]).items
         ids = items["item_id"].to_pylist()
@@ -567,32 +613,17 @@ def explain_items(item_ids: Sequence[str], vision: str = "mobilenetv2", text: st
             iid = f"{d}/{lang}/{e}"
             if iid not in index:
                 raise ValueError(f"no emoji item {iid!r} in the embedded set")
-            rows[iid] = (imgs[index[iid]], caps[index[iid]])
-        if base_size > 0:
+            k = index[iid]
+            rows[iid] = {"image": None, "image_bytes": imgs[k], "caption": caps[k], "domain": d, "lang": lang}
+        if want_bases and base_size > 0:
             pool = [k for k, iid in enumerate(ids) if iid.rsplit("/", 1)[1] not in explained]
             if len(pool) < base_size:
                 raise ValueError(f"{d}/{lang}: only {len(pool)} base pairs available, base_size is {base_size}")
             pick = np.random.default_rng(seed).choice(len(pool), size=base_size, replace=False)
             chosen = [pool[k] for k in sorted(pick)]
+            venc = load_encoder(vision, device=device, threads=threads)
+            tenc = load_encoder(text, device=device, threads=threads)
             bases[(d, lang)] = (venc.encode([imgs[k] for k in chosen]), tenc.encode([caps[k] for k in chosen]))
         else:
             bases[(d, lang)] = None
-    tables, expls = [], []
-    out = Path(out_dir) if out_dir is not None else None
-    for (d, lang, e) in parsed:
-        iid = f"{d}/{lang}/{e}"
-        img, cap = rows[iid]
-        ex = explain_pair(img, cap, vision, text, base_pairs=bases[(d, lang)], steps=steps,
-                          vision_layer=vision_layer, text_layer=text_layer, rule=rule,
-                          vision_reference=vision_reference, device=device, threads=threads)
-        expls.append(ex)
-        tables.append(explanation_table(ex, iid))
-        if out is not None:
-            plot_explanation(ex, img, out / f"{d}_{lang}_{e}.png")
-    table = pa.concat_tables(tables) if tables else EXPLANATION_SCHEMA.empty_table()
-    if out is not None:
-        import pyarrow.parquet as pq
-
-        out.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, out / "explanations.parquet")
-    return table, expls
+    return rows, bases

@@ -1,0 +1,202 @@
+"""Where `vlalign explain` takes its base pairs and its items from: a run's matching cell, or the default's.
+
+The base set of an explanation is the base of one matching cell: the main grid's first setting (base size,
+query size, base selection, stretch) of the run's spec, for the explained item's domain and language, the two
+encoders and a seed. The cell is planned exactly as the sweep plans it (:func:`vlalign.cells.plan_cells`), so
+its split is the split the run scored; its id is checked against the run's record.
+
+Without a run, the spec is the built-in default (``vlalign run``): if the lake holds the default run, its cell;
+otherwise the shards the cell needs are embedded here, in this process, as the sweep would (same shard
+identities, so a later sweep reuses them), and the default split is made from them.
+
+This module runs in one process and starts neither Prefect nor Dask: an explanation needs two encoders.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from vlalign.analysis import Paired, Split, make_split, paired
+from vlalign.pairing import write_pairs
+from vlalign.cells import Embeddings, MatchCell, plan_cells
+from vlalign.encoders import get_encoder, load_encoder, weights_digest
+from vlalign.explain import fit_linear_map
+from vlalign.extract import embed_shard, plan_shards, shard_is_done
+from vlalign.lake import Lake
+from vlalign.spec import DEFAULT_SPEC, SweepSpec, load_spec, parse_spec
+
+ITEM_COLUMNS = ["item_id", "image_id", "image", "image_bytes", "caption_id", "caption", "lang", "domain"]
+
+
+class ExplainInputError(ValueError):
+    """A run, data set or item that cannot give an explanation its base (a clear message, no traceback)."""
+
+
+@dataclass
+class BaseSet:
+    """The base of one matching cell, with the raw embeddings the explanation's linear map is fitted on."""
+
+    cell: MatchCell
+    run_id: str | None  # None: the default split, computed here
+    data: Paired  # the cell's selection
+    split: Split
+
+    @property
+    def base_ids(self) -> list[str]:
+        return [self.data.ids[i] for i in self.split.base]
+
+    @property
+    def pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """(X_base, Y_base): the base images' embeddings and their captions' mean embeddings, unstretched
+        (per-dimension scaling is absorbed by the least-squares map, so the map's predictions are the same)."""
+        return self.data.x[self.split.base], self.data.y[self.split.base]
+
+    def describe(self) -> str:
+        c = self.cell
+        src = f"run {self.run_id}" if self.run_id else "the default split (built-in spec)"
+        return (f"{src}: cell {c.cell_id[:12]} ({c.dataset}/{c.domain}/{c.lang}, base {c.base_size} by "
+                f"{c.base_selection}{', stretched' if c.stretch else ''}, {c.query_size} queries, seed {c.seed})")
+
+
+def load_run(lake: Lake, run_id: str) -> tuple[dict, SweepSpec]:
+    """The run's record and its sweep spec (only sweeps have matching cells)."""
+    path = lake.run_path(run_id)
+    if not lake.exists(path):
+        known = sorted(p.rsplit("run=", 1)[1].removesuffix(".json") for p in lake.glob(lake.path("runs", "run=*.json")))
+        raise ExplainInputError(f"--run {run_id!r}: no such run in the lake {lake.root} (runs: {', '.join(known) or 'none'})")
+    record = lake.read_json(path)
+    if record.get("flow") != "sweep":
+        raise ExplainInputError(f"--run {run_id!r} is a {record.get('flow')!r} run; explain needs a sweep run (its matching cells)")
+    return record, parse_spec(record["spec"])
+
+
+def lake_items(lake: Lake, dataset: str) -> pa.Table:
+    path = lake.items_path(dataset)
+    if not lake.exists(path):
+        raise ExplainInputError(f"data set {dataset!r} is not in the lake {lake.root}")
+    return lake.read_table(path, columns=ITEM_COLUMNS)
+
+
+def spec_items(lake: Lake, spec: SweepSpec, dataset: str, *, ingest: bool) -> pa.Table:
+    """The lake's items of ``dataset``; with ``ingest``, read the data set into the lake first if it is not there."""
+    names = [d.name for d in spec.datasets]
+    if dataset not in names:
+        raise ExplainInputError(f"--dataset {dataset!r}: the spec has data sets {names}")
+    if not lake.exists(lake.items_path(dataset)) and ingest:
+        from vlalign.readers import DatasetSource
+        from vlalign.tasks.extract import ingest_items
+
+        ds = spec.datasets[names.index(dataset)]
+        ingest_items.fn(lake.root, DatasetSource(ds.name, ds.format, ds.annotations, ds.images))
+    return lake_items(lake, dataset)
+
+
+def main_selection(spec: SweepSpec, items: pa.Table, dataset: str) -> tuple[str, str]:
+    """The first (domain, lang) of the data set's main grid (its own domains and langs, sorted)."""
+    ds = next(d for d in spec.datasets if d.name == dataset)
+    pairs = sorted(set(zip(items["domain"].to_pylist(), items["lang"].to_pylist())))
+    sel = [(d, lg) for d, lg in pairs if (not ds.domains or d in ds.domains) and (not ds.langs or lg in ds.langs)]
+    if not sel:
+        raise ExplainInputError(f"data set {dataset!r}: no items in the spec's domains {ds.domains} and langs {ds.langs}")
+    return sel[0]
+
+
+def find_items(items: pa.Table, item_ids: list[str], dataset: str) -> dict[str, dict]:
+    """{item id: its row} for each id, or an error that names the ids that are missing."""
+    rows = items.filter(pc.is_in(items["item_id"], pa.array(item_ids, pa.string()))).to_pylist()
+    found = {r["item_id"]: r for r in rows}
+    missing = [i for i in item_ids if i not in found]
+    if missing:
+        example = items["item_id"][0].as_py() if items.num_rows else "-"
+        raise ExplainInputError(f"--item: no item {missing[0]!r} in data set {dataset!r} "
+                                f"({len(missing)} missing; ids look like {example!r})")
+    return found
+
+
+def base_set(lake: Lake, spec: SweepSpec, dataset: str, domain: str, lang: str, vision: str, text: str, seed: int,
+             *, run: tuple[str, dict] | None = None, threads: int | None = None,
+             log: Callable[[str], None] = print) -> BaseSet:
+    """The base of the main-grid matching cell of (``dataset``/``domain``/``lang``, ``vision`` x ``text``,
+    ``seed``) under ``spec``. With ``run`` (run id, record): the run's cell, whose shards must be in the lake.
+    Without: the missing shards are embedded here first."""
+    names = [d.name for d in spec.datasets]
+    if dataset not in names:
+        raise ExplainInputError(f"--dataset {dataset!r}: the spec has data sets {names}")
+    for flag, name, have in (("--vision", vision, spec.vision_encoders), ("--text", text, spec.text_encoders)):
+        if name not in have:
+            raise ExplainInputError(f"{flag} {name!r}: not an encoder of {'run ' + run[0] if run else 'the default spec'} "
+                                    f"(it has {list(have)})")
+    if seed not in spec.seeds:
+        raise ExplainInputError(f"--seed {seed}: {'run ' + run[0] if run else 'the default spec'} has seeds {list(spec.seeds)}")
+    if not spec.has_matching:
+        raise ExplainInputError(f"{'run ' + run[0] if run else 'the spec'} has no matching cells (analyses.matching is empty)")
+    items = spec_items(lake, spec, dataset, ingest=run is None)
+    embeddings = {}
+    for name, part, col in ((vision, domain, "domain"), (text, lang, "lang")):
+        enc = get_encoder(name)
+        sel = items.filter(pc.equal(items[col], part))
+        shards = [s for s in plan_shards(lake, dataset, sel, enc, weights_digest(enc), spec.shard_size)]
+        missing = [s for s in shards if not shard_is_done(lake, s)]
+        if missing and run is not None:
+            raise ExplainInputError(f"run {run[0]}: {len(missing)} of {len(shards)} shards of {name} ({part}) are not "
+                                    f"in the lake; `vlalign resume {run[0]}` computes them")
+        if missing:
+            t0 = time.perf_counter()
+            encoder = load_encoder(name, threads=threads)
+            done = 0
+            for s in missing:
+                embed_shard(lake, s, encoder, batch_size=8)
+                done += s.size
+                log(f"  embedding {name} ({part}) for the default split: {done}/{sum(m.size for m in missing)} "
+                    f"units, {done / (time.perf_counter() - t0):.1f}/s")
+        embeddings[(dataset, name, part)] = Embeddings.of(lake, name, enc.lake_name, part, shards)
+    path, digest = write_pairs(lake, dataset, domain, lang)
+    one = dataclasses.replace(spec, vision_encoders=(vision,), text_encoders=(text,), cka=None, cross_domain=None,
+                              cross_lingual=None, classification=None, curves=None, concepts=None)
+    cells = plan_cells(one, lake, {dataset: {(domain, lang): (path, digest)}}, embeddings, {dataset: [(domain, lang)]})
+    cell = next(c for c in cells if isinstance(c, MatchCell) and c.seed == seed)
+    if run is not None and cell.cell_id not in run[1].get("cells", {}).get("matching", []):
+        log(f"  note: run {run[0]} recorded no cell {cell.cell_id[:12]} (made by another engine version, or "
+            f"another domain/language); its split is rebuilt from the run's spec and the lake's embeddings")
+    data = paired(lake, path, digest, embeddings[(dataset, vision, domain)], embeddings[(dataset, text, lang)])
+    return BaseSet(cell, run[0] if run else None, data, make_split(cell, data))
+
+
+def default_spec() -> SweepSpec:
+    return load_spec(None)
+
+
+def best_matched(bs: BaseSet, n: int) -> list[tuple[str, float, bool]]:
+    """The n best-matched query pairs of the cell: (image id, margin, correct), by the score that is explained,
+    s(a, b) = ([f(a), 1] W)^T g(b) with W fitted on the base. A query is matched when its own caption scores
+    highest among the cell's query captions; the margin is its score minus the best other caption's. Matched
+    queries come first, by margin."""
+    xb, yb = bs.pairs
+    w = fit_linear_map(xb, yb)
+    xq, yq = bs.data.x[bs.split.query], bs.data.y[bs.split.query]
+    s = np.hstack([xq, np.ones((len(xq), 1))]) @ w @ yq.T
+    own = np.diag(s).copy()
+    np.fill_diagonal(s, -np.inf)
+    margin = own - s.max(axis=1)
+    order = np.lexsort((-margin, ~(margin > 0)))
+    return [(bs.data.ids[bs.split.query[i]], float(margin[i]), bool(margin[i] > 0)) for i in order[:n]]
+
+
+def item_of(items: pa.Table, image_id: str, captions: tuple[str, ...], lang: str) -> str:
+    """The item id of an image with one of its captions in ``lang`` (the first, in id order)."""
+    sel = items.filter(pc.and_(pc.equal(items["image_id"], image_id), pc.equal(items["lang"], lang)))
+    ids = sorted(i for i, c in zip(sel["item_id"].to_pylist(), sel["caption_id"].to_pylist()) if c in captions)
+    if not ids:
+        raise ExplainInputError(f"image {image_id!r} has no item with a caption in {lang!r}")
+    return ids[0]
+
+
+__all__ = ["BaseSet", "ExplainInputError", "base_set", "best_matched", "default_spec", "find_items", "item_of",
+           "lake_items", "load_run", "main_selection", "spec_items", "DEFAULT_SPEC"]
