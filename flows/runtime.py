@@ -32,26 +32,46 @@ def configure_environment(home: str | os.PathLike | None = None) -> None:
 
 
 @contextlib.contextmanager
-def prefect_api() -> Iterator[str]:
-    """Use PREFECT_API_URL if set; otherwise start one temporary API server for the duration."""
+def prefect_api(keep: float | None = None) -> Iterator[str]:
+    """The Prefect API every flow of this process (and its Dask workers) reports to.
+
+    1. ``PREFECT_API_URL``, if set (a server or Prefect Cloud the user runs).
+    2. Otherwise the lake's home server: one API server per ``PREFECT_HOME`` that vlalign starts in the
+       background the first time and leaves running, so later commands skip the 5-10 s of starting one. It
+       stops by itself after ``keep`` seconds without use (``$VLALIGN_API_KEEP``, default 1800); a command
+       in progress keeps it alive. ``keep=0`` (or ``VLALIGN_API_KEEP=0``): a temporary server for this
+       command only, stopped at its end (the tests' choice)."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     url = os.environ.get("PREFECT_API_URL")
     if url:
         yield url
         return
-    from prefect.server.api.server import SubprocessASGIServer
+    keep = float(os.environ.get("VLALIGN_API_KEEP", "1800")) if keep is None else keep
+    server = None
+    if keep > 0:
+        from .apiserver import HomeServer
 
-    server = SubprocessASGIServer()
-    server.start(timeout=90)
-    os.environ["PREFECT_API_URL"] = server.api_url
+        server = HomeServer(Path(os.environ["PREFECT_HOME"]), keep)
+        url = server.ensure()
+        server.hold()
+    else:
+        from prefect.server.api.server import SubprocessASGIServer
+
+        server = SubprocessASGIServer()
+        server.start(timeout=90)
+        url = server.api_url
+    os.environ["PREFECT_API_URL"] = url
     try:
-        with temporary_settings({PREFECT_API_URL: server.api_url}):
-            yield server.api_url
+        with temporary_settings({PREFECT_API_URL: url}):
+            yield url
     finally:
         _flush_api_logs()
         os.environ.pop("PREFECT_API_URL", None)
-        server.stop()
+        if keep > 0:
+            server.release()
+        else:
+            server.stop()
 
 
 def _flush_api_logs() -> None:

@@ -20,6 +20,7 @@ _HOME = tempfile.mkdtemp(prefix="vlalign-test-")
 os.environ["VLALIGN_HOME"] = _HOME
 os.environ["PREFECT_HOME"] = os.path.join(_HOME, ".prefect")
 os.environ.pop("PREFECT_API_URL", None)
+os.environ["VLALIGN_API_KEEP"] = "0"  # temporary API servers only: nothing outlives the test session
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from vlalign.flows.runtime import configure_environment  # noqa: E402
