@@ -6,7 +6,8 @@
 -- (dropped into results/ by anyone else) is never read. The columns each view exposes, and their types,
 -- come from vlalign/schemas.py (TABLE_SCHEMAS): the catalog projects exactly those over these sources. A
 -- view whose file list is empty is created empty, with the same columns. run_cells is a table the
--- catalog fills from the run records: (run_id, table_name, cell_id).
+-- catalog fills from the run records: (run_id, table_name, cell_id). On an object-store lake the paths are
+-- URLs (s3://bucket/lake/...), read through the lake's fsspec filesystem registered on the connection.
 
 -- view: items
 SELECT *, image_bytes IS NOT NULL AS image_inline, regexp_extract(filename, 'dataset=([^/]+)', 1) AS dataset

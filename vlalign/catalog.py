@@ -6,12 +6,22 @@ one under the lake's catalog lock and renamed over it, so a query that has the o
 undisturbed, and two runs never write it at once. The views read exactly the files that the run records
 list. :func:`query` never writes: it opens the file read-only through the sealed door of
 :mod:`vlalign.sqldoor` (DuckDB confined to the lake, statements admitted by the parser's type).
+
+An object-store lake (``s3://bucket/lake``, any fsspec URL): DuckDB reads it through the lake's fsspec
+filesystem, registered on each connection (:func:`connect`), never through the httpfs extension. Its
+catalog is built the same way in a private local temporary file and stored in the lake as
+``<lake>/lake.duckdb`` with one PUT (atomic), still under the catalog lock (a local lock, see
+:meth:`Lake.lock_path`). A query GETs that object into a private temporary file, attaches it read-only and
+removes the copy when the query ends: every machine that can read the bucket can query it, and a query
+sees one whole catalog even while a run replaces it.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
+import tempfile
 import uuid
 from functools import lru_cache
 from importlib import resources
@@ -20,14 +30,14 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from .lake import TMP_MARK, Lake, LakeError
+from .lake import TMP_MARK, Lake, LakeError, lake_filesystem
 from .schemas import RESULT_SCHEMAS, TABLE_SCHEMAS
 from .sqldoor import QueryError, run_query
 
 SQL_DIR = Path(str(resources.files("vlalign.sql")))
 CATALOG = "lake.duckdb"
 
-__all__ = ["QueryError", "load_sql", "run_sql", "refresh_catalog", "query", "view_statements", "run_records"]
+__all__ = ["QueryError", "load_sql", "run_sql", "connect", "refresh_catalog", "query", "view_statements", "run_records"]
 
 
 @lru_cache(maxsize=None)
@@ -39,10 +49,56 @@ def load_sql(name: str) -> str:
     return path.read_text()
 
 
+def _urls(values) -> list[str]:
+    out = []
+    for v in values:
+        if isinstance(v, str):
+            if "://" in v and not v.startswith("file://"):
+                out.append(v)
+        elif isinstance(v, (list, tuple)):
+            out += _urls(v)
+    return out
+
+
+def register_filesystems(con: duckdb.DuckDBPyConnection, urls) -> duckdb.DuckDBPyConnection:
+    """Register on ``con`` the fsspec filesystem of every object-store URL among ``urls`` (once per
+    protocol), so that DuckDB reads ``s3://...`` through fsspec (credentials and endpoint the fsspec way)
+    rather than through an extension it would have to download."""
+    done: set[str] = set(con.list_filesystems())
+    for url in _urls(urls):
+        proto = url.split("://", 1)[0]
+        if proto in done:
+            continue
+        fs = lake_filesystem(url)
+        con.register_filesystem(fs)
+        done.update((fs.protocol,) if isinstance(fs.protocol, str) else fs.protocol)
+    return con
+
+
+def connect(database: str = ":memory:", urls=()) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection (extension autoload off) that reads the object-store URLs among ``urls``."""
+    con = duckdb.connect(database, config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
+    try:
+        return register_filesystems(con, urls)
+    except BaseException:
+        con.close()
+        raise
+
+
 def run_sql(name: str, params: dict, con: duckdb.DuckDBPyConnection | None = None) -> pa.Table:
-    """Run ``sql/<name>.sql`` with named parameters and return an Arrow table (for writers and tasks)."""
-    con = con or duckdb.connect()
-    return con.sql(load_sql(name), params=params).to_arrow_table()
+    """Run ``sql/<name>.sql`` with named parameters and return an Arrow table (for writers and tasks).
+
+    A parameter that is an object-store URL (a lake on s3://...) is read through its fsspec filesystem."""
+    urls = _urls(params.values())
+    if con is not None:
+        if urls:
+            register_filesystems(con, urls)
+        return con.sql(load_sql(name), params=params).to_arrow_table()
+    con = connect(urls=urls)
+    try:
+        return con.sql(load_sql(name), params=params).to_arrow_table()
+    finally:
+        con.close()
 
 
 # ------------------------------------------------------------------ views
@@ -130,31 +186,50 @@ def _recorded_files(lake: Lake, records: list[dict]) -> tuple[dict[str, list[str
                 except ValueError:
                     continue
                 run_cells.append((rec["run_id"], table, cid))
-    existing = {k: sorted(p for p in v if os.path.exists(p)) for k, v in files.items()}
+    if lake.is_local:
+        exists = os.path.exists
+    else:  # one listing of the lake, not one request per file
+        exists = lake.files().__contains__
+    existing = {k: sorted(p for p in v if exists(p)) for k, v in files.items()}
     existing["runs"] = sorted(rec["_path"] for rec in records)
     return existing, run_cells
 
 
+def _build_catalog(lake: Lake, db_path: str, files: dict[str, list[str]], run_cells: list) -> None:
+    """Write the run_cells table and the views into a new DuckDB file ``db_path``."""
+    con = connect(db_path, [] if lake.is_local else [lake.root])
+    try:
+        con.execute("CREATE TABLE run_cells (run_id VARCHAR, table_name VARCHAR, cell_id VARCHAR)")
+        if run_cells:
+            con.executemany("INSERT INTO run_cells VALUES (?, ?, ?)", run_cells)
+        for _name, stmt in view_statements(files):
+            con.execute(stmt)
+        con.execute("CHECKPOINT")
+    finally:
+        con.close()
+
+
 def refresh_catalog(lake: Lake) -> str:
-    """Rebuild lake.duckdb from the run records (writers only): a new file, renamed over the old one."""
-    if not lake.is_local:
-        raise QueryError(f"lake {lake.root} is not local: the SQL catalog needs a local lake (see README, 'Scaling out')")
-    os.makedirs(lake.root, exist_ok=True)
+    """Rebuild lake.duckdb from the run records (writers only): a new file, renamed over the old one (on an
+    object store: built in a local temporary folder and stored with one PUT). Returns its path or URL."""
+    if lake.is_local:
+        os.makedirs(lake.root, exist_ok=True)
     path = lake.path(CATALOG)
     with lake.lock("catalog"):
         files, run_cells = _recorded_files(lake, run_records(lake))
+        if not lake.is_local:
+            tmpdir = tempfile.mkdtemp(prefix="vlalign-catalog-")
+            try:
+                local = os.path.join(tmpdir, CATALOG)
+                _build_catalog(lake, local, files, run_cells)
+                with open(local, "rb") as f:
+                    lake.write_bytes(path, f.read())
+            finally:
+                shutil.rmtree(tmpdir, ignore_errors=True)
+            return path
         tmp = f"{path}{TMP_MARK}{lake.writer_token()}-{uuid.uuid4().hex[:8]}"
         try:
-            con = duckdb.connect(tmp)
-            try:
-                con.execute("CREATE TABLE run_cells (run_id VARCHAR, table_name VARCHAR, cell_id VARCHAR)")
-                if run_cells:
-                    con.executemany("INSERT INTO run_cells VALUES (?, ?, ?)", run_cells)
-                for _name, stmt in view_statements(files):
-                    con.execute(stmt)
-                con.execute("CHECKPOINT")
-            finally:
-                con.close()
+            _build_catalog(lake, tmp, files, run_cells)
             os.replace(tmp, path)
         finally:
             for leftover in (tmp, tmp + ".wal"):
@@ -166,8 +241,6 @@ def refresh_catalog(lake: Lake) -> str:
 def refresh_or_log(lake: Lake, log) -> None:
     """Refresh the catalog at the end of a run; a failure (a full disk) is logged, never allowed to hide
     the run's own outcome."""
-    if not lake.is_local:
-        return
     try:
         refresh_catalog(lake)
     except Exception as e:  # noqa: BLE001
@@ -178,17 +251,33 @@ def refresh_or_log(lake: Lake, log) -> None:
 def query(lake: Lake | str, sql: str, params: dict | None = None) -> pa.Table:
     """Run one read-only SELECT over the lake's tables, with DuckDB named parameters ($name) from ``params``.
 
-    Never writes and never creates anything: a lake or catalog that does not exist is an error."""
+    Never writes and never creates anything: a lake or catalog that does not exist is an error. On an
+    object-store lake the catalog is copied to a private temporary file for the query's duration (the
+    lake is read through its fsspec filesystem, wrapped read-only)."""
     lake = lake if isinstance(lake, Lake) else Lake.open(lake)
-    if not lake.is_local:
-        raise QueryError(f"lake {lake.root} is not local: the SQL catalog needs a local lake (see README, 'Scaling out')")
     try:
         lake = Lake.existing(lake.root)
     except LakeError as e:
         raise QueryError(str(e)) from None
     path = lake.path(CATALOG)
-    if not os.path.exists(path):
-        raise QueryError(f"no catalog in {lake.root} ({CATALOG} is missing): run a sweep on this lake first")
-    return run_query(path, lake.root, sql, params)
+    if lake.is_local:
+        if not os.path.exists(path):
+            raise QueryError(f"no catalog in {lake.root} ({CATALOG} is missing): run a sweep on this lake first")
+        return run_query(path, lake.root, sql, params)
+    fs = lake.fs
+    try:
+        data = fs.cat_file(path)
+    except FileNotFoundError:
+        raise QueryError(f"no catalog in {lake.root} ({CATALOG} is missing): run a sweep on this lake first") from None
+    except OSError as e:
+        raise QueryError(f"cannot read the catalog {path}: {e}") from e
+    tmpdir = tempfile.mkdtemp(prefix="vlalign-query-")
+    try:
+        local = os.path.join(tmpdir, CATALOG)
+        with open(local, "wb") as f:
+            f.write(data)
+        return run_query(local, lake.root, sql, params, fs=fs)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
 
 

@@ -12,6 +12,10 @@ Layout (root is a local folder or any fsspec URL such as ``s3://bucket/lake``)::
     lake.duckdb                                                       the views (written by runs, read by queries)
     _locks/                                                           lock files (local lakes)
 
+An object-store lake (any fsspec URL) has the same layout. Its locks, and any other local state (the report's
+local copy), live in a local folder keyed by the lake's URL (:meth:`Lake.local_dir`); DuckDB reads it through
+the same fsspec filesystem, registered on its connection (see :mod:`vlalign.catalog`).
+
 Writes. Every local file is written to a temporary name beside its target, fsync'ed and renamed into
 place, so a killed run never leaves a half-written file under a name that a rerun trusts; a failed write
 removes its temporary. On object stores a single PUT is already atomic, so files are written directly.
@@ -84,7 +88,7 @@ class Lake:
     # ----------------------------------------------------------------- plumbing
     @property
     def fs(self) -> fsspec.AbstractFileSystem:
-        return fsspec.core.url_to_fs(self.root)[0]
+        return lake_filesystem(self.root)
 
     @property
     def is_local(self) -> bool:
@@ -103,11 +107,23 @@ class Lake:
     def exists(self, path: str) -> bool:
         return self.fs.exists(path)
 
-    def glob(self, pattern: str) -> list[str]:
-        fs = self.fs
-        found = fs.glob(pattern)
+    def _url(self, found: str) -> str:
+        """A path as fsspec lists it (``bucket/key`` on object stores) as a URL like the lake's paths."""
         proto = "" if self.is_local else self.root.split("://", 1)[0] + "://"
-        return sorted(p if p.startswith(proto) else proto + p for p in found if TMP_MARK not in p)
+        return found if found.startswith(proto) else proto + found
+
+    def glob(self, pattern: str) -> list[str]:
+        return sorted(self._url(p) for p in self.fs.glob(pattern) if TMP_MARK not in p)
+
+    def files(self, under: str = "") -> set[str]:
+        """Every file under ``under`` (relative to the root; default the whole lake), as full paths or URLs.
+        One recursive listing (on object stores, a few LIST requests rather than one request per file)."""
+        base = self.path(under) if under else self.root
+        try:
+            found = self.fs.find(base)
+        except FileNotFoundError:
+            return set()
+        return {self._url(p) for p in found if TMP_MARK not in p}
 
     # ----------------------------------------------------------------- writes
     def write_bytes(self, path: str, data: bytes) -> str:
@@ -174,15 +190,22 @@ class Lake:
             return None
 
     # ----------------------------------------------------------------- locks and temporaries
+    def local_dir(self, kind: str) -> str:
+        """A local folder for this lake's ``kind`` of local state (``locks``, ``reports``), keyed by the lake's
+        URL: ``$VLALIGN_CACHE_DIR/<kind>/<digest of the URL>`` (default ``~/.cache/vlalign``). Not created."""
+        home = os.environ.get("VLALIGN_CACHE_DIR") or os.path.join(Path.home(), ".cache", "vlalign")
+        return os.path.join(home, kind, digest_json(self.root))
+
     def lock_path(self, name: str) -> str:
         """Where the lock ``name`` lives: ``_locks/`` in a local lake; for an object-store lake, a local
-        folder keyed by its URL (``$VLALIGN_LOCK_DIR`` or ~/.cache/vlalign/locks): runs on one machine
-        coordinate, runs on several machines need a shared local path for it."""
+        folder keyed by its URL (``$VLALIGN_LOCK_DIR/<digest>``, default :meth:`local_dir` ``('locks')``):
+        runs on one machine coordinate, runs on several machines need a shared local path for it."""
         if self.is_local:
             base = self.path(LOCK_DIR)
+        elif os.environ.get("VLALIGN_LOCK_DIR"):
+            base = os.path.join(os.environ["VLALIGN_LOCK_DIR"], digest_json(self.root))
         else:
-            home = os.environ.get("VLALIGN_LOCK_DIR") or os.path.join(Path.home(), ".cache", "vlalign", "locks")
-            base = os.path.join(home, digest_json(self.root))
+            base = self.local_dir("locks")
         os.makedirs(base, exist_ok=True)
         return os.path.join(base, f"{name}.lock")
 
@@ -275,6 +298,22 @@ class Lake:
 
     def run_path(self, run_id: str) -> str:
         return self.path("runs", f"run={check_name(run_id, 'run id')}.json")
+
+
+def lake_filesystem(url: str) -> fsspec.AbstractFileSystem:
+    """The fsspec filesystem of a lake path or URL, as every part of vlalign (and DuckDB) uses it.
+
+    Storage options come the fsspec way: ``FSSPEC_<PROTOCOL>_<OPTION>`` environment variables or fsspec's
+    config files (``FSSPEC_S3_ENDPOINT_URL``), and the store's own variables (``AWS_ACCESS_KEY_ID``,
+    ``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL``: botocore reads them). Object stores list without a
+    listings cache: other processes (Dask workers, a concurrent run) change the lake, and a stale listing
+    would call a deleted shard done."""
+    if "://" not in url or url.startswith("file://"):
+        return fsspec.core.url_to_fs(url)[0]
+    try:
+        return fsspec.core.url_to_fs(url, use_listings_cache=False)[0]
+    except TypeError:  # a filesystem that does not take the option
+        return fsspec.core.url_to_fs(url)[0]
 
 
 def atomic_write_bytes(path: str, data: bytes, tag: str) -> None:

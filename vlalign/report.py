@@ -822,9 +822,22 @@ def _plot_classification(d: RunData, out: Path, written: list[str]) -> None:
 
 
 def _out_dir(lake: Lake, run_id: str, out_dir: str | Path | None) -> Path:
-    out = Path(out_dir) if out_dir else Path(lake.root) / "reports" / f"run={run_id}"
+    """``out_dir``, or <lake>/reports/run=<id>/; for an object-store lake, a local folder keyed by the lake
+    (:meth:`Lake.local_dir`), copied into the lake by :func:`build_report`."""
+    if out_dir:
+        out = Path(out_dir)
+    elif getattr(lake, "is_local", True):
+        out = Path(lake.root) / "reports" / f"run={run_id}"
+    else:
+        out = Path(lake.local_dir("reports")) / f"run={run_id}"
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def _copy_to_lake(lake: Lake, run_id: str, paths: list) -> None:
+    """The report's files, into <lake>/reports/run=<id>/ of an object-store lake (one PUT each)."""
+    for p in paths:
+        lake.write_bytes(lake.path("reports", f"run={run_id}", Path(p).name), Path(p).read_bytes())
 
 
 def plot_run(lake: Lake, run_id: str, out_dir: str | Path | None = None) -> list[str]:
@@ -872,12 +885,48 @@ def build_report(lake: Lake, run_id: str, out_dir: str | Path | None = None) -> 
 
     d = load_run(lake, run_id)
     out = _out_dir(lake, run_id, out_dir).resolve()
-    points = _correlation_points(d)
-    plots = plots_of(d, out, points)
+    points, plots = _cached_figures(d, out)
     text = summary_of(d)
     sections = _sections(d, plots, points, text)
     path = write_page(out / "report.html", f"vlalign report: {run_id}", sections, meta=_meta(d))
+    if not out_dir and not getattr(lake, "is_local", True):
+        _copy_to_lake(lake, run_id, [*plots, path])
     return Report(path=Path(path).resolve(), plots=plots, summary=text)
+
+
+FIGURES_CACHE = "figures.json"
+
+
+def _cached_figures(d: RunData, out: Path) -> tuple[list[dict], list[str]]:
+    """(correlation points, PNG paths): reused from an earlier report in ``out`` when the run's result rows and
+    the report's code are the same (a rerun that computed nothing redraws nothing), else drawn now."""
+    import importlib.util
+    import json
+
+    from .digest import digest_json
+
+    code = [open(importlib.util.find_spec(m).origin, "rb").read().hex() for m in ("vlalign.report", "vlalign.html")]
+    rows = [d.cka_summary, d.cka_grid, d.cka, d.matching, d.retrieval, d.classification, d.concepts,
+            d.concept_breakdown, d.spec.source if d.spec is not None else None]
+    def canon(v):  # floats to 12 digits: SQL aggregates may differ in the last bits from one query to the next
+        return f"{v:.12g}" if isinstance(v, float) else v
+
+    key = digest_json([code, [[{k: canon(v) for k, v in r.items() if k != "seconds"} for r in t]
+                              if isinstance(t, list) else t for t in rows]])
+    cache = out / FIGURES_CACHE
+    try:
+        got = json.loads(cache.read_text())
+        if got["key"] == key and all((out / name).is_file() for name in got["plots"]):
+            return got["points"], [str(out / name) for name in got["plots"]]
+    except (OSError, ValueError, KeyError):
+        pass
+    points = _correlation_points(d)
+    plots = plots_of(d, out, points)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"key": key, "points": points, "plots": [Path(p).name for p in plots]}, default=float))
+    tmp.replace(cache)
+    return points, plots
 
 
 def _meta(d: RunData) -> dict:

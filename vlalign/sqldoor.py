@@ -21,6 +21,12 @@ A user's SQL gets through only if all of this holds:
   and autoinstall off, spilling to disk off, attaches the catalog READ_ONLY, allows file access only
   under ``<lake_root>/``, turns external access (any other file, http(s), s3, ...) off and locks the
   configuration, so that no later statement can undo any of it.
+* **An object-store lake** (``s3://bucket/lake``) is read through its fsspec filesystem, registered on
+  the door's connection wrapped in :class:`ReadOnlyFileSystem` (it opens files for reading and refuses
+  every write, so on an object store even a write that got past :func:`admit` has nowhere to go).
+  ``allowed_directories`` is the lake's URL with a trailing '/', set before external access is turned
+  off: DuckDB then serves exactly the paths under that prefix through the registered filesystem and
+  refuses any other URL (another prefix or bucket, s3a://, local files) with a permission error.
 
 Anything refused or failing raises :class:`QueryError` with a one-line message.
 """
@@ -29,13 +35,15 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 import re
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+from fsspec import AbstractFileSystem
 
-__all__ = ["QueryError", "open_door", "admit", "run_query", "ADMITTED_TYPES", "REFUSED_FUNCTIONS"]
+__all__ = ["QueryError", "open_door", "admit", "run_query", "ReadOnlyFileSystem", "ADMITTED_TYPES", "REFUSED_FUNCTIONS"]
 
 ADMITTED_TYPES = frozenset({"SELECT"})
 
@@ -132,25 +140,142 @@ def _local_root(lake_root: str) -> str:
     return root
 
 
+def _door_root(lake_root: str, fs: AbstractFileSystem | None) -> str:
+    """The lake root the door confines queries to: a local folder, or (with ``fs``) an object-store URL."""
+    root = os.fspath(lake_root)
+    if fs is None or "://" not in root or root.startswith("file://"):
+        return _local_root(root)
+    proto, rest = root.split("://", 1)
+    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
+    if proto not in protocols:
+        raise QueryError(f"lake {lake_root}: its filesystem serves {'/'.join(protocols)}://, not {proto}://")
+    rest = rest.strip("/")
+    if not rest or posixpath.normpath("/" + rest) != "/" + rest:
+        raise QueryError(f"refused: the lake root {lake_root!r} is no bucket or folder of its own")
+    return f"{proto}://{rest}"
+
+
 def _allowed_directories(root: str) -> list[str]:
     """The lake root as given and as resolved (if a link leads to it), each with a trailing '/'."""
     dirs = [root + "/"]
+    if "://" in root:
+        return dirs
     real = os.path.realpath(root).rstrip("/")
     if real not in _NO_ROOT and real + "/" not in dirs:
         dirs.append(real + "/")
     return dirs
 
 
+# ------------------------------------------------------------------ a read-only filesystem
+class ReadOnlyFileSystem(AbstractFileSystem):
+    """An fsspec filesystem that reads through ``fs`` and refuses every write (PermissionError).
+
+    What the door registers on DuckDB for an object-store lake: DuckDB asks a registered filesystem to
+    open, list, glob, stat and also to write, delete, move and make folders; only the reads get through."""
+
+    cachable = False  # one wrapper per door, never shared through fsspec's instance cache
+
+    def __init__(self, fs: AbstractFileSystem):
+        super().__init__()
+        self._fs = fs
+        self.protocol = fs.protocol
+
+    def _strip_protocol(self, path):  # noqa: D102 - as the wrapped filesystem does it
+        return self._fs._strip_protocol(path)
+
+    def unstrip_protocol(self, name: str) -> str:
+        return self._fs.unstrip_protocol(name)
+
+    def _refuse(self, what: str, path) -> None:
+        raise PermissionError(f"vlalign query is read-only: {what} {path} refused")
+
+    # reads
+    def _open(self, path, mode="rb", block_size=None, autocommit=True, cache_options=None, **kwargs):
+        if mode != "rb":
+            self._refuse(f"opening (mode {mode!r})", path)
+        return self._fs.open(path, "rb", block_size=block_size, cache_options=cache_options, **kwargs)
+
+    def ls(self, path, detail=True, **kwargs):
+        return self._fs.ls(path, detail=detail, **kwargs)
+
+    def info(self, path, **kwargs):
+        return self._fs.info(path, **kwargs)
+
+    def glob(self, path, maxdepth=None, **kwargs):
+        return self._fs.glob(path, maxdepth=maxdepth, **kwargs)
+
+    def find(self, path, maxdepth=None, withdirs=False, detail=False, **kwargs):
+        return self._fs.find(path, maxdepth=maxdepth, withdirs=withdirs, detail=detail, **kwargs)
+
+    def exists(self, path, **kwargs):
+        return self._fs.exists(path, **kwargs)
+
+    def isdir(self, path):
+        return self._fs.isdir(path)
+
+    def isfile(self, path):
+        return self._fs.isfile(path)
+
+    def size(self, path):
+        return self._fs.size(path)
+
+    def modified(self, path):
+        return self._fs.modified(path)
+
+    def created(self, path):
+        return self._fs.created(path)
+
+    def ukey(self, path):
+        return self._fs.ukey(path)
+
+    # writes
+    def mkdir(self, path, create_parents=True, **kwargs):
+        self._refuse("making folder", path)
+
+    def makedirs(self, path, exist_ok=False):
+        self._refuse("making folder", path)
+
+    def rm(self, path, recursive=False, maxdepth=None):
+        self._refuse("deleting", path)
+
+    def rm_file(self, path):
+        self._refuse("deleting", path)
+
+    def rmdir(self, path):
+        self._refuse("deleting", path)
+
+    def mv(self, path1, path2, recursive=False, maxdepth=None, **kwargs):
+        self._refuse("moving", path1)
+
+    def cp_file(self, path1, path2, **kwargs):
+        self._refuse("copying to", path2)
+
+    def copy(self, path1, path2, recursive=False, maxdepth=None, on_error=None, **kwargs):
+        self._refuse("copying to", path2)
+
+    def touch(self, path, truncate=True, **kwargs):
+        self._refuse("touching", path)
+
+    def pipe_file(self, path, value, mode="overwrite", **kwargs):
+        self._refuse("writing", path)
+
+    def put_file(self, lpath, rpath, callback=None, mode="overwrite", **kwargs):
+        self._refuse("writing", rpath)
+
+
 # ------------------------------------------------------------------ the door
-def open_door(catalog_path: str, lake_root: str) -> duckdb.DuckDBPyConnection:
+def open_door(catalog_path: str, lake_root: str, fs: AbstractFileSystem | None = None) -> duckdb.DuckDBPyConnection:
     """A sealed read-only connection over the lake's catalog.
 
     A private in-memory DuckDB (its own instance: two doors never share settings, and a door always sees
     the catalog file that is there when it opens) with extension autoload/autoinstall and spilling off;
-    ``catalog_path`` attached READ_ONLY and made the default database; file access only under
+    ``catalog_path`` (a local file) attached READ_ONLY and made the default database; file access only under
     ``<lake_root>/``; external access off; configuration locked. Creates nothing anywhere.
+
+    ``fs``: for a lake on an object store (``lake_root`` a URL such as ``s3://bucket/lake``), its fsspec
+    filesystem; registered read-only (:class:`ReadOnlyFileSystem`). Without it, a URL root is refused.
     """
-    root = _local_root(lake_root)
+    root = _door_root(lake_root, fs)
     path = os.path.abspath(os.fspath(catalog_path))
     if not os.path.isfile(path):
         raise QueryError(f"no lake at {root}: {path} does not exist (run a sweep first)")
@@ -164,6 +289,8 @@ def open_door(catalog_path: str, lake_root: str) -> duckdb.DuckDBPyConnection:
     }
     con = duckdb.connect(":memory:", config=config)
     try:
+        if "://" in root:
+            con.register_filesystem(ReadOnlyFileSystem(fs))
         alias = Path(path).stem  # the name the catalog has when opened directly ('lake')
         con.execute(f"ATTACH {_quote(path)} AS {_ident(alias)} (READ_ONLY)")
         con.execute(f"USE {_ident(alias)}")
@@ -305,11 +432,13 @@ def _check_params(query_params: list[str], params: dict | None) -> dict | None:
     return params
 
 
-def run_query(catalog_path: str, lake_root: str, sql: str, params: dict | None = None) -> pa.Table:
+def run_query(catalog_path: str, lake_root: str, sql: str, params: dict | None = None,
+              fs: AbstractFileSystem | None = None) -> pa.Table:
     """Run one read-only SELECT over the lake's tables, with ``$name`` parameters bound from ``params``,
-    and return an Arrow table. Refusals and failures raise QueryError; the connection is always closed."""
-    root = _local_root(lake_root)
-    con = open_door(catalog_path, lake_root)
+    and return an Arrow table. Refusals and failures raise QueryError; the connection is always closed.
+    ``fs``: the filesystem of an object-store lake (see :func:`open_door`)."""
+    root = _door_root(lake_root, fs)
+    con = open_door(catalog_path, lake_root, fs)
     try:
         (query,) = admit(con, sql)
         try:
