@@ -90,11 +90,9 @@ def spec_items(lake: Lake, spec: SweepSpec, dataset: str, *, ingest: bool) -> pa
     if dataset not in names:
         raise ExplainInputError(f"--dataset {dataset!r}: the spec has data sets {names}")
     if not lake.exists(lake.items_path(dataset)) and ingest:
-        from vlalign.readers import DatasetSource
         from vlalign.tasks.extract import ingest_items
 
-        ds = spec.datasets[names.index(dataset)]
-        ingest_items.fn(lake.root, DatasetSource(ds.name, ds.format, ds.annotations, ds.images))
+        ingest_items.fn(lake.root, spec.datasets[names.index(dataset)].source())
     return lake_items(lake, dataset)
 
 

@@ -115,7 +115,7 @@ def extract_flow(
 
     lake = Lake.open(lake_root)
     lake.clean_tmp()
-    settings = {"dataset": dataset.__dict__, "encoders": encoders, "shard_size": shard_size, "domains": domains, "langs": langs}
+    settings = {"dataset": dataset.to_dict(), "encoders": encoders, "shard_size": shard_size, "domains": domains, "langs": langs}
     run_id = f"extract-{dataset.name[:100]}-{digest_json(settings)[:10]}"
     log = get_run_logger()
     with recorded_run(lake, run_id, "extract", settings, on_exit=lambda lk: refresh_or_log(lk, log)) as record:

@@ -76,7 +76,7 @@ def prepare_cells(sweep: SweepSpec, sizes: dict, lake: Lake, record: dict, devic
     concepts: dict[str, tuple] = {}
     encoders = list(sweep.vision_encoders) + list(sweep.text_encoders)
     for ds in sweep.datasets:
-        source = DatasetSource(ds.name, ds.format, ds.annotations, ds.images)
+        source = ds.source()
         parts = _encoder_parts(sweep, ds.name, main[ds.name], sizes[ds.name])
         domains = sorted({p for e in sweep.vision_encoders for p in parts[e]})
         langs = sorted({p for e in sweep.text_encoders for p in parts[e]})

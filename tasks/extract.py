@@ -3,51 +3,140 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
+import tempfile
+from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 from prefect import task
 
 from vlalign.extract import ShardSpec, embed_shard, plan_shards, shard_is_done, verify_shard
 from vlalign.lake import Lake
-from vlalign.digest import digest_json, digest_values
-from vlalign.readers import REJECT_SCHEMA, DatasetError, DatasetSource, read_dataset
+from vlalign.digest import digest_json, digest_values, finish, hasher, update, update_file
+from vlalign.readers import ITEM_SCHEMA, REJECT_SCHEMA, DatasetError, DatasetSource, ingest_batches
 
 
 @task(name="ingest_items")
 def ingest_items(lake_root: str, source: DatasetSource) -> dict:
     """Read a data set into canonical items in the lake (rewritten only when its content changed).
 
-    The new index is validated in full before anything in the lake changes: a data set that reads as
-    empty (an empty annotations file, a filter that matches nothing) raises and leaves the lake's items
-    and rejects as they were."""
+    The reader's batches stream into a temporary Parquet file (one row group each, every batch sorted by
+    image_id, item_id; emoji and coco are one batch), with the digest computed as they pass; the read kept
+    by the sweep's validation is used when there is one (vlalign.readers.ingest_batches). The new index is
+    validated in full before anything in the lake changes: a data set that reads as empty (an empty
+    annotations file, a filter that matches nothing) raises and leaves the lake's items and rejects as they were."""
     lake = Lake.open(lake_root)
-    result = read_dataset(source)
-    items = result.items.sort_by([("image_id", "ascending"), ("item_id", "ascending")])
-    if items.num_rows == 0:
-        raise DatasetError(
-            f"data set {source.name!r}: no usable items ({len(result.rejects)} rejected on read, e.g. "
-            f"{result.rejects[0]['reason'] if result.rejects else 'the source is empty'}); nothing in the lake was changed"
-        )
-    if len(set(items["item_id"].to_pylist())) != items.num_rows:
-        raise DatasetError(f"data set {source.name!r}: item ids are not unique; nothing in the lake was changed")
-    return store_items(lake, source.name, items, result.rejects, source.__dict__)
+    with ItemsWriter() as w:
+        for batch in ingest_batches(source):
+            w.add(batch.items.sort_by([("image_id", "ascending"), ("item_id", "ascending")]), batch.rejects)
+        if w.rows == 0:
+            raise DatasetError(
+                f"data set {source.name!r}: no usable items ({w.n_rejects} rejected on read, e.g. "
+                f"{w.first_reason or 'the source is empty'}); nothing in the lake was changed"
+            )
+        if w.duplicates:
+            raise DatasetError(f"data set {source.name!r}: item ids are not unique; nothing in the lake was changed")
+        return w.commit(lake, source.name, source.to_dict())
+
+
+ITEM_DIGEST_KEYS = ["item_id", "image_id", "image", "caption_id", "caption", "lang", "label", "sublabel", "domain"]
+
+
+class ItemsWriter:
+    """A data set's items and read rejects, written as batches arrive into local temporaries, then placed in the
+    lake (atomically, by Lake.write_bytes) by :meth:`commit`; nothing is placed when the writer is left early.
+
+    The items digest is the one of every lake so far: digest_values of each column's values, column after
+    column (``ITEM_DIGEST_KEYS``, then a digest per inline image). To compute it while streaming, each column's
+    length-prefixed values are spilled to a temporary file as its batch passes, and the spills are hashed in
+    order at the end: the same bytes reach the hasher as when the whole table was in memory."""
+
+    def __init__(self):
+        self._dir = tempfile.TemporaryDirectory(prefix="vlalign-items-")
+        self._items_path = os.path.join(self._dir.name, "items.parquet")
+        self._rejects_path = os.path.join(self._dir.name, "rejects.parquet")
+        # store_schema=False: the 'vlalign' metadata, known only at the end (the digest), then goes into the
+        # footer's key-value metadata, which is what Lake.read_metadata reads back
+        self._items = pq.ParquetWriter(self._items_path, ITEM_SCHEMA, compression="zstd", store_schema=False)
+        self._rejects = pq.ParquetWriter(self._rejects_path, REJECT_SCHEMA, compression="zstd", store_schema=False)
+        self._spills = [open(os.path.join(self._dir.name, f"column-{k}"), "wb") for k in range(len(ITEM_DIGEST_KEYS) + 1)]
+        self._ids: set[str] = set()
+        self.rows = self.n_rejects = self.duplicates = 0
+        self.first_reason: str | None = None
+
+    def __enter__(self) -> "ItemsWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for f in self._spills:
+            f.close()
+        for w in (self._items, self._rejects):
+            if w.is_open:
+                w.close()
+        self._dir.cleanup()
+
+    def add(self, items: pa.Table, rejects: list[dict] = ()) -> None:
+        """One batch: its items (ITEM_SCHEMA columns, in the order to store) and its read rejects."""
+        items = items.select(ITEM_SCHEMA.names).cast(ITEM_SCHEMA)
+        if items.num_rows:
+            self._items.write_table(items)
+        for key, f in zip(ITEM_DIGEST_KEYS, self._spills):
+            sink = _Spill(f)
+            for v in items[key].to_pylist():
+                update(sink, v)
+        sink = _Spill(self._spills[-1])
+        for b in items["image_bytes"].to_pylist():
+            update(sink, digest_values([b]) if b is not None else "")
+        for i in items["item_id"].to_pylist():
+            if i in self._ids:
+                self.duplicates += 1
+            self._ids.add(i)
+        self.rows += items.num_rows
+        if rejects:
+            self._rejects.write_table(pa.Table.from_pylist(list(rejects), schema=REJECT_SCHEMA))
+            self.n_rejects += len(rejects)
+            self.first_reason = self.first_reason or rejects[0]["reason"]
+
+    def digest(self) -> str:
+        h = hasher()
+        for f in self._spills:
+            f.flush()
+            update_file(h, f.name)
+        return finish(h)
+
+    def commit(self, lake: Lake, name: str, source: dict) -> dict:
+        """Place the items (only when their digest changed) and the read rejects (always) in the lake."""
+        digest = self.digest()
+        path = lake.items_path(name)
+        self._items.add_key_value_metadata({"vlalign": json.dumps({"digest": digest, "source": source}, sort_keys=True)})
+        self._items.close()
+        self._rejects.add_key_value_metadata({"vlalign": json.dumps({"digest": digest}, sort_keys=True)})
+        self._rejects.close()
+        if (lake.read_metadata(path) or {}).get("digest") != digest:
+            lake.write_bytes(path, Path(self._items_path).read_bytes())
+        rejects_path = lake.read_rejects_path(name)
+        lake.write_bytes(rejects_path, Path(self._rejects_path).read_bytes())
+        return {"path": path, "rejects_path": rejects_path, "digest": digest, "items": self.rows,
+                "rejects": self.n_rejects}
+
+
+class _Spill:
+    """A hasher-shaped sink (vlalign.digest.update feeds it) that writes to a file."""
+
+    def __init__(self, f):
+        self.update = f.write
 
 
 def store_items(lake: Lake, name: str, items: pa.Table, rejects: list[dict], source: dict) -> dict:
     """Write a data set's items (only when their content changed) and its read rejects."""
-    keys = ["item_id", "image_id", "image", "caption_id", "caption", "lang", "label", "sublabel", "domain"]
-    digest = digest_values(
-        [v for k in keys for v in items[k].to_pylist()]
-        + [digest_values([b]) if b is not None else "" for b in items["image_bytes"].to_pylist()]
-    )
-    path = lake.items_path(name)
-    if (lake.read_metadata(path) or {}).get("digest") != digest:
-        lake.write_table(path, items, metadata={"digest": digest, "source": source})
-    rejects_path = lake.read_rejects_path(name)
-    lake.write_table(rejects_path, pa.Table.from_pylist(rejects, schema=REJECT_SCHEMA), {"digest": digest})
-    return {"path": path, "rejects_path": rejects_path, "digest": digest, "items": items.num_rows,
-            "rejects": len(rejects)}
+    with ItemsWriter() as w:
+        w.add(items, rejects)
+        return w.commit(lake, name, source)
 
 
 @task(name="ingest_prompts")

@@ -61,15 +61,17 @@ def test_flow_embeds_every_item_once_and_records_three_rejects(prefect_server, c
 
     from vlalign.catalog import query
 
-    rejects = query(Lake.open(lake_root), "select item_id, reason from rejects order by item_id").to_pylist()
+    rejects = query(Lake.open(lake_root), "select stage, image_id, reason from rejects order by stage, image_id").to_pylist()
     assert len(rejects) == 3 and result["rejects"] == 3
-    reasons = " | ".join(r["reason"] for r in rejects)
-    assert "unreadable image 000000.jpg" in reasons and "missing image file" in reasons and "empty caption" in reasons
+    # the missing file and the empty caption on read; the garbage image where it is decoded, by the vision encoder
+    assert [(r["stage"], r["image_id"]) for r in rejects] == [("extract:mobilenetv2__avg", "1"), ("read", "16"), ("read", "2")]
+    assert "cannot decode image" in rejects[0]["reason"] and "000000.jpg" in rejects[0]["reason"]
+    assert "missing image file" in rejects[2]["reason"] and rejects[1]["reason"] == "empty caption"
     units = units_per_encoder(lake_root)
-    # 16 images: 2 bad files, 1 image whose only caption is empty -> 13 items embedded by each encoder
+    # 16 images: 1 missing, 1 whose only caption is empty -> 14 items; the garbage image is not embedded
     assert sorted(units) == ["minilm-l6__mean", "mobilenetv2__avg"]
     assert len(units["mobilenetv2__avg"]) == len(set(units["mobilenetv2__avg"])) == 13
-    assert len(units["minilm-l6__mean"]) == len(set(units["minilm-l6__mean"])) == 13
+    assert len(units["minilm-l6__mean"]) == len(set(units["minilm-l6__mean"])) == 14
 
     # a rerun computes nothing and rewrites nothing
     before = shard_files(lake_root)

@@ -787,7 +787,7 @@ def decompression_bomb_png() -> bytes:
 def test_bad_images_of_every_kind_are_reject_rows(prefect_server, tmp_path):
     """Fault: one image of a COCO set is garbage bytes, one a truncated JPEG, one a decompression bomb
     (a PNG whose header claims 30000 x 30000). Product: the real extraction flow (mobilenetv2) completes;
-    each bad image is one reject row with a reason (refused on read, or at decode in its shard).
+    each bad image is one reject row with a reason (at decode, in its shard: no image bytes are read before).
     Kept: every good image is embedded, once, with finite values."""
     ann, img = make_coco(tmp_path / "coco", n_images=7, captions_per_image=1, corrupt=1, truncated=1)
     doc = json.loads(ann.read_text())

@@ -48,7 +48,8 @@ def test_lists_make_a_grid():
     [
         (lambda d: d.update(colour="red"), r"spec: unknown key\(s\) \['colour'\]"),
         (lambda d: d["analyses"].update(cka={"kernel": ["rbf"]}), r"analyses.cka: unknown key\(s\) \['kernel'\]"),
-        (lambda d: d["datasets"][0].update(split="val"), r"datasets\[0\]: unknown key\(s\) \['split'\]"),
+        (lambda d: d["datasets"][0].update(shuffle="yes"), r"datasets\[0\]: unknown key\(s\) \['shuffle'\]"),
+        (lambda d: d["datasets"][0].update(split="val"), r"datasets\[0\]: format 'emoji' takes no 'split': it has no splits"),
         (lambda d: d.update(seeds=[]), r"seeds: empty list"),
         (lambda d: d.update(base_size=[]), r"base_size: empty list"),
         (lambda d: d.update(base_selection="kmeans"), r"base_selection: unknown value 'kmeans'"),
@@ -139,14 +140,15 @@ def test_a_list_where_one_value_belongs_is_refused(key):
 def test_unknown_keys_are_refused_at_every_level():
     def mutate(d):
         d["colour"] = "red"
-        d["datasets"][0]["split"] = "val"
+        d["datasets"][0]["shuffle"] = "yes"
         d["analyses"]["qap"]["iterations"] = 5
         d["extraction"]["workers"] = 2
 
     lines = _error(mutate).splitlines()
     assert len(lines) == 4  # one line a problem, every problem
     assert any(line.startswith("spec: unknown key(s) ['colour']; allowed: ['analyses', ") for line in lines)
-    assert "datasets[0]: unknown key(s) ['split']; allowed: ['annotations', 'domains', 'format', 'images', 'langs', 'name']" in lines
+    assert ("datasets[0]: unknown key(s) ['shuffle']; allowed: ['annotations', 'domains', 'format', 'images', 'lang', "
+            "'langs', 'name', 'split']") in lines
     assert "analyses.qap: unknown key(s) ['iterations']; allowed: ['kernel', 'restarts', 'tol']" in lines
     assert "extraction: unknown key(s) ['workers']; allowed: ['batch_size', 'shard_size']" in lines
 
@@ -172,7 +174,8 @@ def test_unknown_keys_are_refused_at_every_level():
         (lambda d: d["analyses"]["local_cka"].update(kernel="poly"), "analyses.local_cka.kernel: expected 'linear' or 'rbf'; got 'poly'"),
         (lambda d: d["extraction"].update(batch_size=True), "extraction.batch_size: expected an integer >= 1; got true"),
         (lambda d: d["extraction"].update(shard_size=0), "extraction.shard_size: expected an integer >= 1; got 0"),
-        (lambda d: d["datasets"][0].update(format="tfrecord"), "datasets[0].format: expected 'emoji' or 'coco'; got 'tfrecord'"),
+        (lambda d: d["datasets"][0].update(format="tfrecord"), "datasets[0].format: expected 'emoji', 'coco', 'karpathy', 'xtd', 'imagefolder', 'webdataset', "
+         "'img2dataset' or 'hf-imagefolder'; got 'tfrecord'"),
         (lambda d: d["datasets"][0].update(langs=[]), "datasets[0].langs: empty list; expected one value or a non-empty list"),
         (lambda d: d["datasets"].append({"name": "c", "format": "coco", "annotations": 5, "images": "img"}),
          "datasets[1].annotations: expected a string; got 5"),

@@ -1,13 +1,14 @@
 """The `vlalign` command: the user's door to the flows and the lake.
 
     vlalign encoders                      list the encoder catalog
-    vlalign datasets                      list the embedded data sets
+    vlalign datasets                      list the embedded data set and the data set formats
     vlalign extract --dataset emoji --encoders mobilenetv2,minilm-l6
     vlalign run [--spec sweep.yaml]       the main job (the sweep on the embedded default unless a spec is given)
     vlalign sweep SPEC.yaml               a sweep from a spec
     vlalign resume RUN_ID                 finish a run that failed or was killed
     vlalign query "SQL" [--format table|csv|json]
     vlalign report [RUN_ID] [--out DIR]   a summary, plots and report.html of a run
+    vlalign server status|stop            the background Prefect API server kept for later commands
     vlalign spec [SPEC.yaml] [--schema]   check a sweep spec (run id if valid), or print its JSON schema
     vlalign explain --item google/en/1f431 [--run RUN_ID] [--top N] --vision mobilenetv2 --text minilm-l6 --out DIR
 
@@ -65,10 +66,14 @@ def _add_cluster_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_dataset_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", type=_name("--dataset"), default="emoji", help="data set name ('emoji' is embedded; others need --format coco ...)")
-    p.add_argument("--format", default=None, choices=["emoji", "coco"], help="data set format (default: emoji for 'emoji', else coco)")
-    p.add_argument("--annotations", default=None, help="coco: captions annotations JSON")
-    p.add_argument("--images", default=None, help="coco: image folder")
+    from .formats import FORMAT_NAMES
+
+    p.add_argument("--dataset", type=_name("--dataset"), default="emoji", help="data set name ('emoji' is embedded; others need --format F --images PATH ...)")
+    p.add_argument("--format", default=None, choices=FORMAT_NAMES, help="data set format, see `vlalign datasets` (default: emoji for 'emoji', else coco)")
+    p.add_argument("--annotations", default=None, help="coco, karpathy: the JSON file; xtd: the caption files' folder or pattern; imagefolder: class names (optional)")
+    p.add_argument("--images", default=None, help="the image folder; webdataset: tar shards ('data-{000..009}.tar', a folder, one .tar); img2dataset, hf-imagefolder: the data set's folder")
+    p.add_argument("--split", default=None, help="karpathy: train|val|test|restval (comma-separated for several); hf-imagefolder: a split folder (default: all)")
+    p.add_argument("--lang", default=None, help="the captions' language, for formats with one language (default: en)")
     p.add_argument("--domains", default=None, help="comma-separated domains to embed (default: all)")
     p.add_argument("--langs", default=None, help="comma-separated caption languages to embed (default: all)")
 
@@ -80,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("encoders", help="list the encoder catalog")
     p.add_argument("--format", default="table", choices=["table", "json"])
 
-    sub.add_parser("datasets", help="list the embedded data sets")
+    sub.add_parser("datasets", help="list the embedded data set and the data set formats")
 
     p = sub.add_parser("extract", help="embed a data set with some encoders (sharded, resumable)")
     _add_dataset_args(p)
@@ -136,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the lake that holds the run and gets the `attributions` table (a run explain-<digest>)")
     p.add_argument("--threads", type=int, default=None)
 
+    p = sub.add_parser("server", help="the background Prefect API server vlalign keeps for later commands")
+    p.add_argument("action", choices=["status", "stop"])
+
     p = sub.add_parser("spec", help="check a sweep spec and print its run id, or print the spec format's JSON schema")
     p.add_argument("spec", nargs="?", default=None, help="a sweep spec (default: the built-in default spec)")
     p.add_argument("--schema", action="store_true", help="print the JSON schema of sweep specs (for editors) and exit")
@@ -143,10 +151,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _dataset_source(args):
+    from .formats import FORMATS, default_format, key_problems
     from .readers import DatasetSource
 
-    fmt = args.format or ("emoji" if args.dataset == "emoji" else "coco")
-    return DatasetSource(name=args.dataset, format=fmt, annotations=args.annotations, images=args.images)
+    fmt = args.format or default_format(args.dataset)
+    problems = key_problems(fmt, args.annotations, args.images, args.split, args.lang)
+    if problems:  # in the command line's words
+        for k in ("annotations", "images", "split", "lang", "langs"):
+            problems = [p.replace(f"{k!r}", f"--{k}") for p in problems]
+        raise ValueError(f"--format {fmt}: " + "; ".join(problems) + f" (usage: --format {fmt} {FORMATS[fmt].usage})")
+    return DatasetSource(name=args.dataset, format=fmt, annotations=args.annotations, images=args.images,
+                         lang=args.lang or "en", split=args.split)
 
 
 def cmd_encoders(args) -> int:
@@ -169,21 +184,27 @@ def cmd_encoders(args) -> int:
 
 
 def cmd_datasets(args) -> int:
+    from .formats import FORMATS
     from .readers import EMOJI_DOMAINS, EMOJI_LANGS
 
     print("emoji   embedded   1906 emoji x domains " + ",".join(EMOJI_DOMAINS) + "; captions in " + ",".join(EMOJI_LANGS))
     print("        labels: label = CLDR category, sublabel = subcategory; see data/README.md")
-    print("coco    format     --format coco --annotations captions.json --images DIR (COCO 2017, NoCaps)")
+    print("\nformats (vlalign extract --dataset NAME --format F --images PATH [--annotations FILE]; the same keys in a spec):")
+    width = max(len(f) for f in FORMATS)
+    for f in FORMATS.values():
+        print(f"  {f.name:<{width}}  {f.summary}")
     return 0
 
 
 def cmd_extract(args) -> int:
     from .encoders import preflight
+    from .readers import check_dataset
 
     source = _dataset_source(args)
-    source.check()
+    source.check()  # the cheap checks: the files exist, the structure is sound
     encoders = _csv(args.encoders) or []
     preflight(encoders)  # before any Prefect or Dask start-up
+    check_dataset(source)  # a one-file index (emoji, coco, karpathy) is read now, and kept for the ingest
     from .flows.extract import extract_flow
     from .flows.runtime import dask_task_runner, prefect_api
 
@@ -327,7 +348,27 @@ def _explain_inputs(args, lake):
     return wanted, rows, {g: bs.pairs for g, bs in sets.items()}, source, margins
 
 
-COMMANDS = {"encoders": cmd_encoders, "datasets": cmd_datasets, "extract": cmd_extract, "spec": cmd_spec,
+def cmd_server(args) -> int:
+    """`vlalign server status|stop`: the home Prefect API server (flows/apiserver.py) of $PREFECT_HOME."""
+    from pathlib import Path
+
+    from .flows.apiserver import HomeServer
+
+    server = HomeServer(Path(os.environ["PREFECT_HOME"]), 0)
+    state = server.running()
+    if args.action == "status":
+        if os.environ.get("PREFECT_API_URL"):
+            print(f"PREFECT_API_URL is set: commands use {os.environ['PREFECT_API_URL']}")
+        if state:
+            print(f"running: {state['url']} (pid {state['pid']}, stops after {state['keep']:.0f}s unused)")
+        else:
+            print(f"not running (the next flow command starts one; home {server.home})")
+        return 0
+    print("stopped" if server.stop() else "not running")
+    return 0
+
+
+COMMANDS = {"server": cmd_server, "encoders": cmd_encoders, "datasets": cmd_datasets, "extract": cmd_extract, "spec": cmd_spec,
             "explain": cmd_explain}
 
 

@@ -213,8 +213,11 @@ def shard_is_done(lake: Lake, spec: ShardSpec) -> bool:
 
 
 def shard_inputs(lake: Lake, spec: ShardSpec) -> tuple[list[str], list]:
-    """The unit ids and raw inputs (image sources or caption strings) of a shard, checked against its digest."""
-    from .readers import image_source
+    """The unit ids and raw inputs (image references or caption strings) of a shard, checked against its digest.
+
+    An image is not read here: inline bytes, a path, or a tar member's byte range (vlalign.readers.image_ref),
+    read one at a time by :func:`embed_shard`, so that an unreadable one is that unit's reject only."""
+    from .readers import image_ref
 
     items_path = lake.items_path(spec.dataset)
     part_col = "domain" if spec.modality == "vision" else "lang"
@@ -228,7 +231,7 @@ def shard_inputs(lake: Lake, spec: ShardSpec) -> tuple[list[str], list]:
     if digest_values(units.ids + units.content_keys) != spec.data_digest:
         raise RuntimeError(f"shard {spec.path}: the items changed since the plan was made; rerun to re-plan")
     if spec.modality == "vision":
-        inputs = [image_source(p, b) for p, b in zip(table["image"].to_pylist(), table["image_bytes"].to_pylist())]
+        inputs = [image_ref(p, b) for p, b in zip(table["image"].to_pylist(), table["image_bytes"].to_pylist())]
     else:
         inputs = units.content_keys
     return units.ids, inputs
@@ -237,6 +240,7 @@ def shard_inputs(lake: Lake, spec: ShardSpec) -> tuple[list[str], list]:
 def embed_shard(lake: Lake, spec: ShardSpec, encoder, batch_size: int = 32) -> dict:
     """Embed one shard with a loaded encoder and write it (and its rejects) atomically. Returns a summary."""
     from .encoders import decode_image
+    from .readers import load_image_input
 
     t0 = time.perf_counter()
     ids, inputs = shard_inputs(lake, spec)
@@ -244,6 +248,11 @@ def embed_shard(lake: Lake, spec: ShardSpec, encoder, batch_size: int = 32) -> d
     good_ids, good_inputs = [], []
     for uid, x in zip(ids, inputs):
         if spec.modality == "vision":
+            try:
+                x = load_image_input(x)  # a tar member: one byte-range read of its tar
+            except OSError as e:  # a missing or truncated tar: this image's problem only
+                rejects.append(_extract_reject(spec, uid, f"cannot read image: {e}"))
+                continue
             try:
                 x = decode_image(x)
             except Exception as e:  # one bad image (any kind, a decompression bomb too) must not sink the shard

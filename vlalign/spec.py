@@ -22,6 +22,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, Vali
 from pydantic_core import PydanticCustomError, core_schema
 
 from .digest import finish, hasher
+from .formats import FORMAT_NAMES, default_format, key_problems
 from .names import SafeName, name_error
 
 DEFAULT_SPEC = Path(__file__).resolve().parent / "sweeps" / "default.yaml"
@@ -46,7 +47,7 @@ MATCHING_METHODS = ("qap", "local_cka")
 RETRIEVAL_METHODS = ("local_cka",)
 BASELINES = ("linear_regression", "relative", "procrustes", "cosine")
 BASE_SELECTIONS = ("random", "kmeans_image", "kmeans_text")
-FORMATS = ("emoji", "coco")
+FORMATS = FORMAT_NAMES  # vlalign/formats.py: emoji, coco, karpathy, xtd, imagefolder, webdataset, img2dataset, hf-imagefolder
 
 
 class SpecError(ValueError):
@@ -64,6 +65,15 @@ class DatasetSpec:
     images: str | None = None
     domains: tuple[str, ...] | None = None
     langs: tuple[str, ...] | None = None
+    split: str | None = None  # added later: left out of to_json() while None
+    lang: str | None = None  # added later: left out of to_json() while None
+
+    def source(self):
+        """The reader's view of this data set (vlalign.readers.DatasetSource)."""
+        from .readers import DatasetSource
+
+        return DatasetSource(self.name, self.format, self.annotations, self.images, lang=self.lang or "en",
+                             split=self.split)
 
 
 @dataclass(frozen=True)
@@ -196,6 +206,10 @@ class SweepSpec:
         their defaults, and a single debiased flag is written as before, so older specs keep their run ids."""
         d = asdict(self)
         d.pop("source")
+        for ds in d["datasets"]:
+            for key in ("split", "lang"):
+                if ds[key] is None:
+                    ds.pop(key)
         for key, value in _LATER_KEYS.items():
             if d.get(key) == value:
                 d.pop(key)
@@ -308,14 +322,24 @@ class _Model(BaseModel):
 
 
 class DatasetModel(_Model):
-    """One data set: the embedded emoji set, or COCO-format captions and images."""
+    """One data set: the embedded emoji set, or files in one of the formats (vlalign/formats.py,
+    `vlalign datasets`)."""
 
     name: SafeName = Field(description="the data set's name ('emoji' is embedded); letters, digits, '.', '_', '-'")
     format: Optional[Literal[FORMATS]] = Field(
-        None, description="emoji or coco (default: emoji for the data set named emoji, coco otherwise)"
+        None, description=f"{', '.join(FORMATS)} (default: emoji for the data set named emoji, coco otherwise)"
     )
-    annotations: Optional[Annotated[str, Strict()]] = Field(None, description="coco: the captions annotations JSON file")
-    images: Optional[Annotated[str, Strict()]] = Field(None, description="coco: the image folder")
+    annotations: Optional[Annotated[str, Strict()]] = Field(
+        None, description="coco, karpathy: the JSON file; xtd: the folder (or a pattern) of the caption files; "
+        "imagefolder: an optional class names file (text, one a line, or JSON {folder: name})")
+    images: Optional[Annotated[str, Strict()]] = Field(
+        None, description="the image folder; webdataset: tar shards (a brace pattern, a folder of .tar, or one .tar); "
+        "img2dataset: its output folder; hf-imagefolder: the folder with metadata.jsonl|csv")
+    split: Optional[Annotated[str, Strict()]] = Field(
+        None, description="karpathy: train, val, test or restval (comma-separated for several); hf-imagefolder: "
+        "a split folder; default: all")
+    lang: Optional[Annotated[str, Strict()]] = Field(
+        None, description="the captions' language for formats with one language (default: en)")
     domains: Optional[Strings] = Field(None, description="visual domains to use (emoji: google, twitter); default: all")
     langs: Optional[Strings] = Field(
         None, description="caption languages to use (emoji: en de es fr it ja ko pl ru zh); default: all"
@@ -324,9 +348,10 @@ class DatasetModel(_Model):
     @model_validator(mode="after")
     def _format_and_files(self) -> DatasetModel:
         if self.format is None:
-            self.format = "emoji" if self.name == "emoji" else "coco"
-        if self.format == "coco" and not (self.annotations and self.images):
-            raise _error("format 'coco' needs 'annotations' (a JSON file) and 'images' (a folder)")
+            self.format = default_format(self.name)
+        problems = key_problems(self.format, self.annotations, self.images, self.split, self.lang)
+        if problems:
+            raise _error("; ".join(problems))
         return self
 
 
@@ -524,7 +549,7 @@ class SweepSpecModel(_Model):
         "letters, digits, '.', '_', '-'"
     )
     datasets: list[DatasetModel] = Field(
-        min_length=1, description="list of {name, format: emoji|coco, annotations, images, domains: [...], langs: [...]}"
+        min_length=1, description="list of {name, format, annotations, images, split, lang, domains: [...], langs: [...]}"
     )
     vision_encoders: Strings = Field(description="catalog or hub names; every combination with the text encoders is analysed")
     text_encoders: Strings = Field(description="catalog or hub names; every combination with the vision encoders is analysed")
@@ -590,7 +615,7 @@ class SweepSpecModel(_Model):
             name=self.name,
             datasets=tuple(
                 DatasetSpec(name=d.name, format=d.format, annotations=d.annotations, images=d.images,
-                            domains=d.domains, langs=d.langs)
+                            domains=d.domains, langs=d.langs, split=d.split, lang=d.lang)
                 for d in self.datasets
             ),
             vision_encoders=self.vision_encoders, text_encoders=self.text_encoders,
@@ -802,9 +827,12 @@ def main_selections(spec: SweepSpec, sizes: dict) -> dict[str, list[tuple[str, s
 def validate_against_world(spec: SweepSpec) -> dict[str, dict[tuple[str, str], int]]:
     """Checks that need the catalog and the data: encoders exist (and have the right modality), data sets
     read, base + query fit in every selection, the studies' domains, languages and labels exist.
-    Returns {dataset: {(domain, lang): number of pairs}} for the main grid and the studies' selections."""
+    Returns {dataset: {(domain, lang): number of pairs}} for the main grid and the studies' selections.
+
+    Each data set's index is read once per process (vlalign.readers.read_dataset keeps the read while its files
+    are unchanged): a second validation, and the ingest that follows, reuse it. Image bytes are not read here."""
     from .encoders import EncoderError, preflight
-    from .readers import DatasetSource, read_dataset
+    from .readers import read_dataset
 
     try:
         preflight(list(spec.vision_encoders), modality="vision")
@@ -814,7 +842,7 @@ def validate_against_world(spec: SweepSpec) -> dict[str, dict[tuple[str, str], i
     sizes: dict[str, dict[tuple[str, str], int]] = {}
     labels: dict[str, dict[str, set]] = {}
     for i, ds in enumerate(spec.datasets):
-        source = DatasetSource(ds.name, ds.format, ds.annotations, ds.images)
+        source = ds.source()
         extra_domains, extra_langs = study_parts(spec, ds)
         domains = sorted(set(ds.domains) | extra_domains) if ds.domains else None
         langs = sorted(set(ds.langs) | extra_langs) if ds.langs else None
