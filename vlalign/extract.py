@@ -19,7 +19,9 @@ shards of their plan, so a shard outside the plan is never read.
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -212,6 +214,37 @@ def shard_is_done(lake: Lake, spec: ShardSpec) -> bool:
     return table is not None
 
 
+_UNIT_COLUMNS = {"vision": ["image_id", "domain", "image", "image_bytes"], "text": ["caption_id", "lang", "caption"]}
+_PARTS: "OrderedDict[tuple, pa.Table | None]" = OrderedDict()
+_PARTS_LOCK = threading.Lock()
+PART_CACHE_SIZE = 4  # parts kept per process: a worker runs the shards of one part after another
+
+
+def part_units(lake: Lake, items_path: str, modality: str, part: str) -> pa.Table | None:
+    """The sorted unique units of one part of a data set's items (``unit_table``), read once per process.
+
+    Every shard of a part needs the same table; reading and de-duplicating the items file for each shard cost
+    0.3-1 s per shard of 256 images (a tenth to a third of its compute). The cache is keyed by the items file's
+    content digest (its footer), so new items are never served from an old entry; each shard still checks
+    its own slice against the digest in its plan."""
+    digest = (lake.read_metadata(items_path) or {}).get("digest")
+    key = (items_path, digest, modality, part)
+    with _PARTS_LOCK:
+        if key in _PARTS:
+            _PARTS.move_to_end(key)
+            return _PARTS[key]
+    part_col = "domain" if modality == "vision" else "lang"
+    with lake.fs.open(items_path, "rb") as f:
+        items = pq.read_table(f, columns=_UNIT_COLUMNS[modality], filters=[(part_col, "=", part)])
+    table = unit_table(items, modality).get(part)
+    if digest is not None:
+        with _PARTS_LOCK:
+            _PARTS[key] = table
+            while len(_PARTS) > PART_CACHE_SIZE:
+                _PARTS.popitem(last=False)
+    return table
+
+
 def shard_inputs(lake: Lake, spec: ShardSpec) -> tuple[list[str], list]:
     """The unit ids and raw inputs (image references or caption strings) of a shard, checked against its digest.
 
@@ -220,10 +253,7 @@ def shard_inputs(lake: Lake, spec: ShardSpec) -> tuple[list[str], list]:
     from .readers import image_ref
 
     items_path = lake.items_path(spec.dataset)
-    part_col = "domain" if spec.modality == "vision" else "lang"
-    with lake.fs.open(items_path, "rb") as f:
-        items = pq.read_table(f, filters=[(part_col, "=", spec.part)])
-    table = unit_table(items, spec.modality).get(spec.part)
+    table = part_units(lake, items_path, spec.modality, spec.part)
     if table is None:
         raise RuntimeError(f"shard {spec.path}: part {spec.part!r} no longer in {items_path}")
     table = table.slice(spec.start, spec.size)
