@@ -51,7 +51,7 @@ def main() -> None:
     doc = QUICK if args.quick else (resolve_spec(args.spec).source if args.spec else load_spec().source)
     spec = parse_spec(doc)
     lake_root = args.lake or os.path.join(work, "lake")
-    with prefect_api():
+    with prefect_api(keep=0):  # a temporary API server: nothing outlives the benchmark
         runner = lambda: dask_task_runner(None, args.workers)  # noqa: E731
         print("warming up: extraction (not timed) ...", flush=True)
         sweep_flow.with_options(task_runner=runner())(spec=doc, lake_root=lake_root, run_id="bench-warmup")

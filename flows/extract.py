@@ -41,6 +41,50 @@ class Progress:
         self.log.info("%-20s %6d/%-6d items  %s  %s, %d rejects", enc, self.done[enc], self.total[enc], speed, where, summary["rejects"])
 
 
+class Preload:
+    """Start the flow's Dask cluster and have every worker load the encoders, in a background thread, while
+    the parent reads the data set and plans: cluster start-up and model loading overlap the ingest.
+
+    Only for a first extraction (some encoder has no embeddings of this data set in the lake yet): a rerun
+    that finds its shards done never starts a cluster for nothing. Best effort: a failure is logged and the
+    shards then load their models themselves. Join before submitting (the task runner's client is created once)."""
+
+    def __init__(self, thread=None):
+        self.thread = thread
+
+    @classmethod
+    def start(cls, lake: Lake, dataset: str, specs, device: str | None) -> "Preload":
+        import threading
+
+        from prefect.context import FlowRunContext
+
+        ctx = FlowRunContext.get()
+        runner = getattr(ctx, "task_runner", None)
+        if runner is None or not hasattr(runner, "client"):  # not a DaskTaskRunner: nothing to warm
+            return cls()
+        fresh = [s.name for s in specs
+                 if not lake.exists(lake.path("embeddings", f"dataset={dataset}", f"encoder={s.lake_name}"))]
+        if not fresh:
+            return cls()
+        log = get_run_logger()
+
+        def warm() -> None:
+            from vlalign.tasks.extract import preload_encoders
+
+            try:
+                runner.client.run(preload_encoders, fresh, device)  # returns at once: loads in a thread
+            except Exception as e:  # noqa: BLE001 - an optimisation only
+                log.warning("could not preload encoders on the workers: %s", e)
+
+        t = threading.Thread(target=warm, name="vlalign-preload", daemon=True)
+        t.start()
+        return cls(t)
+
+    def join(self) -> None:
+        if self.thread is not None:
+            self.thread.join()
+
+
 def run_extraction(
     dataset: DatasetSource,
     encoders: list[str],
@@ -63,8 +107,10 @@ def run_extraction(
     specs = preflight(encoders)  # fails on unknown or unloadable names before any shard runs
     digests = {s.name: weights_digest(s) for s in specs}
     lake = Lake.open(lake_root)
+    warm = Preload.start(lake, dataset.name, specs, device)  # workers load models while this process ingests
     ingested = ingested or ingest_items(lake.root, dataset)
     planned, todo = plan_extraction(lake.root, dataset.name, specs, digests, shard_size, domains, langs, parts)
+    warm.join()
     log.info(
         "%s: %d items (%d rejected on read); %d shards planned for %d encoders, %d already in the lake, %d to compute",
         dataset.name, ingested["items"], ingested["rejects"], len(planned), len(specs), len(planned) - len(todo), len(todo),

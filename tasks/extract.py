@@ -184,6 +184,24 @@ def plan_extraction(
     return planned, todo
 
 
+def preload_encoders(names: list[str], device: str | None = None) -> None:
+    """Load ``names`` into this process's encoder cache in a background thread and return at once (run on every
+    Dask worker with ``client.run`` while the flow ingests). A shard that needs a model being loaded waits for it
+    (vlalign.encoders' load locks); one that fails to load here is loaded, or fails, in its shard as usual."""
+    import threading
+
+    from vlalign.encoders import load_encoder
+
+    def load() -> None:
+        for name in names:
+            try:
+                load_encoder(name, device=device)
+            except Exception:  # noqa: BLE001 - the shard reports it
+                pass
+
+    threading.Thread(target=load, name="vlalign-preload", daemon=True).start()
+
+
 @functools.lru_cache(maxsize=1)
 def _worker_threads() -> int | None:
     """This worker's share of its host's cores: cores / (task slots of all workers on the same host).
