@@ -25,7 +25,6 @@ Memory should not grow with N: the second size doubles the first.
 from __future__ import annotations
 
 import argparse
-import glob
 import io
 import json
 import os
@@ -39,7 +38,8 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
+
+from bench_extract import flow_window  # first shard's start to last shard's end, from the shards' metadata
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -210,18 +210,6 @@ class TreeSampler:
         self._t.join()
 
 
-def shard_window(lake: str) -> float:
-    import pyarrow.parquet as pq
-
-    starts, ends = [], []
-    for f in glob.glob(os.path.join(lake, "embeddings", "**", "*.parquet"), recursive=True):
-        md = json.loads(pq.read_schema(f).metadata[b"vlalign"])
-        end = os.path.getmtime(f)
-        starts.append(end - md["seconds"])
-        ends.append(end)
-    return max(ends) - min(starts)
-
-
 def run_size(n: int, work: Path, encoders: list[str], fmt: str, workers: int, rates: dict[str, float]) -> dict:
     data = work / "data"
     t0 = time.perf_counter()
@@ -246,7 +234,7 @@ def run_size(n: int, work: Path, encoders: list[str], fmt: str, workers: int, ra
     if rc != 0:
         sys.exit(f"vlalign extract failed (exit {rc}); see {work / f'extract-{n}.log'}")
     bare = sum(n / rates[e] for e in encoders)
-    window = shard_window(str(lake))
+    window = flow_window(str(lake))
     return {"n": n, "data_seconds": t_data, "wall": wall, "window": window, "bare": bare, "peak": mem.peak}
 
 
@@ -271,6 +259,7 @@ def main() -> None:
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-load-")).resolve()
     work.mkdir(parents=True, exist_ok=True)
     env_home = work / "home"
+    (env_home / ".prefect").mkdir(parents=True, exist_ok=True)
     os.environ["VLALIGN_HOME"] = str(env_home)
     os.environ["PREFECT_HOME"] = str(env_home / ".prefect")
     os.environ.pop("PREFECT_API_URL", None)
