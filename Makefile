@@ -17,7 +17,7 @@ run: $(STAMP)
 test: $(STAMP)
 	bash scripts/install_chromium.sh   # headless Chromium for the report test: apt-get as root (CI), else a hint
 	bash scripts/install_wordnet.sh    # WordNet for the polysemy breakdown: apt-get as root (CI), else a hint
-	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -q --durations=15 $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	for b in bench/bench_*.py; do echo "== $$b"; $(VENV)/bin/python $$b --quick || exit 1; done
