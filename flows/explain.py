@@ -30,6 +30,7 @@ from vlalign.encoders import get_encoder, load_encoder, weights_digest
 from vlalign.explain import fit_linear_map
 from vlalign.extract import embed_shard, plan_shards, shard_is_done
 from vlalign.lake import Lake
+from vlalign.runs import run_ids
 from vlalign.spec import DEFAULT_SPEC, SweepSpec, load_spec, parse_spec
 
 ITEM_COLUMNS = ["item_id", "image_id", "image", "image_bytes", "caption_id", "caption", "lang", "domain"]
@@ -69,8 +70,8 @@ def load_run(lake: Lake, run_id: str) -> tuple[dict, SweepSpec]:
     """The run's record and its sweep spec (only sweeps have matching cells)."""
     path = lake.run_path(run_id)
     if not lake.exists(path):
-        known = sorted(p.rsplit("run=", 1)[1].removesuffix(".json") for p in lake.glob(lake.path("runs", "run=*.json")))
-        raise ExplainInputError(f"--run {run_id!r}: no such run in the lake {lake.root} (runs: {', '.join(known) or 'none'})")
+        raise ExplainInputError(f"--run {run_id!r}: no such run in the lake {lake.root} "
+                                f"(runs: {', '.join(run_ids(lake)) or 'none'})")
     record = lake.read_json(path)
     if record.get("flow") != "sweep":
         raise ExplainInputError(f"--run {run_id!r} is a {record.get('flow')!r} run; explain needs a sweep run (its matching cells)")
@@ -119,14 +120,12 @@ def find_items(items: pa.Table, item_ids: list[str], dataset: str) -> dict[str, 
 
 
 def base_set(lake: Lake, spec: SweepSpec, dataset: str, domain: str, lang: str, vision: str, text: str, seed: int,
-             *, run: tuple[str, dict] | None = None, threads: int | None = None,
+             *, run: tuple[str, dict] | None = None, items: pa.Table | None = None, threads: int | None = None,
              log: Callable[[str], None] = print) -> BaseSet:
     """The base of the main-grid matching cell of (``dataset``/``domain``/``lang``, ``vision`` x ``text``,
     ``seed``) under ``spec``. With ``run`` (run id, record): the run's cell, whose shards must be in the lake.
-    Without: the missing shards are embedded here first."""
-    names = [d.name for d in spec.datasets]
-    if dataset not in names:
-        raise ExplainInputError(f"--dataset {dataset!r}: the spec has data sets {names}")
+    Without: the missing shards are embedded here first. ``items``: the data set's lake items (:func:`spec_items`)
+    if the caller has read them already."""
     for flag, name, have in (("--vision", vision, spec.vision_encoders), ("--text", text, spec.text_encoders)):
         if name not in have:
             raise ExplainInputError(f"{flag} {name!r}: not an encoder of {'run ' + run[0] if run else 'the default spec'} "
@@ -135,12 +134,13 @@ def base_set(lake: Lake, spec: SweepSpec, dataset: str, domain: str, lang: str, 
         raise ExplainInputError(f"--seed {seed}: {'run ' + run[0] if run else 'the default spec'} has seeds {list(spec.seeds)}")
     if not spec.has_matching:
         raise ExplainInputError(f"{'run ' + run[0] if run else 'the spec'} has no matching cells (analyses.matching is empty)")
-    items = spec_items(lake, spec, dataset, ingest=run is None)
+    if items is None:
+        items = spec_items(lake, spec, dataset, ingest=run is None)
     embeddings = {}
     for name, part, col in ((vision, domain, "domain"), (text, lang, "lang")):
         enc = get_encoder(name)
         sel = items.filter(pc.equal(items[col], part))
-        shards = [s for s in plan_shards(lake, dataset, sel, enc, weights_digest(enc), spec.shard_size)]
+        shards = plan_shards(lake, dataset, sel, enc, weights_digest(enc), spec.shard_size)
         missing = [s for s in shards if not shard_is_done(lake, s)]
         if missing and run is not None:
             raise ExplainInputError(f"run {run[0]}: {len(missing)} of {len(shards)} shards of {name} ({part}) are not "
@@ -148,12 +148,12 @@ def base_set(lake: Lake, spec: SweepSpec, dataset: str, domain: str, lang: str, 
         if missing:
             t0 = time.perf_counter()
             encoder = load_encoder(name, threads=threads)
-            done = 0
+            done, total = 0, sum(m.size for m in missing)
             for s in missing:
                 embed_shard(lake, s, encoder, batch_size=8)
                 done += s.size
-                log(f"  embedding {name} ({part}) for the default split: {done}/{sum(m.size for m in missing)} "
-                    f"units, {done / (time.perf_counter() - t0):.1f}/s")
+                log(f"  embedding {name} ({part}) for the default split: {done}/{total} units, "
+                    f"{done / (time.perf_counter() - t0):.1f}/s")
         embeddings[(dataset, name, part)] = Embeddings.of(lake, name, enc.lake_name, part, shards)
     path, digest = write_pairs(lake, dataset, domain, lang)
     one = dataclasses.replace(spec, vision_encoders=(vision,), text_encoders=(text,), cka=None, cross_domain=None,

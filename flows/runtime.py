@@ -48,7 +48,6 @@ def prefect_api(keep: float | None = None) -> Iterator[str]:
         yield url
         return
     keep = float(os.environ.get("VLALIGN_API_KEEP", "1800")) if keep is None else keep
-    server = None
     if keep > 0:
         from .apiserver import HomeServer
 

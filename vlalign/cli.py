@@ -329,8 +329,8 @@ def _explain_inputs(args, lake):
         top_sel = main_selection(spec, items_table, dataset)
         top_sel = (args.domain or top_sel[0], args.lang or top_sel[1])
         groups.add(top_sel)
-    sets = {g: base_set(lake, spec, dataset, g[0], g[1], args.vision, args.text, seed, run=run, threads=args.threads)
-            for g in sorted(groups)}
+    sets = {g: base_set(lake, spec, dataset, g[0], g[1], args.vision, args.text, seed, run=run, items=items_table,
+                        threads=args.threads) for g in sorted(groups)}
     margins = {}
     if top_sel:
         bs = sets[top_sel]
@@ -341,8 +341,9 @@ def _explain_inputs(args, lake):
             if iid not in rows:
                 wanted.append(iid)
         rows.update(find_items(items_table, [i for i in wanted if i not in rows], dataset))
+    base_ids = {g: set(bs.base_ids) for g, bs in sets.items()}
     for iid, r in rows.items():
-        if r["image_id"] in set(sets[(r["domain"], r["lang"])].base_ids):
+        if r["image_id"] in base_ids[(r["domain"], r["lang"])]:
             print(f"note: {iid} is itself one of the base pairs the map is fitted on")
     source = "; ".join(bs.describe() for bs in sets.values())
     return wanted, rows, {g: bs.pairs for g, bs in sets.items()}, source, margins

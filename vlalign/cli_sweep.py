@@ -49,8 +49,9 @@ def cmd_resume(args) -> int:
     lake = Lake.existing(args.lake)
     path = lake.run_path(args.run_id)
     if not lake.exists(path):
-        known = [p.rsplit("run=", 1)[-1][:-5] for p in lake.glob(lake.path("runs", "*.json"))]
-        raise FileNotFoundError(f"no run {args.run_id!r} in {lake.root}; known runs: {known or 'none'}")
+        from .runs import run_ids
+
+        raise FileNotFoundError(f"no run {args.run_id!r} in {lake.root}; known runs: {run_ids(lake) or 'none'}")
     record = lake.read_json(path)
     print(f"resuming run {args.run_id} (was {record.get('status')}, {record.get('cells_done')}/{record.get('cells_total')} cells)")
     return _run_sweep(args, record["spec"], args.run_id)

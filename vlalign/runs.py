@@ -25,6 +25,11 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
+def run_ids(lake: Lake) -> list[str]:
+    """The ids of the runs recorded in the lake, sorted (for "no such run" messages)."""
+    return sorted(p.rsplit("run=", 1)[1].removesuffix(".json") for p in lake.glob(lake.path("runs", "run=*.json")))
+
+
 def start_record(lake: Lake, run_id: str, flow: str, spec: Any) -> dict:
     """A new 'running' record (keeping the first start time of a run that is resumed), written at once."""
     path = lake.run_path(run_id)
