@@ -1,6 +1,6 @@
 """Bench: the CKA grid (every vision x text encoder pair) against a per-pair dense-H implementation.
 
-Engine: vlalign.cka.cka_grid (each Gram built and centred once; linear in feature space when n > d).
+Engine: vlalign.methods.cka.cka_grid (each Gram built and centred once; linear in feature space when n > d).
 Reference: tests/reference.py::cka_dense_h, the research code's way: for every pair, three HSIC calls, each
 building both Grams and centring them as H K H with a dense H. The reference is slow (about 80 s per pair at
 n = 5000 on 2 cores), so by default it is timed on --ref-pairs pairs per kernel and extrapolated to the whole
@@ -25,7 +25,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import reference  # noqa: E402
 
-from vlalign.cka import cka_grid  # noqa: E402
+from vlalign.methods.cka import cka_grid  # noqa: E402
 
 VISION_DIMS = {"vit_s": 384, "vit_b": 768, "vit_l": 1024, "effnet": 1280}
 TEXT_DIMS = {"minilm": 384, "mpnet": 768, "roberta_l": 1024}

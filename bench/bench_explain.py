@@ -1,4 +1,4 @@
-"""One feature-pair explanation (integrated Jacobians, vlalign.explain) of mobilenetv2 x minilm-l6 on CPU.
+"""One feature-pair explanation (integrated Jacobians, vlalign.methods.attribution) of mobilenetv2 x minilm-l6 on CPU.
 
 The linear map is fitted on base pairs of the embedded emoji set (google, en) that exclude the explained
 emoji; their embedding is timed separately. Then the pair is explained at each step count given, printing
@@ -20,7 +20,7 @@ import numpy as np
 
 
 def main() -> None:
-    from vlalign import explain as X
+    from vlalign.methods import attribution as X
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="default steps only, one pair")
@@ -36,8 +36,8 @@ def main() -> None:
 
     import torch
 
+    from vlalign.datasets.readers import read_emoji
     from vlalign.encoders import load_encoder
-    from vlalign.readers import read_emoji
 
     torch.set_num_threads(args.threads)
     if args.base_size is None:

@@ -90,10 +90,10 @@ def main() -> None:
         print(json.dumps({"seconds": secs, "loop_seconds": loop_secs}))
         return
 
+    from vlalign.datasets.readers import DatasetSource
     from vlalign.flows.extract import extract_flow
     from vlalign.flows.runtime import configure_environment, dask_task_runner, prefect_api
-    from vlalign.lake import Lake
-    from vlalign.readers import DatasetSource
+    from vlalign.lake.store import Lake
 
     work = tempfile.mkdtemp(prefix="bench-extract-")
     configure_environment(work)
@@ -163,7 +163,7 @@ def lake_embeddings(lake_root: str, dataset: str, lake_name: str) -> tuple[list[
 
 
 def emoji_images() -> tuple[list[str], list[bytes]]:
-    from vlalign.readers import read_emoji
+    from vlalign.datasets.readers import read_emoji
 
     items = read_emoji(langs=["en"]).items
     return items["image_id"].to_pylist(), items["image_bytes"].to_pylist()

@@ -38,7 +38,6 @@ import threading
 import time
 from pathlib import Path
 
-
 from bench_extract import flow_window  # first shard's start to last shard's end, from the shards' metadata
 
 ROOT = Path(__file__).resolve().parents[1]

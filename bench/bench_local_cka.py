@@ -1,6 +1,6 @@
 """Bench: all p x q local CKA scores in closed form against the pairwise definition.
 
-Engine: vlalign.retrieval.local_cka_scores (one (p, M) x (M, q) product plus per-row/per-column vectors).
+Engine: vlalign.methods.retrieval.local_cka_scores (one (p, M) x (M, q) product plus per-row/per-column vectors).
 Reference: tests/reference.py::local_cka_pairwise, the paper's way: for each (image, caption) pair, stack the M base
 samples with the query, build both (M+1) x (M+1) Grams, centre them with a dense H and take the traces. At
 M = 320, p = q = 500 that is 250,000 pairs, so the reference is timed on --ref-pairs random pairs (seeded) and
@@ -25,8 +25,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import reference  # noqa: E402
 
-from vlalign.matching import assignment_match, matching_accuracy  # noqa: E402
-from vlalign.retrieval import local_cka_scores, recall_at_k  # noqa: E402
+from vlalign.methods.matching import assignment_match, matching_accuracy  # noqa: E402
+from vlalign.methods.retrieval import local_cka_scores, recall_at_k  # noqa: E402
 
 
 def synthetic_split(m: int, p: int, d1: int, d2: int, seed: int, noise: float):

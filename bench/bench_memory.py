@@ -1,6 +1,6 @@
 """Bench: peak memory of linear CKA at large n (feature space: no n x n matrix).
 
-Measures, for vlalign.cka.cka(X, Y) with X, Y of shape (n, d), the peak of memory allocated during the call
+Measures, for vlalign.methods.cka.cka(X, Y) with X, Y of shape (n, d), the peak of memory allocated during the call
 (tracemalloc, which sees numpy's allocations; the inputs are allocated before tracing starts and are not counted)
 and the process's peak resident set size (resource.getrusage, inputs included). Run at several n to show that
 the extra memory does not grow with n^2 (nor with n x d: rows are processed in blocks).
@@ -25,7 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
-from vlalign.cka import cka  # noqa: E402
+from vlalign.methods.cka import cka  # noqa: E402
 
 MB = 1024**2
 

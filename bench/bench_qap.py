@@ -2,8 +2,8 @@
 
 Both sides get the same data (query captions in a shuffled order, so the answer is not the identity), the same
 restart count and the same per-restart seeds (np.random.SeedSequence(seed).spawn, see
-vlalign.matching.restart_seeds), and keep the best objective.
-Engine: vlalign.matching.qap_match (kernels centred without H, FAQ specialised to symmetric A and B with the
+vlalign.methods.matching.restart_seeds), and keep the best objective.
+Engine: vlalign.methods.matching.qap_match (kernels centred without H, FAQ specialised to symmetric A and B with the
 seed block products shared by all restarts, restarts on a thread pool).
 Reference: tests/reference.py::qap_paper (kernels centred with a dense H, scipy.optimize.quadratic_assignment
 with P0='randomized', restarts run serially).
@@ -27,7 +27,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import reference  # noqa: E402
 
-from vlalign.matching import matching_accuracy, qap_match, restart_seeds  # noqa: E402
+from vlalign.methods.matching import matching_accuracy, qap_match, restart_seeds  # noqa: E402
 
 
 def synthetic_split(m: int, q: int, seed: int, noise: float, d1: int = 384, d2: int = 256):

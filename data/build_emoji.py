@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Build the embedded default data set ``data/emoji`` (emoji images in two visual
 domains plus multilingual CLDR captions, and English aliases per emoji: the concept
-dictionary of ``vlalign.concepts``).
+dictionary of ``vlalign.methods.concepts``).
 
 Usage::
 
@@ -335,7 +335,7 @@ def write_parquet_atomic(table, path: Path) -> None:
 
     import pyarrow.parquet as pq
 
-    from vlalign.lake import atomic_write_bytes
+    from vlalign.lake.store import atomic_write_bytes
 
     buf = io.BytesIO()
     stats_cols = [c for c in table.column_names if c != "png"]  # no min/max of PNG blobs

@@ -1,5 +1,5 @@
 """Prefect flows. Importing this package sets quiet, offline Prefect defaults before Prefect is imported."""
 
-from .runtime import configure_environment
+from vlalign.flows.runtime import configure_environment
 
 configure_environment()

@@ -2,7 +2,7 @@
 
 The base set of an explanation is the base of one matching cell: the main grid's first setting (base size,
 query size, base selection, stretch) of the run's spec, for the explained item's domain and language, the two
-encoders and a seed. The cell is planned exactly as the sweep plans it (:func:`vlalign.cells.plan_cells`), so
+encoders and a seed. The cell is planned exactly as the sweep plans it (:func:`vlalign.engine.cells.plan_cells`), so
 its split is the split the run scored; its id is checked against the run's record.
 
 Without a run, the spec is the built-in default (``vlalign run``): if the lake holds the default run, its cell;
@@ -23,15 +23,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from vlalign.analysis import Paired, Split, make_split, paired
-from vlalign.pairing import write_pairs
-from vlalign.cells import Embeddings, MatchCell, plan_cells
 from vlalign.encoders import get_encoder, load_encoder, weights_digest
-from vlalign.explain import fit_linear_map
-from vlalign.extract import embed_shard, plan_shards, shard_is_done
-from vlalign.lake import Lake
-from vlalign.runs import run_ids
-from vlalign.spec import DEFAULT_SPEC, SweepSpec, load_spec, parse_spec
+from vlalign.engine.analysis import Paired, Split, make_split, paired
+from vlalign.engine.cells import Embeddings, MatchCell, plan_cells
+from vlalign.engine.extract import embed_shard, plan_shards, shard_is_done
+from vlalign.engine.pairing import write_pairs
+from vlalign.engine.spec import DEFAULT_SPEC, SweepSpec, load_spec, parse_spec
+from vlalign.lake.runs import run_ids
+from vlalign.lake.store import Lake
+from vlalign.methods.attribution import fit_linear_map
 
 ITEM_COLUMNS = ["item_id", "image_id", "image", "image_bytes", "caption_id", "caption", "lang", "domain"]
 

@@ -7,10 +7,10 @@ import time
 from prefect import flow, get_run_logger
 from prefect.futures import as_completed
 
-from vlalign.tasks.extract import embed_shard_task, ingest_items, plan_extraction
+from vlalign.datasets.readers import DatasetSource
 from vlalign.encoders import preflight, weights_digest
-from vlalign.lake import Lake
-from vlalign.readers import DatasetSource
+from vlalign.lake.store import Lake
+from vlalign.tasks.extract import embed_shard_task, ingest_items, plan_extraction
 
 
 class Progress:
@@ -155,9 +155,9 @@ def extract_flow(
 ) -> dict:
     """:func:`run_extraction` as a run of its own, with a run record (``extract-<dataset>-<digest>``) that lists
     the files it used, so its items, rejects and embeddings appear in the SQL tables."""
-    from vlalign.catalog import refresh_or_log
-    from vlalign.digest import digest_json
-    from vlalign.runs import record_extraction, recorded_run
+    from vlalign.lake.catalog import refresh_or_log
+    from vlalign.lake.digest import digest_json
+    from vlalign.lake.runs import record_extraction, recorded_run
 
     lake = Lake.open(lake_root)
     lake.clean_tmp()

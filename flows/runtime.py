@@ -49,7 +49,7 @@ def prefect_api(keep: float | None = None) -> Iterator[str]:
         return
     keep = float(os.environ.get("VLALIGN_API_KEEP", "1800")) if keep is None else keep
     if keep > 0:
-        from .apiserver import HomeServer
+        from vlalign.flows.apiserver import HomeServer
 
         server = HomeServer(Path(os.environ["PREFECT_HOME"]), keep)
         url = server.ensure()

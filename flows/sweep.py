@@ -9,16 +9,16 @@ import time
 from prefect import flow, get_run_logger
 from prefect.futures import as_completed
 
-from vlalign.catalog import refresh_or_log
-from vlalign.cells import Embeddings, cell_is_done, plan_cells
+from vlalign.datasets.readers import DatasetSource
 from vlalign.encoders import get_encoder
+from vlalign.engine.cells import Embeddings, cell_is_done, plan_cells
+from vlalign.engine.spec import SweepSpec, load_spec, parse_spec, validate_against_world
 from vlalign.flows.extract import run_extraction
 from vlalign.flows.runtime import dask_task_runner
-from vlalign.lake import Lake
-from vlalign.names import check_name
-from vlalign.readers import DatasetSource
-from vlalign.runs import record_extraction, recorded_run, write_record
-from vlalign.spec import SweepSpec, load_spec, parse_spec, validate_against_world
+from vlalign.lake.catalog import refresh_or_log
+from vlalign.lake.names import check_name
+from vlalign.lake.runs import record_extraction, recorded_run, write_record
+from vlalign.lake.store import Lake
 from vlalign.tasks.analysis import pair_items, score_cell
 
 
@@ -30,7 +30,7 @@ def resolve_spec(spec: str | dict | None) -> SweepSpec:
 def _encoder_parts(sweep: SweepSpec, ds_name: str, main: list, sizes: dict) -> dict[str, set[str]]:
     """{encoder: the domains (vision) or languages (text) it embeds in data set ``ds_name``}: the main grid's
     for every encoder, plus what each study needs from the encoders it names."""
-    from vlalign.cells import english_only_reason
+    from vlalign.engine.cells import english_only_reason
 
     parts: dict[str, set[str]] = {}
     for v in sweep.vision_encoders:
@@ -56,7 +56,7 @@ def _encoder_parts(sweep: SweepSpec, ds_name: str, main: list, sizes: dict) -> d
 
 def concept_domains(sweep: SweepSpec, ds_name: str, main: list) -> list[str]:
     """The visual domains whose images a concept averages: the spec's, else every emoji style, else the main ones."""
-    from vlalign.readers import EMOJI_DOMAINS
+    from vlalign.datasets.readers import EMOJI_DOMAINS
 
     ds = next(d for d in sweep.datasets if d.name == ds_name)
     if sweep.concepts.domains:
@@ -66,8 +66,8 @@ def concept_domains(sweep: SweepSpec, ds_name: str, main: list) -> list[str]:
 
 def prepare_cells(sweep: SweepSpec, sizes: dict, lake: Lake, record: dict, device=None, batch_size=None) -> list:
     """Extraction (missing shards only), pairing, class prompts, and the plan of every cell; records the files used."""
-    from vlalign.prompts import prompt_items, prompts_dataset
-    from vlalign.spec import main_selections
+    from vlalign.datasets.prompts import prompt_items, prompts_dataset
+    from vlalign.engine.spec import main_selections
 
     main = main_selections(sweep, sizes)
     pairs: dict[str, dict] = {}
@@ -128,8 +128,8 @@ def _embed_text_dataset(sweep: SweepSpec, lake: Lake, name: str, items, texts: l
 def _concept_inputs(sweep: SweepSpec, ds, lake: Lake, main: list, record: dict, device, batch_size) -> tuple:
     """The data set's concept dictionary: its members table in the lake, and its aliases embedded by every
     text encoder of the study (a text-only data set ``<dataset>.aliases-<digest>``)."""
-    from vlalign.digest import digest_json
-    from vlalign.prompts import alias_items, aliases_dataset, concept_dictionary, members_table
+    from vlalign.datasets.prompts import alias_items, aliases_dataset, concept_dictionary, members_table
+    from vlalign.lake.digest import digest_json
 
     domains = concept_domains(sweep, ds.name, main)
     items = lake.read_table(lake.items_path(ds.name), columns=["image_id", "domain", "lang", "caption", "label"])

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from prefect import task
 
-from vlalign.analysis import compute_cell, write_cell
-from vlalign.pairing import write_pairs
-from vlalign.cells import Cell, cell_is_done
-from vlalign.lake import Lake
+from vlalign.engine.analysis import compute_cell, write_cell
+from vlalign.engine.cells import Cell, cell_is_done
+from vlalign.engine.pairing import write_pairs
+from vlalign.lake.store import Lake
 
 
 @task(name="pair_items")
 def pair_items(lake_root: str, dataset: str, domain: str, lang: str) -> tuple[str, str]:
-    """sql/pairs.sql over the lake's items (:func:`vlalign.analysis.write_pairs`): (path, digest)."""
+    """sql/pairs.sql over the lake's items (:func:`vlalign.engine.analysis.write_pairs`): (path, digest)."""
     return write_pairs(Lake.open(lake_root), dataset, domain, lang)
 
 

@@ -12,10 +12,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from prefect import task
 
-from vlalign.extract import ShardSpec, embed_shard, plan_shards, shard_is_done, verify_shard
-from vlalign.lake import Lake
-from vlalign.digest import digest_json, digest_values, finish, hasher, update, update_file
-from vlalign.readers import ITEM_SCHEMA, REJECT_SCHEMA, DatasetError, DatasetSource, ingest_batches
+from vlalign.datasets.readers import DatasetError, DatasetSource, ingest_batches
+from vlalign.engine.extract import ShardSpec, embed_shard, plan_shards, shard_is_done, verify_shard
+from vlalign.lake.digest import digest_json, digest_values, finish, hasher, update, update_file
+from vlalign.lake.schemas import ITEM_SCHEMA, REJECT_SCHEMA
+from vlalign.lake.store import Lake
 
 
 @task(name="ingest_items")
@@ -24,7 +25,7 @@ def ingest_items(lake_root: str, source: DatasetSource) -> dict:
 
     The reader's batches stream into a temporary Parquet file (one row group each, every batch sorted by
     image_id, item_id; emoji and coco are one batch), with the digest computed as they pass; the read kept
-    by the sweep's validation is used when there is one (vlalign.readers.ingest_batches). The new index is
+    by the sweep's validation is used when there is one (vlalign.datasets.readers.ingest_batches). The new index is
     validated in full before anything in the lake changes: a data set that reads as empty (an empty
     annotations file, a filter that matches nothing) raises and leaves the lake's items and rejects as they were."""
     lake = Lake.open(lake_root)
@@ -126,7 +127,7 @@ class ItemsWriter:
 
 
 class _Spill:
-    """A hasher-shaped sink (vlalign.digest.update feeds it) that writes to a file."""
+    """A hasher-shaped sink (vlalign.lake.digest.update feeds it) that writes to a file."""
 
     def __init__(self, f):
         self.update = f.write
@@ -141,7 +142,7 @@ def store_items(lake: Lake, name: str, items: pa.Table, rejects: list[dict], sou
 
 @task(name="ingest_prompts")
 def ingest_prompts(lake_root: str, name: str, items: pa.Table) -> dict:
-    """Store a data set's class prompts (vlalign.prompts) as the text-only data set ``name``."""
+    """Store a data set's class prompts (vlalign.datasets.prompts) as the text-only data set ``name``."""
     return store_items(Lake.open(lake_root), name, items, [], {"format": "prompts", "name": name})
 
 
@@ -159,7 +160,6 @@ def plan_extraction(
     """(all shards, shards still to compute) for every encoder over the selected domains/languages
     (``parts``: {encoder: its domains or languages}, to embed some parts with some encoders only)."""
     import pyarrow.compute as pc
-
     from prefect import get_run_logger
 
     lake = Lake.open(lake_root)

@@ -12,7 +12,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
 from chromium import chromium  # noqa: F401  (session fixture: headless Chromium path, skips if absent)
 
 # Prefect reads its home and settings when first imported: point them at a throwaway folder first.

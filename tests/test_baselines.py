@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vlalign import baselines as B
-from vlalign.matching import assignment_match, matching_accuracy
-from vlalign.retrieval import recall_at_k
+from vlalign.methods import baselines as B
+from vlalign.methods.matching import assignment_match, matching_accuracy
+from vlalign.methods.retrieval import recall_at_k
 
 
 def _rotated(seed: int, m: int, q: int, d: int):

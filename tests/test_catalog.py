@@ -9,10 +9,10 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from vlalign.catalog import QueryError, query, refresh_catalog, run_sql
-from vlalign.lake import Lake
-from vlalign.runs import start_record, write_record
-from vlalign.schemas import CKA_SCHEMA, TABLE_SCHEMAS, readme_table
+from vlalign.lake.catalog import QueryError, query, refresh_catalog, run_sql
+from vlalign.lake.runs import start_record, write_record
+from vlalign.lake.schemas import CKA_SCHEMA, TABLE_SCHEMAS, readme_table
+from vlalign.lake.store import Lake
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -102,7 +102,7 @@ def test_query_errors_are_clear(tmp_path):
 
 def test_readme_lists_every_table_with_the_columns_of_the_schemas():
     readme = (REPO / "README.md").read_text()
-    assert readme_table() in readme, "README's table reference is stale: paste `python -m vlalign.schemas`"
+    assert readme_table() in readme, "README's table reference is stale: paste `python -m vlalign.lake.schemas`"
 
 
 def test_pairs_and_splits_are_deterministic_by_seed(tmp_path):

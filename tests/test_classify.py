@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vlalign import classify as Cl
-from vlalign.baselines import baseline_scores
-from vlalign.matching import qap_match
+from vlalign.methods import classify as Cl
+from vlalign.methods.baselines import baseline_scores
+from vlalign.methods.matching import qap_match
 
 try:
     from tests import reference as ref

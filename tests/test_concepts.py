@@ -1,4 +1,4 @@
-"""Tests of vlalign.concepts (concept alignment, Li et al.) and vlalign.wordprops.
+"""Tests of vlalign.methods.concepts (concept alignment, Li et al.) and vlalign.datasets.wordprops.
 
 References are written plainly (Python loops over rows and aliases) and compared with the vectorised code on
 small data. The planted data (``planted``): sources and aliases are isometric copies of one unit-norm latent
@@ -13,8 +13,8 @@ import math
 import numpy as np
 import pytest
 
-from vlalign import concepts as cc
-from vlalign import wordprops as wp
+from vlalign.datasets import wordprops as wp
+from vlalign.methods import concepts as cc
 
 # --------------------------------------------------------------------------------------------------------------
 # Plain references
@@ -165,7 +165,7 @@ def test_procrustes_map_conventions():
 
 
 def test_procrustes_agrees_with_baseline_scores():
-    from vlalign.baselines import cosine_similarity_matrix, procrustes_scores
+    from vlalign.methods.baselines import cosine_similarity_matrix, procrustes_scores
 
     rng = np.random.default_rng(4)
     bx, by = rng.standard_normal((30, 8)), rng.standard_normal((30, 5))
@@ -177,7 +177,7 @@ def test_procrustes_agrees_with_baseline_scores():
 
 @pytest.mark.parametrize("n,d,k", [(60, 12, 12), (60, 12, 5), (10, 30, 9), (10, 30, 4)])
 def test_gram_pca_equals_svd_pca(n, d, k):
-    from vlalign.baselines import _pca_basis
+    from vlalign.methods.baselines import _pca_basis
 
     rng = np.random.default_rng(n + d + k)
     z = rng.standard_normal((n, d)) * np.linspace(3, 1, d)  # distinct variances

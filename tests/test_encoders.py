@@ -13,9 +13,8 @@ import pytest
 from PIL import Image
 
 from vlalign import encoders as E
-from vlalign.encoders import catalog, probes, resolve, vision
 from vlalign._compat import ensure_torchvision, offline_env
-from vlalign.encoders import EncoderError, ImageDecodeError
+from vlalign.encoders import EncoderError, ImageDecodeError, catalog, probes, resolve, vision
 
 CATALOG = ["mobilenetv2", "efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2",
            "minilm-l6", "e5-small", "wordllama"]

@@ -1,4 +1,4 @@
-"""Feature-pair attributions with integrated Jacobians (vlalign.explain).
+"""Feature-pair attributions with integrated Jacobians (vlalign.methods.attribution).
 
 Toy models with closed-form attributions run always; the real-encoder tests (mobilenetv2 x minilm-l6,
 offline weights) skip when those encoders are not installed. Kept small: ~30 s on 2 otherwise idle CPU cores."""
@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 
 from conftest import emoji_names, emoji_pngs  # noqa: E402
 
-from vlalign import explain as X  # noqa: E402
+from vlalign.methods import attribution as X  # noqa: E402
 
 
 # ------------------------------------------------------------------ toy models (closed form)
@@ -243,15 +243,15 @@ def test_cli_explain_prints_the_residual_and_writes_png_and_parquet(tmp_path):
     """`vlalign explain`: the completeness residual per item, the top pairs, a PNG and the Parquet table."""
     import pyarrow.parquet as pq
 
-    from vlalign.cli import main
+    from vlalign.cli.main import main
 
     out = tmp_path / "ex"
     lake = tmp_path / "lake"
     code = main(["explain", "--item", "google/en/1f431", "--base-size", "32", "--steps", "8", "--show", "2",
                  "--out", str(out), "--lake", str(lake)])
     assert code == 0
-    from vlalign.catalog import query
-    from vlalign.lake import Lake
+    from vlalign.lake.catalog import query
+    from vlalign.lake.store import Lake
 
     rows = query(Lake.open(lake), "select run_id, item_id, count(*) n, sum(attribution) s, any_value(score) sc, "
                  "any_value(residual) r from attributions group by all").to_pylist()

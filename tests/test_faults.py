@@ -33,9 +33,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import make_coco
-from vlalign.extract import (
+
+from vlalign.datasets.readers import DatasetError, DatasetSource
+from vlalign.engine.extract import (
     ShardError,
     embed_shard,
     embeddings_table,
@@ -45,8 +46,7 @@ from vlalign.extract import (
     shard_inputs,
     verify_shard,
 )
-from vlalign.lake import TMP_MARK, Lake
-from vlalign.readers import DatasetError, DatasetSource
+from vlalign.lake.store import TMP_MARK, Lake
 
 
 def is_disk_full(e: BaseException) -> bool:
@@ -200,7 +200,7 @@ def test_corrupt_shard_is_refused_on_read_and_recomputed_alone(fault, pristine, 
     table, why = verify_shard(lake, victim)
     assert why is None
     assert table["unit_id"].to_pylist() == original["unit_id"].to_pylist()
-    from vlalign.extract import embedding_matrix
+    from vlalign.engine.extract import embedding_matrix
 
     np.testing.assert_array_equal(embedding_matrix(table), embedding_matrix(original))
     ids, emb = read_shards(lake, specs)
@@ -280,9 +280,9 @@ def test_non_finite_or_constant_embeddings_give_null_results_with_a_note(fault, 
     Product: run_cka_cell and run_match_cell return rows whose value / accuracy / recall is NULL with a
     `note` saying why ('non-finite' or 'constant'); write_cell stores them as NULL. Never a number.
     Kept: the 'clean' control gives finite numbers from the same setup (so the NULLs are the fault's)."""
-    from vlalign.analysis import run_cka_cell, run_match_cell, write_cell
-    from vlalign.cells import CKACell, Embeddings, MatchCell, Protocol
     from vlalign.encoders import get_encoder
+    from vlalign.engine.analysis import run_cka_cell, run_match_cell, write_cell
+    from vlalign.engine.cells import CKACell, Embeddings, MatchCell, Protocol
     from vlalign.tasks.analysis import pair_items
 
     ann, img = make_coco(tmp_path / "coco", n_images=10, captions_per_image=1)
@@ -352,9 +352,9 @@ def test_a_cell_whose_every_pair_was_rejected_gives_a_null_row_with_a_note(tmp_p
     shard is valid, with 0 rows) and no image of the cell has a caption embedding left.
     Product (expected): run_cka_cell / run_match_cell return rows with NULL values and a note saying that
     only 0 pairs have embeddings, as they do for 1..3 pairs. Kept: the shards and their reject rows."""
-    from vlalign.analysis import run_cka_cell, run_match_cell
-    from vlalign.cells import CKACell, Embeddings, MatchCell
     from vlalign.encoders import get_encoder
+    from vlalign.engine.analysis import run_cka_cell, run_match_cell
+    from vlalign.engine.cells import CKACell, Embeddings, MatchCell
     from vlalign.tasks.analysis import pair_items
 
     ann, img = make_coco(tmp_path / "coco", n_images=6, captions_per_image=1)
@@ -388,7 +388,7 @@ def test_a_cell_whose_every_pair_was_rejected_gives_a_null_row_with_a_note(tmp_p
 def _forget_writers(under: Path) -> None:
     """Release this process's writer locks held on a mount we are about to unmount (test clean-up only:
     the product holds them for the life of the process, by design)."""
-    from vlalign import lake as lake_module
+    from vlalign.lake import store as lake_module
 
     with lake_module._WRITERS_LOCK:
         for key in [k for k in lake_module._WRITERS if k[1].startswith(str(under))]:
@@ -447,7 +447,7 @@ def test_full_disk_leaves_no_half_file_and_the_record_says_failed(message, tmp_p
     not raise and rewrites the run record in place (the error shortened to fit if it is long).
     Kept: no temporary, no file at a new path, an existing file's old bytes; the record parses as JSON
     with status 'failed' and the run's own error."""
-    from vlalign.runs import finish_record, start_record
+    from vlalign.lake.runs import finish_record, start_record
 
     with tmpfs(tmp_path / "mnt") as mnt:
         lake = Lake.open(mnt / "lake")
@@ -516,7 +516,7 @@ def test_read_only_lake_remounted_mid_run_raises_and_leaves_nothing(tmp_path):
     a separate writable mount, as a lock directory on another disk would).
     Product: write_bytes raises OSError EROFS when opening its temporary; finish_record does not raise.
     Kept: no temporary, no new file, the existing file's bytes and the record as last written."""
-    from vlalign.runs import finish_record, start_record
+    from vlalign.lake.runs import finish_record, start_record
 
     with tmpfs(tmp_path / "mnt") as mnt:
         (mnt / "lake" / "_locks").mkdir(parents=True)
@@ -556,7 +556,7 @@ def test_fresh_read_only_mount_raises_erofs_and_leaves_nothing(tmp_path):
 # ----------------------------------------------------------------------------------------------- 5. temporaries
 CHILD = """
 import os, sys, time
-from vlalign.lake import TMP_MARK, Lake
+from vlalign.lake.store import TMP_MARK, Lake
 lake = Lake.open(sys.argv[1])
 token = lake.writer_token()
 tmp = lake.path("results", "x.parquet") + TMP_MARK + token + "-abcd"
@@ -699,7 +699,7 @@ def test_names_that_would_escape_the_lake_are_refused(case, tmp_path, capsys, mo
     the lake. Product: the CLI exits with code 2 and a one-line message naming the argument ('not a safe
     name'), before any Prefect, Dask or lake work. Kept: nothing is created anywhere under the test's
     folder (the lake is not even created) nor beside it."""
-    from vlalign.cli import main
+    from vlalign.cli.main import main
 
     spec = _spec_file(tmp_path, "../x" if case.startswith("spec") else "okname")
     deep = tmp_path / "a" / "b" / "c"
@@ -748,7 +748,7 @@ def test_a_spec_name_at_the_length_limit_gives_a_usable_run_id(tmp_path, capsys)
     """Fault: a sweep name that is a safe name but at the length limit (128 characters).
     Product (expected): `vlalign spec` accepts it and prints a run id that the lake accepts (run_path).
     Kept: nothing is written."""
-    from vlalign.cli import main
+    from vlalign.cli.main import main
 
     spec = _spec_file(tmp_path, "okname")
     doc = json.loads(spec.read_text())

@@ -16,13 +16,21 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
+from test_s3_lake import BUCKET as S3_BUCKET  # noqa: F401,F811  (moto's S3 server, module-scoped fixture)
+from test_s3_lake import s3
 
-from test_s3_lake import BUCKET as S3_BUCKET, s3  # noqa: F401,F811  (moto's S3 server, module-scoped fixture)
-from vlalign import readers
-from vlalign.digest import digest_values
-from vlalign.formats import FORMAT_NAMES, FORMATS
-from vlalign.readers import (ITEM_SCHEMA, DatasetError, DatasetSource, check_dataset, forget_reads, image_source,
-                             read_dataset)
+from vlalign.datasets import readers as readers
+from vlalign.datasets.formats import FORMAT_NAMES, FORMATS
+from vlalign.datasets.readers import (
+    DatasetError,
+    DatasetSource,
+    check_dataset,
+    forget_reads,
+    image_source,
+    read_dataset,
+)
+from vlalign.lake.digest import digest_values
+from vlalign.lake.schemas import ITEM_SCHEMA
 
 CORRUPT = b"this is not an image, whatever its name says" * 4
 
@@ -497,7 +505,7 @@ def count_reads(monkeypatch, fmt: str) -> list[int]:
 
 
 def test_ingest_streams_shards_into_row_groups_with_the_whole_table_digest(tmp_path, monkeypatch):
-    from vlalign.lake import Lake
+    from vlalign.lake.store import Lake
     from vlalign.tasks.extract import ingest_items
 
     make_shards(tmp_path / "shards")
@@ -538,7 +546,7 @@ def test_a_sweeps_validations_and_ingest_share_one_read(tmp_path, monkeypatch):
     """What a sweep does before its work, in order: the command line validates the spec against the data, the
     flow validates again, then ingests; the data set's reader runs once. (The slow test below runs a real
     sweep through the command line and counts the same.)"""
-    from vlalign.spec import parse_spec, validate_against_world
+    from vlalign.engine.spec import parse_spec, validate_against_world
     from vlalign.tasks.extract import ingest_items
 
     root = make_imagefolder(tmp_path / "pets", per_class=4)
@@ -559,7 +567,7 @@ def _spec(**dataset) -> dict:
 
 
 def test_spec_keys_of_every_format():
-    from vlalign.spec import SpecError, parse_spec
+    from vlalign.engine.spec import SpecError, parse_spec
 
     spec = parse_spec(_spec(format="karpathy", annotations="k.json", images="img", split="test", lang="de"))
     ds = spec.datasets[0]
@@ -585,7 +593,7 @@ def test_spec_keys_of_every_format():
 
 
 def test_cli_lists_formats_and_names_bad_input_before_work(tmp_path, capsys):
-    from vlalign.cli import main
+    from vlalign.cli.main import main
 
     assert main(["datasets"]) == 0
     out = capsys.readouterr().out
@@ -614,8 +622,8 @@ def test_cli_lists_formats_and_names_bad_input_before_work(tmp_path, capsys):
 
 
 def _query(lake: str, sql: str) -> list[dict]:
-    from vlalign.catalog import query
-    from vlalign.lake import Lake
+    from vlalign.lake.catalog import query
+    from vlalign.lake.store import Lake
 
     return query(Lake.open(lake), sql).to_pylist()
 
@@ -624,7 +632,7 @@ def _query(lake: str, sql: str) -> list[dict]:
 def test_extract_webdataset_end_to_end(prefect_server, tmp_path):
     """`vlalign extract --format webdataset` with real encoders: every good image embedded from its tar byte
     range, the corrupt one a reject at stage extract:<encoder>, the bad samples rejects at stage read."""
-    from vlalign.cli import main
+    from vlalign.cli.main import main
 
     good = make_shards(tmp_path / "shards")
     lake = str(tmp_path / "lake")
@@ -661,7 +669,7 @@ def test_sweep_on_an_imagefolder_reads_it_once(prefect_server, tmp_path, monkeyp
     the ingest)."""
     import yaml
 
-    from vlalign.cli import main
+    from vlalign.cli.main import main
 
     root = make_imagefolder(tmp_path / "shapes", per_class=6, classes=("red_square", "green_circle", "blue_stripe"))
     spec = {"name": "folder-sweep",

@@ -1,4 +1,4 @@
-"""vlalign.html: a self-contained report page, checked as text and as rendered by headless Chromium."""
+"""vlalign.report.html: a self-contained report page, checked as text and as rendered by headless Chromium."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from vlalign.html import SCROLL_ROWS, Figure, Section, Table, format_cell, render_page, write_page
+from vlalign.report.html import SCROLL_ROWS, Figure, Section, Table, format_cell, render_page, write_page
 
 try:
     from tests.chromium import chromium, render  # noqa: F401  (the fixture)

@@ -7,8 +7,8 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from vlalign import cka as C
-from vlalign import kernels as K
+from vlalign.methods import cka as C
+from vlalign.methods import kernels as K
 
 try:
     from tests import reference as ref

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy.optimize import quadratic_assignment
 
-from vlalign import matching as Mt
-from vlalign.cka import cka
+from vlalign.methods import matching as Mt
+from vlalign.methods.cka import cka
 
 try:
     from tests import reference as ref

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from vlalign import measures as Ms
+from vlalign.methods import measures as Ms
 
 
 def _neighbours_ref(a: np.ndarray, k: int) -> list[set[int]]:

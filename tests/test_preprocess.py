@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vlalign import preprocess as P
+from vlalign.methods import preprocess as P
 
 
 def test_stretch_gives_unit_std_and_keeps_constant_columns():

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from vlalign import preprocess as P
-from vlalign import retrieval as Rt
+from vlalign.methods import preprocess as P
+from vlalign.methods import retrieval as Rt
 
 try:
     from tests import reference as ref

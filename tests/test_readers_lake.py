@@ -7,8 +7,9 @@ import os
 import pyarrow as pa
 import pytest
 
-from vlalign.lake import TMP_MARK, Lake
-from vlalign.readers import ITEM_SCHEMA, DatasetError, DatasetSource, read_dataset, read_emoji
+from vlalign.datasets.readers import DatasetError, DatasetSource, read_dataset, read_emoji
+from vlalign.lake.schemas import ITEM_SCHEMA
+from vlalign.lake.store import TMP_MARK, Lake
 
 
 def test_emoji_reader_gives_canonical_items_per_domain_and_language():

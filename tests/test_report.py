@@ -2,7 +2,7 @@
 write_report on top of them.
 
 The SQL files are run with DuckDB directly against in-memory tables named like the lake's views (cka, matching,
-retrieval, classification, rejects, runs, run_cells, with the views' columns from vlalign.schemas.TABLE_SCHEMAS),
+retrieval, classification, rejects, runs, run_cells, with the views' columns from vlalign.lake.schemas.TABLE_SCHEMAS),
 so nothing here depends on how the lake lays out its files. The run under test has every study of a spec: the
 main grid, curves and the ablation, cross-domain, cross-lingual (one text encoder skipped as English-only) and
 classification, plus a result that two cells hold, a row in no study and a second run that no query may see.
@@ -22,9 +22,9 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-import vlalign.report as report
-from vlalign.catalog import SQL_DIR, load_sql
-from vlalign.schemas import TABLE_SCHEMAS
+import vlalign.report.build as report
+from vlalign.lake.catalog import SQL_DIR, load_sql
+from vlalign.lake.schemas import TABLE_SCHEMAS
 
 RUN = "it's"  # the run under test
 OTHER = "other"  # a second run in the same tables, which no query for RUN may see
@@ -302,7 +302,7 @@ def test_a_quote_in_the_run_id_is_data_not_sql(con, name):
 
 @pytest.fixture()
 def bound_query(monkeypatch, con):
-    """vlalign.report.query replaced by one that runs the SQL on the in-memory tables with its parameters bound;
+    """vlalign.report.build.query replaced by one that runs the SQL on the in-memory tables with its parameters bound;
     the calls are recorded."""
     calls = []
 
@@ -487,7 +487,7 @@ def test_a_run_without_studies_says_so(bound_query, tmp_path, monkeypatch):
 
 
 def _with_spec(d, doc):
-    from vlalign.spec import parse_spec
+    from vlalign.engine.spec import parse_spec
 
     d.spec = parse_spec(doc)
     d.plan = report.Plan(d.spec)
@@ -497,7 +497,7 @@ def _with_spec(d, doc):
 
 def test_concept_rows_and_lines():
     """report_concepts_rows keeps one row per result (two cells may hold it) and the summary line says P@k."""
-    from vlalign.report import _concept_lines
+    from vlalign.report.build import _concept_lines
 
     con = duckdb.connect()
     rows = [dict(run_id="r", cell_id=cid, dataset="emoji", vision_encoder="v", text_encoder="t", retrieval=ret,

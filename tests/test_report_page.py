@@ -19,9 +19,9 @@ from pathlib import Path
 
 import duckdb
 import pytest
-
 from conftest import emoji_names, emoji_pngs
-from vlalign.lake import Lake
+
+from vlalign.lake.store import Lake
 
 pytestmark = pytest.mark.slow
 
@@ -95,7 +95,7 @@ def swept(prefect_server, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def report_dir(swept):
-    from vlalign.report import write_report
+    from vlalign.report.build import write_report
 
     lake_root, run_id, _ = swept
     path = write_report(Lake.open(lake_root), run_id)
@@ -226,7 +226,7 @@ def test_correlations_equal_scipy_on_values_read_from_parquet(swept):
     mean over the data sets; then mean over seeds), read with DuckDB from the result files, not the catalog."""
     from scipy import stats
 
-    from vlalign.report import correlations
+    from vlalign.report.build import correlations
 
     lake_root, run_id, doc = swept
     con = duckdb.connect()

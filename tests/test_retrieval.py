@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vlalign import retrieval as Rt
-from vlalign.cka import cka
-from vlalign.matching import assignment_match, matching_accuracy
+from vlalign.methods import retrieval as Rt
+from vlalign.methods.cka import cka
+from vlalign.methods.matching import assignment_match, matching_accuracy
 
 try:
     from tests import reference as ref

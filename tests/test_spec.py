@@ -8,9 +8,9 @@ import json
 import pytest
 import yaml
 
-from vlalign.cli import main
-from vlalign.names import SAFE_NAME, check_name
-from vlalign.spec import DEFAULT_SPEC, SpecError, load_spec, parse_spec, validate_against_world
+from vlalign.cli.main import main
+from vlalign.engine.spec import DEFAULT_SPEC, SpecError, load_spec, parse_spec, validate_against_world
+from vlalign.lake.names import SAFE_NAME, check_name
 
 
 def base_doc():
@@ -230,7 +230,7 @@ def test_a_spec_that_is_not_a_mapping():
         parse_spec(None)
 
 
-# -- safe names (vlalign.names) -------------------------------------------------------------------------
+# -- safe names (vlalign.lake.names) -------------------------------------------------------------------------
 
 UNSAFE = ["../../../x", "a/b", "", ".hidden", "x y", "a..b", "-x", "_x", "x\n", "x" * 129, "a\\b", "é"]
 

@@ -9,12 +9,12 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from vlalign.analysis import Paired, make_split, seeded_order
-from vlalign.cells import ClassifyCell, Embeddings, MatchCell, Protocol, english_only_reason, plan_cells
-from vlalign.lake import Lake
-from vlalign.preprocess import select_base, stretch
-from vlalign.prompts import label_text, prompt_items, prompts_dataset
-from vlalign.spec import DEFAULT_SPEC, PROTOCOLS, parse_spec
+from vlalign.datasets.prompts import label_text, prompt_items, prompts_dataset
+from vlalign.engine.analysis import Paired, make_split, seeded_order
+from vlalign.engine.cells import ClassifyCell, Embeddings, MatchCell, Protocol, english_only_reason, plan_cells
+from vlalign.engine.spec import DEFAULT_SPEC, PROTOCOLS, parse_spec
+from vlalign.lake.store import Lake
+from vlalign.methods.preprocess import select_base, stretch
 
 
 def _pairs_file(tmp_path, name, ids, caps):
@@ -162,8 +162,8 @@ def test_a_spec_with_every_study_plans_each_cell_once(tmp_path):
 
 
 def test_concept_dictionary_keeps_only_aliases_that_name_one_concept():
-    from vlalign.prompts import alias_items, concept_dictionary, members_table
-    from vlalign.readers import read_emoji
+    from vlalign.datasets.prompts import alias_items, concept_dictionary, members_table
+    from vlalign.datasets.readers import read_emoji
 
     items = read_emoji(langs=["en"]).items
     d = concept_dictionary("emoji", items, ["google", "twitter"])

@@ -16,10 +16,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
-
 from conftest import VENV_BIN, make_coco
-from vlalign.catalog import query
-from vlalign.lake import TMP_MARK, Lake
+
+from vlalign.lake.catalog import query
+from vlalign.lake.store import TMP_MARK, Lake
 
 pytestmark = pytest.mark.slow
 SEEDS = [0, 1, 2, 3, 4]
@@ -138,16 +138,16 @@ def test_failed_cell_then_resume_equals_the_uninterrupted_run(reference, prefect
     doc, ref_root, out = reference
     lake_root = tmp_path / "lake"
     seed_lake(ref_root, lake_root)
-    import vlalign.analysis
+    import vlalign.engine.analysis
 
-    real = vlalign.analysis.run_match_cell
+    real = vlalign.engine.analysis.run_match_cell
 
     def failing(cell):  # every matching cell of one text encoder fails
         if cell.text.name == "wordllama":
             raise RuntimeError(f"injected failure in {cell.label}")
         return real(cell)
 
-    monkeypatch.setattr(vlalign.analysis, "run_match_cell", failing)
+    monkeypatch.setattr(vlalign.engine.analysis, "run_match_cell", failing)
     with pytest.raises(Exception, match="cells failed"):
         run_sweep(doc, lake_root, in_process=True)
     lake = Lake.open(lake_root)
@@ -156,7 +156,7 @@ def test_failed_cell_then_resume_equals_the_uninterrupted_run(reference, prefect
     assert "injected failure" in run["error"]
     done_before = {p: p.stat().st_mtime_ns for p in (lake_root / "results").rglob("*.parquet")}
 
-    monkeypatch.setattr(vlalign.analysis, "run_match_cell", real)
+    monkeypatch.setattr(vlalign.engine.analysis, "run_match_cell", real)
     resumed = run_sweep(doc, lake_root)
     assert resumed["computed"] == len(SEEDS)  # exactly the failed cells
     for p, mtime in done_before.items():
@@ -269,13 +269,13 @@ def test_one_more_text_encoder_computes_only_its_cells(reference, prefect_server
 
 
 def test_an_engine_change_recomputes_exactly_the_cells_it_covers(reference, prefect_server, tmp_path, monkeypatch):
-    import vlalign.cells
+    import vlalign.engine.cells
 
     doc, ref_root, out = reference
     lake_root = tmp_path / "lake"
     copy_lake(ref_root, lake_root)
-    real = vlalign.cells.engine_version
-    monkeypatch.setattr(vlalign.cells, "engine_version", lambda kind: real(kind) + ("-fixed" if kind == "matching" else ""))
+    real = vlalign.engine.cells.engine_version
+    monkeypatch.setattr(vlalign.engine.cells, "engine_version", lambda kind: real(kind) + ("-fixed" if kind == "matching" else ""))
     cka_before = {p: p.stat().st_mtime_ns for p in (lake_root / "results" / "cka").glob("*.parquet")}
     res = run_sweep(doc, lake_root, in_process=True)
     assert res["computed"] == 2 * len(SEEDS)  # every matching cell, no CKA cell
@@ -353,10 +353,10 @@ def test_cross_dataset_matching_takes_the_base_from_one_data_set_and_the_queries
 def test_explain_takes_its_base_from_the_runs_cell_and_explains_its_best_matched_pairs(reference, tmp_path, capsys):
     """`vlalign explain --run`: the base set is the run's matching cell's base (the linear-regression baseline
     refitted on it reproduces the stored accuracy of that cell), and `--top N` explains N matched queries."""
-    from vlalign.baselines import baseline_scores
-    from vlalign.cli import main
+    from vlalign.cli.main import main
     from vlalign.flows.explain import base_set, best_matched, load_run
-    from vlalign.matching import assignment_match, matching_accuracy
+    from vlalign.methods.baselines import baseline_scores
+    from vlalign.methods.matching import assignment_match, matching_accuracy
 
     doc, lake_root, out = reference
     lake = Lake.open(lake_root)

@@ -204,19 +204,19 @@ def test_wheel_contents(build):
     with zipfile.ZipFile(wheel) as z:
         assert z.read("vlalign-0.1.0.dist-info/top_level.txt").decode().split() == ["vlalign"]
         entry_points = z.read("vlalign-0.1.0.dist-info/entry_points.txt").decode()
-    assert "vlalign = vlalign.cli:main" in entry_points
+    assert "vlalign = vlalign.cli.main:main" in entry_points
 
 
 _PROBE = r"""
 import importlib.metadata, importlib.util, json, sys
-import vlalign, vlalign.cli, vlalign.flows, vlalign.flows.sweep, vlalign.tasks, vlalign.tasks.analysis
-import vlalign.sql, vlalign.data, vlalign.catalog, vlalign.readers, vlalign.spec
+import vlalign, vlalign.cli.main, vlalign.flows, vlalign.flows.sweep, vlalign.tasks, vlalign.tasks.analysis
+import vlalign.sql, vlalign.data, vlalign.lake.catalog, vlalign.datasets.readers, vlalign.engine.spec
 print(json.dumps({
     "modules": {n: m.__file__ for n, m in sorted(sys.modules.items())
                 if (n == "vlalign" or n.startswith("vlalign.")) and getattr(m, "__file__", None)},
-    "sql_dir": str(vlalign.catalog.SQL_DIR),
-    "data_dir": str(vlalign.readers.DATA_DIR),
-    "default_spec": str(vlalign.spec.DEFAULT_SPEC),
+    "sql_dir": str(vlalign.lake.catalog.SQL_DIR),
+    "data_dir": str(vlalign.datasets.readers.DATA_DIR),
+    "default_spec": str(vlalign.engine.spec.DEFAULT_SPEC),
     "dist": str(importlib.metadata.distribution("vlalign").locate_file("")),
     "toplevel_flows": importlib.util.find_spec("flows") is not None,
     "toplevel_tasks": importlib.util.find_spec("tasks") is not None,

@@ -44,14 +44,14 @@ not import torch.
 """
 from __future__ import annotations
 
-from .base import EncoderError, EncoderSpec, ImageDecodeError
-from .cache import LoadedEncoder, clear_cache, load_encoder
-from .catalog import list_encoders
-from .digests import weights_digest
-from .images import decode_image
-from .names import HUB_PREFIXES
-from .probes import encoder_table, is_available, preflight
-from .resolve import get_encoder
+from vlalign.encoders.base import EncoderError, EncoderSpec, ImageDecodeError
+from vlalign.encoders.cache import LoadedEncoder, clear_cache, load_encoder
+from vlalign.encoders.catalog import list_encoders
+from vlalign.encoders.digests import weights_digest
+from vlalign.encoders.images import decode_image
+from vlalign.encoders.names import HUB_PREFIXES
+from vlalign.encoders.probes import encoder_table, is_available, preflight
+from vlalign.encoders.resolve import get_encoder
 
 __all__ = [
     "EncoderError",

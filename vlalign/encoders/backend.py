@@ -12,7 +12,7 @@ from typing import Any, ContextManager
 
 import numpy as np
 
-from .._compat import ensure_torchvision
+from vlalign._compat import ensure_torchvision
 
 __all__: list[str] = []
 

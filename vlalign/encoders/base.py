@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .names import _lake_name
+from vlalign.encoders.names import _lake_name
 
 __all__ = ["EncoderError", "ImageDecodeError", "EncoderSpec"]
 

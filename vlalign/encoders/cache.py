@@ -16,13 +16,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .backend import _Backend
-from .base import EncoderError, EncoderSpec
-from .catalog import _CATALOG, _pkg_dir
-from .probes import is_available
-from .resolve import _resolve_hub, get_encoder
-from .text import _E5Text, _STText, _WordLlamaText
-from .vision import _HFVision, _load_timm_catalog, _load_timm_hub
+from vlalign.encoders.backend import _Backend
+from vlalign.encoders.base import EncoderError, EncoderSpec
+from vlalign.encoders.catalog import _CATALOG, _pkg_dir
+from vlalign.encoders.probes import is_available
+from vlalign.encoders.resolve import _resolve_hub, get_encoder
+from vlalign.encoders.text import _E5Text, _STText, _WordLlamaText
+from vlalign.encoders.vision import _HFVision, _load_timm_catalog, _load_timm_hub
 
 __all__ = ["LoadedEncoder", "load_encoder", "clear_cache"]
 

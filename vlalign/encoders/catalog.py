@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .base import EncoderSpec
+from vlalign.encoders.base import EncoderSpec
 
 __all__ = ["list_encoders"]
 

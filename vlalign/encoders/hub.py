@@ -12,7 +12,7 @@ import os
 import threading
 from pathlib import Path
 
-from .._compat import hub_offline
+from vlalign._compat import hub_offline
 
 __all__: list[str] = []
 

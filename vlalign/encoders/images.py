@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
-from .base import ImageDecodeError
+from vlalign.encoders.base import ImageDecodeError
 
 if TYPE_CHECKING:
     from PIL import Image

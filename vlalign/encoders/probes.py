@@ -13,11 +13,11 @@ import re
 from pathlib import Path
 from typing import Any, Sequence
 
-from .._compat import hub_offline
-from .base import EncoderError, EncoderSpec
-from .catalog import _CATALOG, _pkg_dir, list_encoders
-from .hub import _hf_cached, _hf_hub_cache, _hub_host, _reachable, _torch_hub_file
-from .resolve import _resolve_hub, get_encoder
+from vlalign._compat import hub_offline
+from vlalign.encoders.base import EncoderError, EncoderSpec
+from vlalign.encoders.catalog import _CATALOG, _pkg_dir, list_encoders
+from vlalign.encoders.hub import _hf_cached, _hf_hub_cache, _hub_host, _reachable, _torch_hub_file
+from vlalign.encoders.resolve import _resolve_hub, get_encoder
 
 __all__ = ["is_available", "preflight", "encoder_table"]
 

@@ -18,10 +18,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .._compat import ensure_torchvision
-from .base import EncoderError, EncoderSpec
-from .catalog import _CATALOG
-from .names import _split_pool, _split_prefix
+from vlalign._compat import ensure_torchvision
+from vlalign.encoders.base import EncoderError, EncoderSpec
+from vlalign.encoders.catalog import _CATALOG
+from vlalign.encoders.names import _split_pool, _split_prefix
 
 __all__ = ["get_encoder"]
 

@@ -14,10 +14,10 @@ import logging
 
 import numpy as np
 
-from .._compat import ensure_torchvision, offline_env
-from .backend import _autocast, _Backend, _nullctx, _quiet_transformers
-from .base import EncoderError
-from .catalog import _CATALOG, _pkg_dir
+from vlalign._compat import ensure_torchvision, offline_env
+from vlalign.encoders.backend import _autocast, _Backend, _nullctx, _quiet_transformers
+from vlalign.encoders.base import EncoderError
+from vlalign.encoders.catalog import _CATALOG, _pkg_dir
 
 log = logging.getLogger(__name__)
 

@@ -15,12 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from .._compat import ensure_torchvision, offline_env
-from .backend import _autocast, _Backend, _nullctx
-from .base import EncoderError, EncoderSpec
-from .catalog import _CATALOG, _pkg_dir
-from .images import decode_image
-from .resolve import _HubInfo
+from vlalign._compat import ensure_torchvision, offline_env
+from vlalign.encoders.backend import _autocast, _Backend, _nullctx
+from vlalign.encoders.base import EncoderError, EncoderSpec
+from vlalign.encoders.catalog import _CATALOG, _pkg_dir
+from vlalign.encoders.images import decode_image
+from vlalign.encoders.resolve import _HubInfo
 
 __all__: list[str] = []
 

@@ -2,15 +2,15 @@
 (``vlalign extract --format F --images PATH [--annotations FILE] [--split S] [--lang L]``) and the sweep
 spec's ``datasets`` entries (the same keys). No heavy imports: the spec's models use this module.
 
-The readers themselves are in :mod:`vlalign.readers` (emoji, coco) and :mod:`vlalign.format_readers`
-(the others); every one produces the canonical items of ``vlalign.readers.ITEM_SCHEMA``.
+The readers themselves are in :mod:`vlalign.datasets.readers` (emoji, coco) and :mod:`vlalign.datasets.format_readers`
+(the others); every one produces the canonical items of ``vlalign.datasets.readers.ITEM_SCHEMA``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .names import is_safe_name
+from vlalign.lake.names import is_safe_name
 
 KARPATHY_SPLITS = ("train", "val", "test", "restval")
 

@@ -1,13 +1,39 @@
 """The columns of every table in the lake: the one source. The views (sql/views.sql supplies only where each
 view reads from) project exactly these columns, and the README's table reference is generated from them
-(`python -m vlalign.schemas` prints it; a test checks that the README has it).
+(`python -m vlalign.lake.schemas` prints it; a test checks that the README has it).
 """
 
 from __future__ import annotations
 
 import pyarrow as pa
 
-from .readers import ITEM_SCHEMA, REJECT_SCHEMA
+# Canonical items: what every reader produces (one row per caption).
+ITEM_SCHEMA = pa.schema(
+    [
+        ("item_id", pa.string()),
+        ("image_id", pa.string()),
+        ("image", pa.string()),
+        ("image_bytes", pa.binary()),
+        ("caption_id", pa.string()),
+        ("caption", pa.string()),
+        ("lang", pa.string()),
+        ("label", pa.string()),
+        ("sublabel", pa.string()),
+        ("domain", pa.string()),
+    ]
+)
+
+REJECT_SCHEMA = pa.schema(
+    [
+        ("dataset", pa.string()),
+        ("stage", pa.string()),
+        ("item_id", pa.string()),
+        ("image_id", pa.string()),
+        ("caption_id", pa.string()),
+        ("reason", pa.string()),
+    ]
+)
+
 
 _S = pa.string()
 _I = pa.int64()

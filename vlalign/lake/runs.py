@@ -16,7 +16,7 @@ import logging
 from datetime import datetime, timezone
 from typing import Any, Iterator
 
-from .lake import RECORD_SLACK, Lake
+from vlalign.lake.store import RECORD_SLACK, Lake
 
 log = logging.getLogger(__name__)
 

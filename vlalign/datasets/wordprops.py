@@ -1,5 +1,5 @@
 """Offline word properties of concept names, for breaking concept-alignment results down
-(``vlalign.concepts.breakdown``): word frequency and polysemy. No network is used.
+(``vlalign.methods.concepts.breakdown``): word frequency and polysemy. No network is used.
 
 * :func:`word_frequency`: Zipf frequency (log10 of occurrences per billion words) from the ``wordfreq``
   package, whose word lists ship inside its wheel.

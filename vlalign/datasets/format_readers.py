@@ -1,11 +1,11 @@
 """Readers of the file formats beyond COCO: Karpathy splits, XTD-10, ImageFolder, WebDataset tar shards,
-img2dataset output and Hugging Face imagefolder. Each yields canonical items (vlalign.readers.ITEM_SCHEMA)
+img2dataset output and Hugging Face imagefolder. Each yields canonical items (vlalign.datasets.readers.ITEM_SCHEMA)
 in batches (a chunk of images or lines, a class folder, a tar shard, a parquet file) and turns bad single
 items into reject rows with a reason; a data set that cannot be read at all raises DatasetError naming the
 input. Formats and their keys: vlalign/formats.py.
 
 Tar shards (webdataset, img2dataset) are never unpacked: an item's ``image`` is a reference to its member's
-bytes (tar path or URL, offset, size; vlalign.readers.tar_member_ref), which the extraction reads as one
+bytes (tar path or URL, offset, size; vlalign.datasets.readers.tar_member_ref), which the extraction reads as one
 byte range. The tars are opened through fsspec, so shards on object stores work too.
 """
 
@@ -21,8 +21,9 @@ from typing import Any, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .names import is_safe_name
-from .readers import ITEM_SCHEMA, READERS, DatasetError, DatasetSource, ReadResult, missing_file, tar_member_ref
+from vlalign.datasets.readers import READERS, DatasetError, DatasetSource, ReadResult, missing_file, tar_member_ref
+from vlalign.lake.names import is_safe_name
+from vlalign.lake.schemas import ITEM_SCHEMA
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")  # in the order a sample's image is chosen
 CHUNK = 10_000  # items per batch for formats read from one big file
@@ -723,7 +724,7 @@ def fingerprint(source: DatasetSource) -> tuple:
     """A cheap fingerprint of a source's files: the stats of its annotation files and of its image folder (and
     of the class or split folders, shards and parquet files that list its images; one listing per folder for
     shards, local or remote). While it is unchanged, a read gives the same items."""
-    from .readers import EMOJI_DIR
+    from vlalign.datasets.readers import EMOJI_DIR
 
     fmt = source.format
     paths: list[str] = []

@@ -18,14 +18,23 @@ from typing import Annotated, Any, Literal, Optional
 
 import yaml
 from annotated_types import Ge
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError, core_schema
 
-from .digest import finish, hasher
-from .formats import FORMAT_NAMES, default_format, key_problems
-from .names import SafeName, name_error
+from vlalign.datasets.formats import FORMAT_NAMES, default_format, key_problems
+from vlalign.lake.digest import finish, hasher
+from vlalign.lake.names import SafeName, name_error
 
-DEFAULT_SPEC = Path(__file__).resolve().parent / "sweeps" / "default.yaml"
+DEFAULT_SPEC = Path(__file__).resolve().parent.parent / "sweeps" / "default.yaml"
 
 KERNELS = ("linear", "rbf")
 CLASSIFY_METHODS = ("local_cka", "qap", "linear_regression", "relative", "procrustes")
@@ -69,8 +78,8 @@ class DatasetSpec:
     lang: str | None = None  # added later: left out of to_json() while None
 
     def source(self):
-        """The reader's view of this data set (vlalign.readers.DatasetSource)."""
-        from .readers import DatasetSource
+        """The reader's view of this data set (vlalign.datasets.readers.DatasetSource)."""
+        from vlalign.datasets.readers import DatasetSource
 
         return DatasetSource(self.name, self.format, self.annotations, self.images, lang=self.lang or "en",
                              split=self.split)
@@ -808,7 +817,7 @@ def study_parts(spec: SweepSpec, ds: DatasetSpec) -> tuple[set[str], set[str]]:
     if spec.concepts and spec.concepts.domains:
         domains |= set(spec.concepts.domains)
     elif spec.concepts and ds.format == "emoji":
-        from .readers import EMOJI_DOMAINS
+        from vlalign.datasets.readers import EMOJI_DOMAINS
 
         domains |= set(EMOJI_DOMAINS)
     langs = set(spec.cross_lingual.langs) if spec.cross_lingual else set()
@@ -829,10 +838,10 @@ def validate_against_world(spec: SweepSpec) -> dict[str, dict[tuple[str, str], i
     read, base + query fit in every selection, the studies' domains, languages and labels exist.
     Returns {dataset: {(domain, lang): number of pairs}} for the main grid and the studies' selections.
 
-    Each data set's index is read once per process (vlalign.readers.read_dataset keeps the read while its files
+    Each data set's index is read once per process (vlalign.datasets.readers.read_dataset keeps the read while its files
     are unchanged): a second validation, and the ingest that follows, reuse it. Image bytes are not read here."""
-    from .encoders import EncoderError, preflight
-    from .readers import read_dataset
+    from vlalign.datasets.readers import read_dataset
+    from vlalign.encoders import EncoderError, preflight
 
     try:
         preflight(list(spec.vision_encoders), modality="vision")

@@ -19,11 +19,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from vlalign.kernels import (
+from vlalign.methods.kernels import (
     Kernel,
     _validate_square,
     center_gram,
-    gram_linear,
     cross_squared_distances,
     rbf_from_squared_distances,
     rbf_sigma2,

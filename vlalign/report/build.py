@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-from .catalog import load_sql, query
-from .lake import Lake
+from vlalign.lake.catalog import load_sql, query
+from vlalign.lake.store import Lake
 
 NOT_IN_SPEC = "not in this run's spec"
 NO_ROWS = "in this run's spec, but the lake holds no results for it (yet)"
@@ -183,7 +183,7 @@ class RunData:
     lake: Lake
     run_id: str
     record: dict | None
-    spec: object | None  # vlalign.spec.SweepSpec
+    spec: object | None  # vlalign.engine.spec.SweepSpec
     spec_problem: str | None
     cka_summary: list[dict]
     cka_grid: list[dict]
@@ -216,7 +216,7 @@ def load_run(lake: Lake, run_id: str) -> RunData:
     if record is None:
         problem = "no run record for this run id"
     elif record.get("spec"):
-        from .spec import parse_spec
+        from vlalign.engine.spec import parse_spec
 
         try:
             doc = record["spec"] if isinstance(record["spec"], dict) else json.loads(record["spec"])
@@ -881,7 +881,7 @@ def write_report(lake: Lake, run_id: str, out_dir: str | Path | None = None) -> 
 
 def build_report(lake: Lake, run_id: str, out_dir: str | Path | None = None) -> Report:
     """write_report, also returning the PNG paths and the summary text (the rows are fetched once)."""
-    from .html import write_page
+    from vlalign.report.html import write_page
 
     d = load_run(lake, run_id)
     out = _out_dir(lake, run_id, out_dir).resolve()
@@ -903,9 +903,9 @@ def _cached_figures(d: RunData, out: Path) -> tuple[list[dict], list[str]]:
     import importlib.util
     import json
 
-    from .digest import digest_json
+    from vlalign.lake.digest import digest_json
 
-    code = [open(importlib.util.find_spec(m).origin, "rb").read().hex() for m in ("vlalign.report", "vlalign.html")]
+    code = [open(importlib.util.find_spec(m).origin, "rb").read().hex() for m in ("vlalign.report.build", "vlalign.report.html")]
     rows = [d.cka_summary, d.cka_grid, d.cka, d.matching, d.retrieval, d.classification, d.concepts,
             d.concept_breakdown, d.spec.source if d.spec is not None else None]
     def canon(v):  # floats to 12 digits: SQL aggregates may differ in the last bits from one query to the next
@@ -952,7 +952,7 @@ def _ts(x) -> str | None:
 
 
 def _figure_item(plots: list[str], name: str, title: str, caption: str = ""):
-    from .html import Figure
+    from vlalign.report.html import Figure
 
     for p in plots:
         if Path(p).name == name:
@@ -976,7 +976,7 @@ SAME_COLUMNS = ("dataset", "domain", "lang", "domains", "base", "query", "select
 def _table(title: str, columns: list[str], rows: list[tuple], note: str = ""):
     """A Table without the columns of SAME_COLUMNS that hold one value in every row (two rows or more): that
     value goes to the note instead, so that the table stays narrow."""
-    from .html import Table
+    from vlalign.report.html import Table
 
     rows = [tuple(r) for r in rows]
     drop = [j for j, c in enumerate(columns) if c in SAME_COLUMNS and len(rows) > 1 and len({r[j] for r in rows}) == 1]
@@ -1000,7 +1000,7 @@ def _direction(x: str) -> str:
 
 
 def _sections(d: RunData, plots: list[str], points: list[dict], text: str) -> list:
-    from .html import Section, Table
+    from vlalign.report.html import Section, Table
 
     spec = d.spec
     sections = []

@@ -29,9 +29,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .digest import digest_values, finish, hasher, update
-from .lake import Lake
-from .readers import REJECT_SCHEMA
+from vlalign.lake.digest import digest_values, finish, hasher, update
+from vlalign.lake.schemas import REJECT_SCHEMA
+from vlalign.lake.store import Lake
 
 SHARD_FORMAT = 2  # bump when the shard file layout changes: old shards then no longer match
 log = logging.getLogger(__name__)
@@ -248,9 +248,9 @@ def part_units(lake: Lake, items_path: str, modality: str, part: str) -> pa.Tabl
 def shard_inputs(lake: Lake, spec: ShardSpec) -> tuple[list[str], list]:
     """The unit ids and raw inputs (image references or caption strings) of a shard, checked against its digest.
 
-    An image is not read here: inline bytes, a path, or a tar member's byte range (vlalign.readers.image_ref),
+    An image is not read here: inline bytes, a path, or a tar member's byte range (vlalign.datasets.readers.image_ref),
     read one at a time by :func:`embed_shard`, so that an unreadable one is that unit's reject only."""
-    from .readers import image_ref
+    from vlalign.datasets.readers import image_ref
 
     items_path = lake.items_path(spec.dataset)
     table = part_units(lake, items_path, spec.modality, spec.part)
@@ -269,8 +269,8 @@ def shard_inputs(lake: Lake, spec: ShardSpec) -> tuple[list[str], list]:
 
 def embed_shard(lake: Lake, spec: ShardSpec, encoder, batch_size: int = 32) -> dict:
     """Embed one shard with a loaded encoder and write it (and its rejects) atomically. Returns a summary."""
-    from .encoders import decode_image
-    from .readers import load_image_input
+    from vlalign.datasets.readers import load_image_input
+    from vlalign.encoders import decode_image
 
     t0 = time.perf_counter()
     ids, inputs = shard_inputs(lake, spec)

@@ -1,4 +1,4 @@
-"""What one analysis cell computes, as plain functions over the lake (cells are defined in vlalign.cells).
+"""What one analysis cell computes, as plain functions over the lake (cells are defined in vlalign.engine.cells).
 
 Each function reads exactly the planned, verified shards of its cell, computes with the library's math,
 and returns result rows keyed by the cell's id. An input or a result that is not a finite number is never
@@ -13,21 +13,21 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from . import baselines as bl
-from .catalog import run_sql
-from .cells import Cell, CKACell, ClassifyCell, ConceptCell, Embeddings, MatchCell
-from .cka import cka, cka_bootstrap
-from .classify import classify, top1_accuracy
-from .digest import digest_json
-from .extract import read_shards
-from .lake import Lake
-from .matching import assignment_match, matching_accuracy, qap_match
-from .measures import mutual_knn
-from .preprocess import select_base, stretch, stretch_by
-from .retrieval import local_cka_scores, recall_at_k
-from .schemas import RESULT_SCHEMAS
+from vlalign.engine.cells import Cell, CKACell, ClassifyCell, ConceptCell, Embeddings, MatchCell
+from vlalign.engine.extract import read_shards
+from vlalign.lake.catalog import run_sql
+from vlalign.lake.digest import digest_json
+from vlalign.lake.schemas import RESULT_SCHEMAS
+from vlalign.lake.store import Lake
+from vlalign.methods import baselines as bl
+from vlalign.methods.cka import cka, cka_bootstrap
+from vlalign.methods.classify import classify, top1_accuracy
+from vlalign.methods.matching import assignment_match, matching_accuracy, qap_match
+from vlalign.methods.measures import mutual_knn
+from vlalign.methods.preprocess import select_base, stretch, stretch_by
+from vlalign.methods.retrieval import local_cka_scores, recall_at_k
 
-# sweep-spec name -> vlalign.baselines name
+# sweep-spec name -> vlalign.methods.baselines name
 BASELINE_NAMES = {"linear_regression": "linear", "relative": "relative", "procrustes": "procrustes", "cosine": "cosine"}
 
 
@@ -367,8 +367,8 @@ def concept_inputs(cell: ConceptCell):
 def run_concept_cell(cell: ConceptCell) -> dict[str, list[dict]]:
     """P@1/10/100 of every (mapping, retrieval), and their breakdowns by image dispersion, word frequency and
     polysemy (the primary name's; polysemy only where an offline WordNet is present)."""
-    from .concepts import breakdown, concept_alignment, dispersion
-    from .wordprops import polysemy, wordnet_available, word_frequency
+    from vlalign.datasets.wordprops import polysemy, word_frequency, wordnet_available
+    from vlalign.methods.concepts import breakdown, concept_alignment, dispersion
 
     common = {"cell_id": cell.cell_id, "dataset": cell.dataset, "vision_encoder": cell.vision.name,
               "text_encoder": cell.text.name}
@@ -411,7 +411,7 @@ def run_concept_cell(cell: ConceptCell) -> dict[str, list[dict]]:
 # ------------------------------------------------------------------ writing cells
 def write_cell(cell: Cell, rows: dict[str, list[dict]]) -> list[str]:
     """Write a cell's result files, each carrying the cell's identity. The first table is written last,
-    so the cell counts as done (:func:`vlalign.cells.cell_is_done`) only when all of them are in place."""
+    so the cell counts as done (:func:`vlalign.engine.cells.cell_is_done`) only when all of them are in place."""
     lake = Lake.open(cell.lake_root)
     paths = cell.paths()
     for table in reversed(cell.tables):

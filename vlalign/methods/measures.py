@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vlalign.kernels import validate_matrix, validate_paired
+from vlalign.methods.kernels import validate_matrix, validate_paired
 
 __all__ = ["mutual_knn", "mutual_knn_shuffled", "knn_mask"]
 

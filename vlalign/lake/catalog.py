@@ -5,7 +5,7 @@ written only by runs (:func:`refresh_catalog`, at the start and the end of each 
 one under the lake's catalog lock and renamed over it, so a query that has the old file open finishes
 undisturbed, and two runs never write it at once. The views read exactly the files that the run records
 list. :func:`query` never writes: it opens the file read-only through the sealed door of
-:mod:`vlalign.sqldoor` (DuckDB confined to the lake, statements admitted by the parser's type).
+:mod:`vlalign.lake.sqldoor` (DuckDB confined to the lake, statements admitted by the parser's type).
 
 An object-store lake (``s3://bucket/lake``, any fsspec URL): DuckDB reads it through the lake's fsspec
 filesystem, registered on each connection (:func:`connect`), never through the httpfs extension. Its
@@ -30,9 +30,9 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from .lake import TMP_MARK, Lake, LakeError, lake_filesystem
-from .schemas import RESULT_SCHEMAS, TABLE_SCHEMAS
-from .sqldoor import QueryError, run_query
+from vlalign.lake.store import TMP_MARK, Lake, LakeError, lake_filesystem
+from vlalign.lake.schemas import RESULT_SCHEMAS, TABLE_SCHEMAS
+from vlalign.lake.sqldoor import QueryError, run_query
 
 SQL_DIR = Path(str(resources.files("vlalign.sql")))
 CATALOG = "lake.duckdb"

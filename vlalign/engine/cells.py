@@ -17,38 +17,84 @@ kind uses them.
 
 from __future__ import annotations
 
+import ast
 import functools
 import importlib.util
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from .digest import digest_json, digest_values
-from .extract import ShardSpec
-from .lake import Lake
+from vlalign.engine.extract import ShardSpec
+from vlalign.lake.digest import digest_json, digest_values
+from vlalign.lake.store import Lake
 
-# The modules whose source a cell kind's results depend on. analysis.py holds the pairing and splitting
-# code both kinds share; the cka kind needs none of the matching modules, and the matching kind none of cka.py.
+# The modules whose code a cell kind's results depend on. analysis holds the pairing and splitting code
+# every kind shares; the cka kind needs none of the matching modules, and the matching kind none of cka.
 ENGINE_MODULES: dict[str, tuple[str, ...]] = {
-    "cka": ("vlalign.kernels", "vlalign.cka", "vlalign.measures", "vlalign.analysis"),
-    "matching": ("vlalign.kernels", "vlalign.matching", "vlalign.retrieval", "vlalign.baselines",
-                 "vlalign.preprocess", "vlalign.analysis"),
-    "concepts": ("vlalign.kernels", "vlalign.concepts", "vlalign.wordprops", "vlalign.analysis"),
-    "classification": ("vlalign.kernels", "vlalign.matching", "vlalign.retrieval", "vlalign.baselines",
-                       "vlalign.preprocess", "vlalign.classify", "vlalign.analysis"),
+    "cka": ("vlalign.methods.kernels", "vlalign.methods.cka", "vlalign.methods.measures", "vlalign.engine.analysis"),
+    "matching": ("vlalign.methods.kernels", "vlalign.methods.matching", "vlalign.methods.retrieval",
+                 "vlalign.methods.baselines", "vlalign.methods.preprocess", "vlalign.engine.analysis"),
+    "concepts": ("vlalign.methods.kernels", "vlalign.methods.concepts", "vlalign.datasets.wordprops",
+                 "vlalign.engine.analysis"),
+    "classification": ("vlalign.methods.kernels", "vlalign.methods.matching", "vlalign.methods.retrieval",
+                       "vlalign.methods.baselines", "vlalign.methods.preprocess", "vlalign.methods.classify",
+                       "vlalign.engine.analysis"),
+}
+
+# Engine versions that outlive a change of code that computes the same numbers. Before 0.2 a version was
+# the digest of the engine modules' names and raw source, so moving a file, an import or a comment moved it.
+# Since 0.2 it is the digest of the code itself (:func:`code_fingerprint`); where a fingerprint is listed
+# here, its kind keeps the older version, so the cells of lakes made before stay valid. Add a line only for
+# a change that is shown to compute identical numbers (the default run on an older lake computes 0 cells,
+# tests/test_engine_version.py); any other change to the math moves the version by itself.
+ENGINE_LINEAGE: dict[str, dict[str, str]] = {
+    # 0.2: the library moved into subpackages (vlalign.methods, .engine, ...); same code, same numbers.
+    "cka": {"14d54e47da1f07c7": "17818ab91b23ca6f"},
+    "matching": {"65073459268047d0": "3532328c6e6cfc73"},
+    "concepts": {"33f6c3e745c012c3": "479703d750b94290"},
+    "classification": {"abbcb5a4a3b99972": "e321d8a624e7e986"},
 }
 
 
+def _code_of(tree: ast.Module) -> list[str]:
+    """The top-level definitions of a module as normalised code: no imports, docstrings or comments, so
+    that where a definition lives and how it is imported is not part of it. Sorted by name."""
+    out = []
+    for node in tree.body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            continue
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+            continue
+        for sub in ast.walk(node):
+            body = getattr(sub, "body", None)
+            if (isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and body
+                    and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                    and isinstance(body[0].value.value, str)):
+                sub.body = body[1:] or [ast.Pass()]
+            if isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                sub.body = [b for b in sub.body if not isinstance(b, (ast.Import, ast.ImportFrom))] or [ast.Pass()]
+        out.append(ast.dump(node, annotate_fields=False))
+    return sorted(out)
+
+
 @functools.lru_cache(maxsize=None)
-def engine_version(kind: str) -> str:
-    """A digest of the source of the modules that compute cells of ``kind`` (see ENGINE_MODULES)."""
-    sources = []
+def code_fingerprint(kind: str) -> str:
+    """A digest of the code of the modules that compute cells of ``kind`` (see ENGINE_MODULES), independent of
+    which module holds a definition, of imports, docstrings and comments."""
+    code = []
     for mod in ENGINE_MODULES[kind]:
         spec = importlib.util.find_spec(mod)
         if spec is None or not spec.origin:
             raise RuntimeError(f"engine module {mod} not found")
         with open(spec.origin, "rb") as f:
-            sources += [mod, f.read()]
-    return digest_values(sources)
+            code += _code_of(ast.parse(f.read()))
+    return digest_values(sorted(code))
+
+
+def engine_version(kind: str) -> str:
+    """The version of the code that computes cells of ``kind``: its :func:`code_fingerprint`, or the older
+    version that fingerprint continues (ENGINE_LINEAGE)."""
+    fp = code_fingerprint(kind)
+    return ENGINE_LINEAGE[kind].get(fp, fp)
 
 
 @dataclass(frozen=True)
@@ -132,7 +178,7 @@ class CKACell(Cell):
 
 @dataclass(frozen=True)
 class Protocol:
-    """The named settings that a protocol preset (``default`` or ``paper``) chooses; see vlalign.spec.PROTOCOLS."""
+    """The named settings that a protocol preset (``default`` or ``paper``) chooses; see vlalign.engine.spec.PROTOCOLS."""
 
     qap_restarts: int = 20
     qap_kernel: str = "linear"
@@ -154,7 +200,7 @@ class Protocol:
     @property
     def name(self) -> str:
         """'default' or 'paper' if the preset's settings are exactly these, else 'custom' (a result column)."""
-        from .spec import PROTOCOLS
+        from vlalign.engine.spec import PROTOCOLS
 
         mine = self.settings()
         for name, preset in PROTOCOLS.items():
@@ -320,7 +366,7 @@ def english_only_reason(name: str, lang: str, declared: tuple[str, ...] = ()) ->
     language needs an encoder the catalog marks multilingual, or one the spec declares multilingual."""
     if lang == "en" or name in declared:
         return None
-    from .encoders import get_encoder
+    from vlalign.encoders import get_encoder
 
     flag = get_encoder(name).multilingual
     if flag:
@@ -392,7 +438,7 @@ def plan_cells(spec, lake: Lake, pairs: dict, embeddings: dict, main: dict | Non
                                     if why is None:
                                         cells.append(match(ds.name, domain, lang, v, t, s, seed))
                                     else:
-                                        from .encoders import get_encoder
+                                        from vlalign.encoders import get_encoder
 
                                         enc = get_encoder(t)
                                         none = Embeddings(t, enc.lake_name, lang, (), "")
@@ -417,7 +463,7 @@ def plan_cells(spec, lake: Lake, pairs: dict, embeddings: dict, main: dict | Non
                                     cells.append(match(ds.name, pair.query, lang, v, t, s, seed, base=base))
     cv = spec.curves
     if cv:
-        from .spec import Setting
+        from vlalign.engine.spec import Setting
 
         points = [Setting(b, first.query_size, first.base_selection, first.stretch, 0) for b in cv.base_sizes]
         points += [Setting(first.base_size, q, first.base_selection, first.stretch, 0) for q in cv.query_sizes]

@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from vlalign.baselines import _unit_rows, cosine_similarity_matrix
-from vlalign.kernels import validate_matrix
+from vlalign.methods.baselines import _unit_rows, cosine_similarity_matrix
+from vlalign.methods.kernels import validate_matrix
 
 __all__ = [
     "MAPPINGS",
@@ -102,7 +102,7 @@ class Map:
 
 
 def _pca_basis_gram(centred: np.ndarray, k: int) -> np.ndarray:
-    """``vlalign.baselines._pca_basis`` (top-k right singular vectors of the centred rows, the largest entry of
+    """``vlalign.methods.baselines._pca_basis`` (top-k right singular vectors of the centred rows, the largest entry of
     each made positive), computed from the eigendecomposition of the smaller Gram matrix: Z^T Z (d x d) when
     d <= n, else Z Z^T (n x n) with V = Z^T U / sqrt(lambda). Same directions to ~1e-12 when the top k
     eigenvalues are distinct, several times faster than the SVD for n, d ~ 1000s."""
@@ -150,13 +150,13 @@ def procrustes_fit(src: object, dst: object, dim: int | None = None) -> Map:
 
     Each side is centred by its own mean over these n rows. When d1 != d2, or ``dim`` is given, each side is
     reduced to its top-k principal directions (PCA of the centred rows, signs fixed as in
-    ``vlalign.baselines._pca_basis``; computed from the smaller Gram matrix, see ``_pca_basis_gram``),
+    ``vlalign.methods.baselines._pca_basis``; computed from the smaller Gram matrix, see ``_pca_basis_gram``),
     k = ``dim`` or min(d1, d2, n - 1); with d1 == d2 and no ``dim`` there is no PCA. With Zx, Zy the centred
     (reduced) rows:
 
         R = argmin_{R^T R = I} ||Zx R - Zy||_F = U V^T,   U S V^T = svd(Zx^T Zy).
 
-    This is ``vlalign.baselines.procrustes_scores``'s map (which always does the PCA) as a reusable object.
+    This is ``vlalign.methods.baselines.procrustes_scores``'s map (which always does the PCA) as a reusable object.
     """
     mx, my, vx, vy, zx, zy = _prepare(src, dst, dim)
     u, _, vt = np.linalg.svd(zx.T @ zy)

@@ -43,33 +43,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .formats import FORMAT_NAMES, FORMATS, key_problems
-
-ITEM_SCHEMA = pa.schema(
-    [
-        ("item_id", pa.string()),
-        ("image_id", pa.string()),
-        ("image", pa.string()),
-        ("image_bytes", pa.binary()),
-        ("caption_id", pa.string()),
-        ("caption", pa.string()),
-        ("lang", pa.string()),
-        ("label", pa.string()),
-        ("sublabel", pa.string()),
-        ("domain", pa.string()),
-    ]
-)
-
-REJECT_SCHEMA = pa.schema(
-    [
-        ("dataset", pa.string()),
-        ("stage", pa.string()),
-        ("item_id", pa.string()),
-        ("image_id", pa.string()),
-        ("caption_id", pa.string()),
-        ("reason", pa.string()),
-    ]
-)
+from vlalign.datasets.formats import FORMAT_NAMES, FORMATS, key_problems
+from vlalign.lake.schemas import ITEM_SCHEMA
 
 DATA_DIR = Path(str(resources.files("vlalign.data")))
 EMOJI_DIR = DATA_DIR / "emoji"
@@ -118,7 +93,7 @@ class DatasetSource:
             if not Path(self.images).is_dir():
                 raise DatasetError(f"data set {self.name!r}: image folder {self.images!r} does not exist")
         else:
-            from . import format_readers
+            from vlalign.datasets import format_readers
 
             format_readers.check(self)
 
@@ -143,7 +118,7 @@ READERS: dict[str, Reader] = {}  # format -> reader (a generator of batches); fi
 
 def reader_for(fmt: str) -> Reader:
     if fmt not in READERS:
-        from . import format_readers  # noqa: F401  (registers the other formats' readers)
+        from vlalign.datasets import format_readers  # noqa: F401  (registers the other formats' readers)
     return READERS[fmt]
 
 
@@ -168,7 +143,7 @@ _KEPT_LOCK = threading.Lock()
 
 
 def _kept_key(source: DatasetSource) -> tuple:
-    from . import format_readers
+    from vlalign.datasets import format_readers
 
     return (source, format_readers.fingerprint(source))
 

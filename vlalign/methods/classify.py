@@ -19,10 +19,10 @@ import warnings
 
 import numpy as np
 
-from vlalign.baselines import baseline_scores
-from vlalign.kernels import Kernel, validate_kernel, validate_matrix
-from vlalign.matching import qap_match
-from vlalign.retrieval import local_cka_scores
+from vlalign.methods.baselines import baseline_scores
+from vlalign.methods.kernels import Kernel, validate_kernel, validate_matrix
+from vlalign.methods.matching import qap_match
+from vlalign.methods.retrieval import local_cka_scores
 
 __all__ = ["CLASSIFY_METHODS", "classify", "top1_accuracy"]
 

@@ -41,7 +41,7 @@ def _positive_int(s: str) -> int:
 
 def _name(what: str):
     def check(s: str) -> str:
-        from .names import check_name
+        from vlalign.lake.names import check_name
 
         try:
             return check_name(s, what)
@@ -66,7 +66,7 @@ def _add_cluster_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_dataset_args(p: argparse.ArgumentParser) -> None:
-    from .formats import FORMAT_NAMES
+    from vlalign.datasets.formats import FORMAT_NAMES
 
     p.add_argument("--dataset", type=_name("--dataset"), default="emoji", help="data set name ('emoji' is embedded; others need --format F --images PATH ...)")
     p.add_argument("--format", default=None, choices=FORMAT_NAMES, help="data set format, see `vlalign datasets` (default: emoji for 'emoji', else coco)")
@@ -151,8 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _dataset_source(args):
-    from .formats import FORMATS, default_format, key_problems
-    from .readers import DatasetSource
+    from vlalign.datasets.formats import FORMATS, default_format, key_problems
+    from vlalign.datasets.readers import DatasetSource
 
     fmt = args.format or default_format(args.dataset)
     problems = key_problems(fmt, args.annotations, args.images, args.split, args.lang)
@@ -165,7 +165,7 @@ def _dataset_source(args):
 
 
 def cmd_encoders(args) -> int:
-    from .encoders import is_available, list_encoders
+    from vlalign.encoders import is_available, list_encoders
 
     rows = []
     for spec in list_encoders():
@@ -184,8 +184,8 @@ def cmd_encoders(args) -> int:
 
 
 def cmd_datasets(args) -> int:
-    from .formats import FORMATS
-    from .readers import EMOJI_DOMAINS, EMOJI_LANGS
+    from vlalign.datasets.formats import FORMATS
+    from vlalign.datasets.readers import EMOJI_DOMAINS, EMOJI_LANGS
 
     print("emoji   embedded   1906 emoji x domains " + ",".join(EMOJI_DOMAINS) + "; captions in " + ",".join(EMOJI_LANGS))
     print("        labels: label = CLDR category, sublabel = subcategory; see data/README.md")
@@ -197,16 +197,16 @@ def cmd_datasets(args) -> int:
 
 
 def cmd_extract(args) -> int:
-    from .encoders import preflight
-    from .readers import check_dataset
+    from vlalign.datasets.readers import check_dataset
+    from vlalign.encoders import preflight
 
     source = _dataset_source(args)
     source.check()  # the cheap checks: the files exist, the structure is sound
     encoders = _csv(args.encoders) or []
     preflight(encoders)  # before any Prefect or Dask start-up
     check_dataset(source)  # a one-file index (emoji, coco, karpathy) is read now, and kept for the ingest
-    from .flows.extract import extract_flow
-    from .flows.runtime import dask_task_runner, prefect_api
+    from vlalign.flows.extract import extract_flow
+    from vlalign.flows.runtime import dask_task_runner, prefect_api
 
     with prefect_api():
         result = extract_flow.with_options(task_runner=dask_task_runner(args.dask_address, args.workers))(
@@ -245,7 +245,7 @@ def _fmt(v) -> str:
 def cmd_spec(args) -> int:
     """`vlalign spec --schema`: the JSON schema; `vlalign spec [FILE]`: validate (structure and values; the
     encoders and data are checked when the sweep starts) and print a one-line OK with the run id."""
-    from .spec import DEFAULT_SPEC, json_schema, load_spec
+    from vlalign.engine.spec import DEFAULT_SPEC, json_schema, load_spec
 
     if args.schema:
         print(json.dumps(json_schema(), indent=2))
@@ -258,8 +258,8 @@ def cmd_spec(args) -> int:
 
 def cmd_explain(args) -> int:
     """Explain image-caption pairs; print the base set, each score, the completeness residual and top pairs."""
-    from .explain import DEFAULT_STEPS, explain_items, top_pairs
-    from .lake import Lake
+    from vlalign.lake.store import Lake
+    from vlalign.methods.attribution import DEFAULT_STEPS, explain_items, top_pairs
 
     steps = args.steps or DEFAULT_STEPS
     if steps < 1 or (args.base_size is not None and args.base_size < 0) or args.show < 0:
@@ -275,9 +275,9 @@ def cmd_explain(args) -> int:
         items, rows, bases, source = list(args.item), None, None, f"{args.base_size} random emoji pairs, seed {args.seed or 0}"
     else:
         items, rows, bases, source, margins = _explain_inputs(args, lake)
-    from .catalog import refresh_catalog
-    from .digest import digest_json
-    from .runs import add_files, recorded_run
+    from vlalign.lake.catalog import refresh_catalog
+    from vlalign.lake.digest import digest_json
+    from vlalign.lake.runs import add_files, recorded_run
 
     settings = {"dataset": args.dataset or "emoji", "items": items, "vision": args.vision, "text": args.text,
                 "steps": steps, "base_size": args.base_size, "seed": args.seed, "run": args.run, "base": source}
@@ -308,8 +308,16 @@ def cmd_explain(args) -> int:
 def _explain_inputs(args, lake):
     """(item ids, their rows, {(domain, lang): base pairs}, a line about the base, {item: (margin, matched)}) from
     the run's cells (--run) or the default split's."""
-    from .flows.explain import (base_set, best_matched, default_spec, find_items, item_of, load_run,
-                                main_selection, spec_items)
+    from vlalign.flows.explain import (
+        base_set,
+        best_matched,
+        default_spec,
+        find_items,
+        item_of,
+        load_run,
+        main_selection,
+        spec_items,
+    )
 
     run = None
     if args.run:
@@ -353,7 +361,7 @@ def cmd_server(args) -> int:
     """`vlalign server status|stop`: the home Prefect API server (flows/apiserver.py) of $PREFECT_HOME."""
     from pathlib import Path
 
-    from .flows.apiserver import HomeServer
+    from vlalign.flows.apiserver import HomeServer
 
     server = HomeServer(Path(os.environ["PREFECT_HOME"]), 0)
     state = server.running()
@@ -375,12 +383,12 @@ COMMANDS = {"server": cmd_server, "encoders": cmd_encoders, "datasets": cmd_data
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .flows.runtime import configure_environment
+    from vlalign.flows.runtime import configure_environment
 
     configure_environment()
     handler = COMMANDS.get(args.cmd)
     if handler is None:
-        from . import cli_sweep  # run, sweep, resume, query, report
+        from vlalign.cli import sweep as cli_sweep  # run, sweep, resume, query, report
 
         handler = cli_sweep.COMMANDS[args.cmd]
     try:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from vlalign.kernels import validate_matrix, validate_split
+from vlalign.methods.kernels import validate_matrix, validate_split
 
 __all__ = [
     "cosine_similarity_matrix",

@@ -6,17 +6,15 @@ import csv
 import json
 import sys
 
-from .lake import Lake
+from vlalign.lake.store import Lake
 
 
 def _run_sweep(args, spec, run_id):
+    from vlalign.engine.spec import validate_against_world
     from vlalign.flows.runtime import dask_task_runner, prefect_api
     from vlalign.flows.sweep import resolve_spec, sweep_flow
-
-    from .report import build_report
-    from .spec import validate_against_world
-
-    from .names import check_name
+    from vlalign.lake.names import check_name
+    from vlalign.report.build import build_report
 
     sweep = resolve_spec(spec)
     if run_id is not None:
@@ -43,13 +41,13 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_resume(args) -> int:
-    from .names import check_name
+    from vlalign.lake.names import check_name
 
     check_name(args.run_id, "RUN_ID")
     lake = Lake.existing(args.lake)
     path = lake.run_path(args.run_id)
     if not lake.exists(path):
-        from .runs import run_ids
+        from vlalign.lake.runs import run_ids
 
         raise FileNotFoundError(f"no run {args.run_id!r} in {lake.root}; known runs: {run_ids(lake) or 'none'}")
     record = lake.read_json(path)
@@ -58,7 +56,7 @@ def cmd_resume(args) -> int:
 
 
 def cmd_query(args) -> int:
-    from .catalog import query
+    from vlalign.lake.catalog import query
 
     table = query(args.lake, args.sql)
     rows = table.to_pylist()
@@ -69,7 +67,7 @@ def cmd_query(args) -> int:
         w.writeheader()
         w.writerows(rows)
     else:
-        from .cli import _print_table
+        from vlalign.cli.main import _print_table
 
         _print_table(rows, table.column_names)
         print(f"({len(rows)} rows)")
@@ -78,8 +76,8 @@ def cmd_query(args) -> int:
 
 def cmd_report(args) -> int:
     """`vlalign report [RUN_ID] [--out DIR]`: the summary, the PNGs and, last, the path of report.html."""
-    from .catalog import query
-    from .report import build_report
+    from vlalign.lake.catalog import query
+    from vlalign.report.build import build_report
 
     lake = Lake.existing(args.lake)
     runs = [r["run_id"] for r in query(lake, "select run_id from runs order by started_at desc").to_pylist()]

@@ -14,7 +14,7 @@ from typing import Literal
 
 import numpy as np
 
-from vlalign.kernels import validate_matrix
+from vlalign.methods.kernels import validate_matrix
 
 __all__ = [
     "stretch",

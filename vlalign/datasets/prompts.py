@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from .digest import digest_json
-from .readers import ITEM_SCHEMA
+from vlalign.lake.digest import digest_json
+from vlalign.lake.schemas import ITEM_SCHEMA
 
 
 def label_text(label: str) -> str:
@@ -72,7 +72,7 @@ def concept_dictionary(fmt: str, items: pa.Table, domains: list[str] | None) -> 
     if fmt == "emoji":
         import pyarrow.parquet as pq
 
-        from .readers import EMOJI_DIR
+        from vlalign.datasets.readers import EMOJI_DIR
 
         for r in rows:
             members[(r["image_id"], r["domain"])] = r["image_id"].split("/", 1)[1]

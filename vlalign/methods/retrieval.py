@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vlalign.kernels import (
+from vlalign.methods.kernels import (
     Kernel,
     _center_with_base,
     _cross_gram,

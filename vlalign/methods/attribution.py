@@ -86,7 +86,7 @@ DEFAULT_VISION_LAYER = -1
 # (minilm-l6: hidden_states[5]). The last layer's output itself is excluded (see _TextTower).
 DEFAULT_TEXT_LAYER = -1
 
-from .schemas import ATTRIBUTIONS_SCHEMA as EXPLANATION_SCHEMA  # noqa: E402  (the lake's `attributions` columns)
+from vlalign.lake.schemas import ATTRIBUTIONS_SCHEMA as EXPLANATION_SCHEMA  # noqa: E402  (the lake's `attributions` columns)
 
 
 @dataclass
@@ -161,7 +161,7 @@ def quadrature(steps: int, rule: str = DEFAULT_RULE) -> tuple[np.ndarray, np.nda
 
 def fit_linear_map(x_base: np.ndarray, y_base: np.ndarray) -> np.ndarray:
     """W (d1 + 1, d2) = argmin ||[x_base, 1] W - y_base||_F (minimum norm), as baselines.linear_regression_scores."""
-    from vlalign.kernels import validate_matrix
+    from vlalign.methods.kernels import validate_matrix
 
     bx = validate_matrix(x_base, "x_base")
     by = validate_matrix(y_base, "y_base")
@@ -546,7 +546,7 @@ def explain_items(item_ids: Sequence[str], vision: str = "mobilenetv2", text: st
     encoders; base_size=0 treats the encoders as aligned.
     With out_dir: one PNG per item (the item id with '/' as '_') and explanations.parquet there.
     Returns the explanation table (EXPLANATION_SCHEMA, all items) and the explanations."""
-    from vlalign.readers import image_source
+    from vlalign.datasets.readers import image_source
 
     if rows is None:
         rows, random_bases = _emoji_rows(item_ids, vision, text, base_size, seed, bases is None, device, threads)
@@ -589,8 +589,8 @@ def _emoji_rows(item_ids: Sequence[str], vision: str, text: str, base_size: int,
                 device: str, threads: int | None) -> tuple[dict[str, dict], dict]:
     """Rows of emoji items of the embedded set, and (want_bases) seeded random base pairs per (domain, lang):
     ``base_size`` pairs of the same domain and language, never an explained emoji, embedded here."""
+    from vlalign.datasets.readers import read_emoji
     from vlalign.encoders import load_encoder
-    from vlalign.readers import read_emoji
 
     parsed = []
     for iid in item_ids:

@@ -23,7 +23,7 @@ from typing import Literal
 import numpy as np
 from scipy.optimize import linear_sum_assignment, quadratic_assignment
 
-from vlalign.kernels import (
+from vlalign.methods.kernels import (
     Kernel,
     center_gram,
     gram,

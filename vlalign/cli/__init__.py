@@ -1,0 +1,1 @@
+"""The `vlalign` command, one module per command group."""

@@ -1,0 +1,1 @@
+"""The data: data set formats and their readers, derived text data sets (prompts, aliases) and word properties."""
