@@ -29,7 +29,7 @@ from vlalign.engine.cells import Embeddings, MatchCell, plan_cells
 from vlalign.engine.extract import embed_shard, plan_shards, shard_is_done
 from vlalign.engine.pairing import write_pairs
 from vlalign.engine.spec import DEFAULT_SPEC, SweepSpec, load_spec, parse_spec
-from vlalign.lake.runs import run_ids
+from vlalign.lake.runs import RunRecordError, read_run
 from vlalign.lake.store import Lake
 from vlalign.methods.attribution import fit_linear_map
 
@@ -68,13 +68,10 @@ class BaseSet:
 
 def load_run(lake: Lake, run_id: str) -> tuple[dict, SweepSpec]:
     """The run's record and its sweep spec (only sweeps have matching cells)."""
-    path = lake.run_path(run_id)
-    if not lake.exists(path):
-        raise ExplainInputError(f"--run {run_id!r}: no such run in the lake {lake.root} "
-                                f"(runs: {', '.join(run_ids(lake)) or 'none'})")
-    record = lake.read_json(path)
-    if record.get("flow") != "sweep":
-        raise ExplainInputError(f"--run {run_id!r} is a {record.get('flow')!r} run; explain needs a sweep run (its matching cells)")
+    try:
+        record = read_run(lake, run_id, flow="sweep")
+    except RunRecordError as e:
+        raise ExplainInputError(f"--run: {e} (explain needs a sweep run: its matching cells)") from None
     return record, parse_spec(record["spec"])
 
 

@@ -391,4 +391,4 @@ def test_explain_takes_its_base_from_the_runs_cell_and_explains_its_best_matched
     assert main(["explain", "--run", out["run_id"], "--top", "1", "--vision", "efficientnet-lite0",
                  "--out", str(ex_out), "--lake", str(lake_root)]) == 2
     err = capsys.readouterr().err
-    assert "no such run" in err and "not an encoder of run" in err
+    assert "no run 'nope' in the lake" in err and "not an encoder of run" in err

@@ -6,6 +6,7 @@ import csv
 import json
 import sys
 
+from vlalign.lake.runs import read_run
 from vlalign.lake.store import Lake
 
 
@@ -45,12 +46,7 @@ def cmd_resume(args) -> int:
 
     check_name(args.run_id, "RUN_ID")
     lake = Lake.existing(args.lake)
-    path = lake.run_path(args.run_id)
-    if not lake.exists(path):
-        from vlalign.lake.runs import run_ids
-
-        raise FileNotFoundError(f"no run {args.run_id!r} in {lake.root}; known runs: {run_ids(lake) or 'none'}")
-    record = lake.read_json(path)
+    record = read_run(lake, args.run_id)
     print(f"resuming run {args.run_id} (was {record.get('status')}, {record.get('cells_done')}/{record.get('cells_total')} cells)")
     return _run_sweep(args, record["spec"], args.run_id)
 

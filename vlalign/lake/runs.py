@@ -16,7 +16,7 @@ import logging
 from datetime import datetime, timezone
 from typing import Any, Iterator
 
-from vlalign.lake.store import RECORD_SLACK, Lake
+from vlalign.lake.store import RECORD_SLACK, Lake, LakeError
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,28 @@ def now() -> str:
 def run_ids(lake: Lake) -> list[str]:
     """The ids of the runs recorded in the lake, sorted (for "no such run" messages)."""
     return sorted(p.rsplit("run=", 1)[1].removesuffix(".json") for p in lake.glob(lake.path("runs", "run=*.json")))
+
+
+class RunRecordError(LakeError):
+    """A run that the lake does not hold, or whose record cannot be read."""
+
+
+def read_run(lake: Lake, run_id: str, flow: str | None = None) -> dict:
+    """The record of run ``run_id`` (and, with ``flow``, only a run of that flow). A missing run names the runs
+    the lake has; an unreadable record names its file."""
+    path = lake.run_path(run_id)
+    if not lake.exists(path):
+        raise RunRecordError(f"no run {run_id!r} in the lake {lake.root} (runs: {', '.join(run_ids(lake)) or 'none'})")
+    try:
+        record = lake.read_json(path)
+    except (OSError, ValueError) as e:
+        raise RunRecordError(f"the record of run {run_id!r} ({path}) cannot be read: {str(e).splitlines()[0]}; "
+                             f"`vlalign resume {run_id}` rewrites it") from None
+    if not isinstance(record, dict):
+        raise RunRecordError(f"the record of run {run_id!r} ({path}) is not a JSON object")
+    if flow is not None and record.get("flow") != flow:
+        raise RunRecordError(f"run {run_id!r} is a {record.get('flow')!r} run, not a {flow!r} run")
+    return record
 
 
 def start_record(lake: Lake, run_id: str, flow: str, spec: Any) -> dict:
