@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from vlalign.lake.sqldoor import QueryError, admit, open_door, run_query
+from vlalign.lake.sqldoor import Limits, QueryError, admit, open_door, open_query, run_query
 
 N_ROWS = 4
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -451,3 +451,43 @@ def test_a_catalog_that_is_no_duckdb_file(tmp_path):
     with pytest.raises(QueryError, match=r"cannot open the lake catalog .*lake\.duckdb"):
         run_query(str(root / "lake.duckdb"), str(root), "select 1")
     assert _snapshot(str(tmp_path)) == before
+
+
+# ------------------------------------------------------------------ bounds: time, memory, depth, streaming
+def test_an_unbounded_query_is_stopped_at_its_time_limit_with_the_limit_named(shared_lake):
+    endless = "with recursive t(n) as (select 1 union all select n + 1 from t) select count(*) from t"
+    for sql in (endless, "select * from range(3000000000)"):
+        with pytest.raises(QueryError, match=r"time limit of 1 s \(vlalign query --timeout"):
+            with open_query(shared_lake.catalog, shared_lake.root, sql, limits=Limits(seconds=1)) as (_, batches):
+                for _ in batches:
+                    pass
+
+
+def test_a_query_over_its_memory_limit_fails_with_the_limit_named(shared_lake):
+    big = "select max(s) from (select string_agg(range::varchar, ',') s from range(20000000))"
+    with pytest.raises(QueryError, match=r"memory .* limit of 64MB \(vlalign query --memory-limit"):
+        run_query(shared_lake.catalog, shared_lake.root, big, limits=Limits(memory="64MB"))
+    # the limit is set, and locked, on the door's connection
+    con = open_door(shared_lake.catalog, shared_lake.root, limits=Limits(memory="64MB"))
+    try:
+        assert con.execute("select current_setting('memory_limit')").fetchone()[0] in ("64.0 MB", "61.0 MiB")
+        with pytest.raises(duckdb.Error):
+            con.execute("SET memory_limit = '10GB'")
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize("depth", [200, 1000, 5000])
+def test_a_deeply_nested_statement_gets_one_line_not_a_recursion_error(shared_lake, depth):
+    sql = "select " + "(select " * depth + "1" + ")" * depth
+    try:
+        assert run_query(shared_lake.catalog, shared_lake.root, sql).num_rows == 1  # shallow enough: it runs
+    except QueryError as e:
+        assert "nested too deeply" in str(e) and "\n" not in str(e)
+
+
+def test_results_stream_in_batches_of_the_limit_size(shared_lake):
+    with open_query(shared_lake.catalog, shared_lake.root, "select * from range(25000)",
+                    limits=Limits(batch_rows=10000)) as (schema, batches):
+        sizes = [b.num_rows for b in batches]
+    assert schema.names == ["range"] and sum(sizes) == 25000 and max(sizes) <= 10000 and len(sizes) >= 3

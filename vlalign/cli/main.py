@@ -22,6 +22,9 @@ import json
 import os
 import sys
 
+from vlalign.cli.output import print_table
+from vlalign.lake.sqldoor import DEFAULT_LIMITS
+
 
 def _csv(s: str | None) -> list[str] | None:
     if not s:
@@ -36,6 +39,16 @@ def _positive_int(s: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
     if v < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def _positive_float(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {s!r}")
     return v
 
 
@@ -109,7 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("query", help="run read-only SQL over the lake's tables")
     p.add_argument("sql")
-    p.add_argument("--format", default="table", choices=["table", "csv", "json"])
+    p.add_argument("--format", default="table", choices=["table", "csv", "json"],
+                   help="table (at most 10,000 rows shown), or csv / json (every row, streamed)")
+    p.add_argument("--timeout", type=_positive_float, default=DEFAULT_LIMITS.seconds, metavar="SECONDS",
+                   help=f"stop the query after this long (default {DEFAULT_LIMITS.seconds:g})")
+    p.add_argument("--memory-limit", default=DEFAULT_LIMITS.memory, metavar="SIZE",
+                   help=f"DuckDB's memory limit for the query, e.g. 2GB (default {DEFAULT_LIMITS.memory})")
     p.add_argument("--lake", type=_nonempty, default=os.environ.get("VLALIGN_LAKE", "lake"))
 
     p = sub.add_parser("report", help="summary, plots and an HTML page (report.html) of a run")
@@ -178,7 +196,7 @@ def cmd_encoders(args) -> int:
     if args.format == "json":
         print(json.dumps(rows, indent=2))
     else:
-        _print_table(rows, ["name", "modality", "dim", "pooling", "languages", "offline", "source"])
+        print_table(rows, ["name", "modality", "dim", "pooling", "languages", "offline", "source"])
         print("\nHub names also work where there is network: timm/<model>, st/<model>, hf/<repo>.")
     return 0
 
@@ -224,22 +242,6 @@ def cmd_extract(args) -> int:
         f"({result['shards_planned']} planned); {result['rejects']} rejects; lake: {result['lake']}"
     )
     return 0
-
-
-def _print_table(rows: list[dict], cols: list[str]) -> None:
-    widths = {c: max(len(c), *(len(_fmt(r.get(c))) for r in rows)) if rows else len(c) for c in cols}
-    print("  ".join(c.ljust(widths[c]) for c in cols))
-    print("  ".join("-" * widths[c] for c in cols))
-    for r in rows:
-        print("  ".join(_fmt(r.get(c)).ljust(widths[c]) for c in cols))
-
-
-def _fmt(v) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
 
 
 def cmd_spec(args) -> int:
@@ -393,6 +395,10 @@ def main(argv: list[str] | None = None) -> int:
         handler = cli_sweep.COMMANDS[args.cmd]
     try:
         return handler(args) or 0
+    except BrokenPipeError:
+        # the reader went away (`vlalign query ... | head`): stop quietly, and keep Python from complaining at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (ValueError, FileNotFoundError) as e:
         # bad input: a clear message, no traceback (VLALIGN_DEBUG=1 shows it)
         if os.environ.get("VLALIGN_DEBUG"):

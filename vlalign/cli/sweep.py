@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import csv
-import json
-import sys
-
+from vlalign.cli.output import write_rows
+from vlalign.lake.catalog import open_lake_query
 from vlalign.lake.runs import read_run
+from vlalign.lake.sqldoor import Limits
 from vlalign.lake.store import Lake
 
 
@@ -52,21 +51,10 @@ def cmd_resume(args) -> int:
 
 
 def cmd_query(args) -> int:
-    from vlalign.lake.catalog import query
-
-    table = query(args.lake, args.sql)
-    rows = table.to_pylist()
-    if args.format == "json":
-        print(json.dumps(rows, indent=2, default=str))
-    elif args.format == "csv":
-        w = csv.DictWriter(sys.stdout, fieldnames=table.column_names)
-        w.writeheader()
-        w.writerows(rows)
-    else:
-        from vlalign.cli.main import _print_table
-
-        _print_table(rows, table.column_names)
-        print(f"({len(rows)} rows)")
+    """`vlalign query SQL [--format table|csv|json] [--timeout S] [--memory-limit SIZE]`: rows streamed out."""
+    limits = Limits(seconds=args.timeout, memory=args.memory_limit)
+    with open_lake_query(args.lake, args.sql, limits=limits) as (schema, batches):
+        write_rows(schema, batches, args.format)
     return 0
 
 

@@ -18,6 +18,7 @@ sees one whole catalog even while a run replaces it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -26,13 +27,14 @@ import uuid
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
+from typing import Iterator
 
 import duckdb
 import pyarrow as pa
 
-from vlalign.lake.store import TMP_MARK, Lake, LakeError, lake_filesystem
 from vlalign.lake.schemas import RESULT_SCHEMAS, TABLE_SCHEMAS
-from vlalign.lake.sqldoor import QueryError, run_query
+from vlalign.lake.sqldoor import DEFAULT_LIMITS, Limits, QueryError, open_query
+from vlalign.lake.store import TMP_MARK, Lake, LakeError, lake_filesystem
 
 SQL_DIR = Path(str(resources.files("vlalign.sql")))
 CATALOG = "lake.duckdb"
@@ -248,8 +250,11 @@ def refresh_or_log(lake: Lake, log) -> None:
 
 
 # ------------------------------------------------------------------ the door
-def query(lake: Lake | str, sql: str, params: dict | None = None) -> pa.Table:
-    """Run one read-only SELECT over the lake's tables, with DuckDB named parameters ($name) from ``params``.
+@contextlib.contextmanager
+def open_lake_query(lake: Lake | str, sql: str, params: dict | None = None,
+                    limits: Limits = DEFAULT_LIMITS) -> Iterator[tuple[pa.Schema, Iterator[pa.RecordBatch]]]:
+    """Run one read-only SELECT over the lake's tables, with DuckDB named parameters ($name) from ``params``,
+    and yield ``(schema, batches)``: the result streamed in record batches, within ``limits`` (time, memory).
 
     Never writes and never creates anything: a lake or catalog that does not exist is an error. On an
     object-store lake the catalog is copied to a private temporary file for the query's duration (the
@@ -263,7 +268,9 @@ def query(lake: Lake | str, sql: str, params: dict | None = None) -> pa.Table:
     if lake.is_local:
         if not os.path.exists(path):
             raise QueryError(f"no catalog in {lake.root} ({CATALOG} is missing): run a sweep on this lake first")
-        return run_query(path, lake.root, sql, params)
+        with open_query(path, lake.root, sql, params, limits=limits) as result:
+            yield result
+        return
     fs = lake.fs
     try:
         data = fs.cat_file(path)
@@ -276,8 +283,15 @@ def query(lake: Lake | str, sql: str, params: dict | None = None) -> pa.Table:
         local = os.path.join(tmpdir, CATALOG)
         with open(local, "wb") as f:
             f.write(data)
-        return run_query(local, lake.root, sql, params, fs=fs)
+        with open_query(local, lake.root, sql, params, fs=fs, limits=limits) as result:
+            yield result
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def query(lake: Lake | str, sql: str, params: dict | None = None, limits: Limits = DEFAULT_LIMITS) -> pa.Table:
+    """:func:`open_lake_query` read into one Arrow table (for results known to be small: the report, tests)."""
+    with open_lake_query(lake, sql, params, limits) as (schema, batches):
+        return pa.Table.from_batches(list(batches), schema=schema)
 
 

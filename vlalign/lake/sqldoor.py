@@ -33,17 +33,48 @@ Anything refused or failing raises :class:`QueryError` with a one-line message.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import posixpath
 import re
+import threading
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import duckdb
 import pyarrow as pa
 from fsspec import AbstractFileSystem
 
-__all__ = ["QueryError", "open_door", "admit", "run_query", "ReadOnlyFileSystem", "ADMITTED_TYPES", "REFUSED_FUNCTIONS"]
+__all__ = ["QueryError", "Limits", "open_door", "admit", "run_query", "open_query", "ReadOnlyFileSystem",
+           "ADMITTED_TYPES", "REFUSED_FUNCTIONS"]
+
+
+_TOO_DEEP = ("refused: the query is nested too deeply (DuckDB's limit is 1000 levels of expressions and "
+             "subqueries); write it with fewer nested subqueries or expressions")
+
+
+def _default_memory() -> str:
+    """Half the machine's memory, at most 4 GiB (DuckDB's own default is 80% of the machine)."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        total = 8 << 30
+    return f"{max(256, min(4096, total // 2 // (1 << 20)))}MiB"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on one query: wall-clock ``seconds``, DuckDB's ``memory`` limit (no spilling, so a query that needs
+    more fails), and ``batch_rows``, the rows handed out per batch when results are streamed."""
+
+    seconds: float = 600.0
+    memory: str = _default_memory()
+    batch_rows: int = 10_000
+
+
+DEFAULT_LIMITS = Limits()
 
 ADMITTED_TYPES = frozenset({"SELECT"})
 
@@ -264,7 +295,8 @@ class ReadOnlyFileSystem(AbstractFileSystem):
 
 
 # ------------------------------------------------------------------ the door
-def open_door(catalog_path: str, lake_root: str, fs: AbstractFileSystem | None = None) -> duckdb.DuckDBPyConnection:
+def open_door(catalog_path: str, lake_root: str, fs: AbstractFileSystem | None = None,
+              limits: Limits = DEFAULT_LIMITS) -> duckdb.DuckDBPyConnection:
     """A sealed read-only connection over the lake's catalog.
 
     A private in-memory DuckDB (its own instance: two doors never share settings, and a door always sees
@@ -274,6 +306,7 @@ def open_door(catalog_path: str, lake_root: str, fs: AbstractFileSystem | None =
 
     ``fs``: for a lake on an object store (``lake_root`` a URL such as ``s3://bucket/lake``), its fsspec
     filesystem; registered read-only (:class:`ReadOnlyFileSystem`). Without it, a URL root is refused.
+    ``limits.memory``: DuckDB's memory limit, set before the configuration is locked.
     """
     root = _door_root(lake_root, fs)
     path = os.path.abspath(os.fspath(catalog_path))
@@ -296,6 +329,8 @@ def open_door(catalog_path: str, lake_root: str, fs: AbstractFileSystem | None =
         con.execute(f"USE {_ident(alias)}")
         dirs = ", ".join(_quote(d) for d in _allowed_directories(root))
         # This order: once external access is off, allowed_directories can no longer be set.
+        con.execute(f"SET memory_limit = {_quote(limits.memory)}")
+        con.execute("SET enable_progress_bar = false")  # the door's output is the result, nothing else
         con.execute(f"SET allowed_directories = [{dirs}]")
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
@@ -316,19 +351,21 @@ def _statement_type(st) -> str:
         return "UNKNOWN"
 
 
-def _walk(node, node_types: set, functions: set) -> None:
-    if isinstance(node, dict):
-        kind = node.get("type")
-        if isinstance(kind, str) and kind.endswith("_NODE"):
-            node_types.add(kind)
-        name = node.get("function_name")
-        if isinstance(name, str):
-            functions.add(name.lower())
-        for value in node.values():
-            _walk(value, node_types, functions)
-    elif isinstance(node, list):
-        for value in node:
-            _walk(value, node_types, functions)
+def _walk(tree, node_types: set, functions: set) -> None:
+    """Collect the query-node types and function names of a parse tree (iteratively: a deep tree is no problem)."""
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, dict):
+            kind = node.get("type")
+            if isinstance(kind, str) and kind.endswith("_NODE"):
+                node_types.add(kind)
+            name = node.get("function_name")
+            if isinstance(name, str):
+                functions.add(name.lower())
+            todo.extend(node.values())
+        elif isinstance(node, list):
+            todo.extend(node)
 
 
 def _check_tree(con: duckdb.DuckDBPyConnection, query: str) -> None:
@@ -336,6 +373,9 @@ def _check_tree(con: duckdb.DuckDBPyConnection, query: str) -> None:
     try:
         text = con.execute("SELECT json_serialize_sql($q)", {"q": query}).fetchall()[0][0]
         tree = json.loads(text)
+    except RecursionError:
+        raise QueryError("refused: the query is nested too deeply to be checked (its parse tree is deeper than "
+                         "Python can read); write it with fewer nested subqueries") from None
     except (duckdb.Error, ValueError, TypeError) as e:
         raise QueryError(f"refused: DuckDB cannot show this query's parse tree, so it cannot be checked ({_line(e)})") from e
     if tree.get("error"):
@@ -369,7 +409,10 @@ def admit(con: duckdb.DuckDBPyConnection, sql: str) -> list[str]:
     try:
         statements = con.extract_statements(sql)
     except duckdb.Error as e:
-        raise QueryError(f"cannot parse the query: {_line(e)}") from e
+        raise QueryError(_TOO_DEEP if "expression depth" in str(e) else f"cannot parse the query: {_line(e)}") from e
+    except RecursionError:
+        raise QueryError("refused: the query is nested too deeply to be parsed; write it with fewer nested "
+                         "subqueries") from None
     if not statements:
         raise QueryError("empty query: the SQL holds no statement (only whitespace, ';' or comments)")
     if len(statements) > 1:
@@ -401,6 +444,8 @@ _TABLE_MISSING = re.compile(r"Table with name (\S+) does not exist")
 
 def _explain(e: duckdb.Error, root: str) -> str:
     first = _line(e)
+    if "expression depth" in first:
+        return _TOO_DEEP
     if isinstance(e, duckdb.PermissionException) or "disabled by configuration" in first:
         found = _PATH_IN_MESSAGE.search(str(e))
         where = found.group(1) if found else "a file or the network"
@@ -432,13 +477,32 @@ def _check_params(query_params: list[str], params: dict | None) -> dict | None:
     return params
 
 
-def run_query(catalog_path: str, lake_root: str, sql: str, params: dict | None = None,
-              fs: AbstractFileSystem | None = None) -> pa.Table:
-    """Run one read-only SELECT over the lake's tables, with ``$name`` parameters bound from ``params``,
-    and return an Arrow table. Refusals and failures raise QueryError; the connection is always closed.
-    ``fs``: the filesystem of an object-store lake (see :func:`open_door`)."""
+def _failure(e: Exception, root: str, limits: Limits, timer: threading.Timer) -> str:
+    """The one-line message of a query that failed while running or streaming: a limit it hit, or why it failed.
+    (DuckDB's errors may reach the Arrow stream as Arrow errors, hence the text checks.)"""
+    text = str(e).lower()
+    if isinstance(e, duckdb.InterruptException) or (timer.finished.is_set() and "interrupt" in text):
+        return (f"stopped: the query ran longer than its time limit of {limits.seconds:g} s "
+                "(vlalign query --timeout SECONDS)")
+    if isinstance(e, duckdb.OutOfMemoryException) or "memory limit" in text or "out of memory" in text:
+        return (f"stopped: the query needs more memory than its limit of {limits.memory} "
+                "(vlalign query --memory-limit SIZE)")
+    return _explain(e, root) if isinstance(e, duckdb.Error) else f"query failed: {_line(e)}"
+
+
+@contextlib.contextmanager
+def open_query(catalog_path: str, lake_root: str, sql: str, params: dict | None = None,
+               fs: AbstractFileSystem | None = None,
+               limits: Limits = DEFAULT_LIMITS) -> Iterator[tuple[pa.Schema, Iterator[pa.RecordBatch]]]:
+    """Run one read-only SELECT over the lake's tables, with ``$name`` parameters bound from ``params``, and
+    yield ``(schema, batches)``: the result streamed in Arrow record batches of ``limits.batch_rows`` rows, never
+    materialised whole. The query is interrupted after ``limits.seconds`` (reading included) and may use at
+    most ``limits.memory``; either limit, a refusal or a failure raises QueryError with one line. The connection
+    is closed on leaving. ``fs``: the filesystem of an object-store lake (see :func:`open_door`)."""
     root = _door_root(lake_root, fs)
-    con = open_door(catalog_path, lake_root, fs)
+    con = open_door(catalog_path, lake_root, fs, limits)
+    timer = threading.Timer(limits.seconds, con.interrupt)
+    timer.daemon = True
     try:
         (query,) = admit(con, sql)
         try:
@@ -446,11 +510,32 @@ def run_query(catalog_path: str, lake_root: str, sql: str, params: dict | None =
         except duckdb.Error:
             wanted = []
         bound = _check_params(wanted, params)
+        timer.start()
+
         try:
-            return con.sql(query, params=bound).to_arrow_table()
+            reader = con.sql(query, params=bound).to_arrow_reader(limits.batch_rows)
         except duckdb.Error as e:
-            raise QueryError(_explain(e, root)) from e
+            raise QueryError(_failure(e, root, limits, timer)) from e
         except (TypeError, ValueError, OverflowError) as e:  # a parameter value DuckDB cannot bind
             raise QueryError(f"query failed: cannot bind the parameters ({e})") from e
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            while True:
+                try:
+                    yield reader.read_next_batch()
+                except StopIteration:
+                    return
+                except (duckdb.Error, pa.ArrowException, OSError) as e:  # DuckDB errors arrive as Arrow errors
+                    raise QueryError(_failure(e, root, limits, timer)) from e
+
+        yield reader.schema, batches()
     finally:
+        timer.cancel()
         con.close()
+
+
+def run_query(catalog_path: str, lake_root: str, sql: str, params: dict | None = None,
+              fs: AbstractFileSystem | None = None, limits: Limits = DEFAULT_LIMITS) -> pa.Table:
+    """:func:`open_query`, read into one Arrow table (for results known to be small: reports, tests)."""
+    with open_query(catalog_path, lake_root, sql, params, fs, limits) as (schema, batches):
+        return pa.Table.from_batches(list(batches), schema=schema)
