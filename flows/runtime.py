@@ -112,7 +112,7 @@ def dask_task_runner(address: str | None = None, n_workers: int | None = None, t
             "n_workers": n_workers,
             "threads_per_worker": threads_per_worker,
             "processes": True,
-            "dashboard_address": None,
+            "dashboard_address": ":0",  # any free port: no "Port 8787 is already in use" warning
         },
     )
 
