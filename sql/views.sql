@@ -6,33 +6,30 @@
 -- (dropped into results/ by anyone else) is never read. The columns each view exposes, and their types,
 -- come from vlalign/schemas.py (TABLE_SCHEMAS): the catalog projects exactly those over these sources. A
 -- view whose file list is empty is created empty, with the same columns. run_cells is a table the
--- catalog fills from the run records: (run_id, table_name, cell_id). On an object-store lake the paths are
--- URLs (s3://bucket/lake/...), read through the lake's fsspec filesystem registered on the connection.
+-- catalog fills from the run records: (run_id, table_name, cell_id). The catalog stores the file lists relative to
+-- the lake's root (table lake_files), and the query door creates these views for the root it opens, so a copied,
+-- moved or re-mounted lake reads its own files. Names are read from the END of each path (the lake's own layout),
+-- never from folders above the lake, and hive partitioning is off: a folder such as `dataset=x/` above the lake
+-- relabels nothing. On an object-store lake the paths are URLs (s3://bucket/lake/...), read through the lake's
+-- fsspec filesystem registered on the connection.
 
 -- view: items
-SELECT *, image_bytes IS NOT NULL AS image_inline, regexp_extract(filename, 'dataset=([^/]+)', 1) AS dataset
-FROM read_parquet({items}, filename = true)
+SELECT *, image_bytes IS NOT NULL AS image_inline,
+    regexp_extract(filename, 'dataset=([^/]+)/[^/]+\.parquet$', 1) AS dataset
+FROM read_parquet({items}, filename = true, hive_partitioning = false)
 
 -- view: rejects
-SELECT * FROM read_parquet({rejects}, union_by_name = true)
+SELECT * FROM read_parquet({rejects}, union_by_name = true, hive_partitioning = false)
 
 -- view: embeddings
-SELECT
-    regexp_extract(filename, 'dataset=([^/]+)', 1) AS dataset,
-    regexp_extract(filename, 'encoder=([^/]+)', 1) AS encoder,
-    regexp_extract(filename, 'part=([^/]+)', 1) AS part,
-    regexp_extract(filename, 'size=([0-9]+)', 1) AS shard_size,
-    regexp_extract(filename, 'shard=([0-9]+)', 1) AS shard,
-    unit_id, embedding
-FROM read_parquet({embeddings}, filename = true)
+SELECT m.dataset, m.encoder, m.part, m.shard_size, m.shard, unit_id, embedding FROM (
+    SELECT regexp_extract(filename, 'dataset=([^/]+)/encoder=([^/]+)/part=([^/]+)/size=([0-9]+)/shard=([0-9]+)\.parquet$',
+                          ['dataset', 'encoder', 'part', 'shard_size', 'shard']) AS m, unit_id, embedding
+    FROM read_parquet({embeddings}, filename = true, hive_partitioning = false))
 
 -- view: embedding_index
 SELECT
-    regexp_extract(file_name, 'dataset=([^/]+)', 1)             AS dataset,
-    regexp_extract(file_name, 'encoder=([^/]+)', 1)             AS encoder,
-    regexp_extract(file_name, 'part=([^/]+)', 1)                AS part,
-    regexp_extract(file_name, 'size=([0-9]+)', 1)               AS shard_size,
-    regexp_extract(file_name, 'shard=([0-9]+)', 1)              AS shard,
+    m.dataset, m.encoder, m.part, m.shard_size, m.shard,
     json_extract_string(decode(value), '$.identity.data_digest')    AS data_digest,
     json_extract_string(decode(value), '$.identity.weights_digest') AS weights_digest,
     json_extract_string(decode(value), '$.identity.pooling')        AS pooling,
@@ -43,36 +40,38 @@ SELECT
     json_extract_string(decode(value), '$.checksum')                AS checksum,
     json_extract(decode(value), '$.seconds')                        AS seconds,
     file_name                                                       AS path
-FROM parquet_kv_metadata({embeddings})
+FROM (SELECT *, regexp_extract(file_name, 'dataset=([^/]+)/encoder=([^/]+)/part=([^/]+)/size=([0-9]+)/shard=([0-9]+)\.parquet$',
+                                  ['dataset', 'encoder', 'part', 'shard_size', 'shard']) AS m
+      FROM parquet_kv_metadata({embeddings}))
 WHERE decode(key) = 'vlalign'
 
 -- view: cka
-SELECT rc.run_id, c.* FROM read_parquet({cka}, union_by_name = true) c
+SELECT rc.run_id, c.* FROM read_parquet({cka}, union_by_name = true, hive_partitioning = false) c
 JOIN run_cells rc ON rc.cell_id = c.cell_id AND rc.table_name = 'cka'
 
 -- view: matching
-SELECT rc.run_id, c.* FROM read_parquet({matching}, union_by_name = true) c
+SELECT rc.run_id, c.* FROM read_parquet({matching}, union_by_name = true, hive_partitioning = false) c
 JOIN run_cells rc ON rc.cell_id = c.cell_id AND rc.table_name = 'matching'
 
 -- view: retrieval
-SELECT rc.run_id, c.* FROM read_parquet({retrieval}, union_by_name = true) c
+SELECT rc.run_id, c.* FROM read_parquet({retrieval}, union_by_name = true, hive_partitioning = false) c
 JOIN run_cells rc ON rc.cell_id = c.cell_id AND rc.table_name = 'retrieval'
 
 -- view: classification
-SELECT rc.run_id, c.* FROM read_parquet({classification}, union_by_name = true) c
+SELECT rc.run_id, c.* FROM read_parquet({classification}, union_by_name = true, hive_partitioning = false) c
 JOIN run_cells rc ON rc.cell_id = c.cell_id AND rc.table_name = 'classification'
 
 -- view: concepts
-SELECT rc.run_id, c.* FROM read_parquet({concepts}, union_by_name = true) c
+SELECT rc.run_id, c.* FROM read_parquet({concepts}, union_by_name = true, hive_partitioning = false) c
 JOIN run_cells rc ON rc.cell_id = c.cell_id AND rc.table_name = 'concepts'
 
 -- view: concept_breakdown
-SELECT rc.run_id, c.* FROM read_parquet({concept_breakdown}, union_by_name = true) c
+SELECT rc.run_id, c.* FROM read_parquet({concept_breakdown}, union_by_name = true, hive_partitioning = false) c
 JOIN run_cells rc ON rc.cell_id = c.cell_id AND rc.table_name = 'concept_breakdown'
 
 -- view: attributions
-SELECT regexp_extract(filename, 'run=([^/]+)', 1) AS run_id, *
-FROM read_parquet({attributions}, filename = true)
+SELECT regexp_extract(filename, 'run=([^/]+)\.parquet$', 1) AS run_id, *
+FROM read_parquet({attributions}, filename = true, hive_partitioning = false)
 
 -- view: runs
 SELECT * FROM read_json({runs}, columns = {

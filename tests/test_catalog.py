@@ -11,8 +11,9 @@ import pytest
 
 from vlalign.lake.catalog import QueryError, query, refresh_catalog, run_sql
 from vlalign.lake.runs import start_record, write_record
-from vlalign.lake.schemas import CKA_SCHEMA, TABLE_SCHEMAS, readme_table
+from vlalign.lake.schemas import CKA_SCHEMA, ITEM_SCHEMA, TABLE_SCHEMAS, readme_table
 from vlalign.lake.store import Lake
+from vlalign.lake.views import create_views
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -83,6 +84,7 @@ def test_a_refresh_while_a_query_holds_the_catalog_succeeds(tmp_path):
     _cell(lake, "aaaa", 3)
     _run(lake, "r1", ["aaaa"])
     reader = duckdb.connect(str(tmp_path / "lake.duckdb"), read_only=True)  # a long query, still open
+    assert create_views(reader, str(tmp_path))  # the views over this root's files (the catalog holds no path)
     try:
         _cell(lake, "bbbb", 2)
         _run(lake, "r2", ["bbbb"])  # the writer's refresh does not wait for, or break, the reader
@@ -123,3 +125,47 @@ def test_pairs_and_splits_are_deterministic_by_seed(tmp_path):
     assert a["image_id"].to_pylist() != c["image_id"].to_pylist()
     assert a["role"].to_pylist().count("query") == 5
     assert sorted(a["image_id"].to_pylist()) == sorted(pairs["image_id"].to_pylist())
+
+
+def _lake_with_items_and_cells(root: Path) -> Lake:
+    lake = Lake.open(root)
+    items = pa.Table.from_pylist([{"item_id": f"i{k}", "image_id": f"m{k}", "caption": "a cat", "lang": "en",
+                                   "domain": "google"} for k in range(4)], schema=ITEM_SCHEMA)
+    lake.write_table(lake.items_path("tiny"), items)
+    _cell(lake, "aaaa", 3)
+    rec = start_record(lake, "r1", "sweep", {"name": "r1"})
+    rec["cells"] = {"cka": ["aaaa"]}
+    rec["files"] = {"items": [lake.relpath(lake.items_path("tiny"))]}
+    write_record(lake, rec)
+    refresh_catalog(lake)
+    return lake
+
+
+def _every_view(lake) -> dict[str, list]:
+    return {name: sorted(map(str, query(lake, f"select * exclude (path) from {name}" if name == "embedding_index"
+                                        else f"select * from {name}").to_pylist())) for name in TABLE_SCHEMAS}
+
+
+@pytest.mark.parametrize("where", ["plain/lake", "a [1]/dataset=x/lake", "spaces and ü/runs=3/lake"])
+def test_a_copied_moved_read_only_lake_answers_every_view_in_place(tmp_path, where):
+    import shutil
+
+    original = _lake_with_items_and_cells(tmp_path / "first" / "lake")
+    before = _every_view(original)
+    assert len(before["items"]) == 4 and len(before["cka"]) == 3 and len(before["runs"]) == 1
+    assert {r for r in before["items"] if "'dataset': 'tiny'" not in r} == set()
+    copy = tmp_path / "elsewhere" / where
+    shutil.copytree(tmp_path / "first" / "lake", copy)
+    shutil.rmtree(tmp_path / "first")  # the old root is gone: nothing may still point at it
+    for dirpath, dirs, files in os.walk(copy):
+        for f in files:
+            os.chmod(os.path.join(dirpath, f), 0o444)
+    for dirpath, dirs, files in os.walk(copy, topdown=False):
+        os.chmod(dirpath, 0o555)
+    try:
+        moved = Lake.open(copy)
+        assert _every_view(moved) == before  # the same rows; names come from the lake's own layout
+        assert query(moved, "select count(*) as n from items where dataset = 'tiny'")["n"].to_pylist() == [4]
+    finally:
+        for dirpath, dirs, files in os.walk(copy):
+            os.chmod(dirpath, 0o755)

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pytest
 
 import vlalign.report.build as report
-from vlalign.lake.catalog import SQL_DIR, load_sql
+from vlalign.lake.views import SQL_DIR, load_sql
 from vlalign.lake.schemas import TABLE_SCHEMAS
 
 RUN = "it's"  # the run under test

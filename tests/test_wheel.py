@@ -35,7 +35,7 @@ SWEEP_TIMEOUT = 1200
 # Files the installed package needs at run time (modules, SQL, the embedded data set, the default spec).
 REQUIRED = {
     "vlalign/__init__.py",
-    "vlalign/cli.py",
+    "vlalign/cli/main.py",
     "vlalign/flows/__init__.py",
     "vlalign/flows/sweep.py",
     "vlalign/flows/extract.py",
@@ -55,6 +55,8 @@ REQUIRED = {
     "vlalign/data/emoji/aliases.parquet",
     "vlalign/sweeps/default.yaml",
 }
+# ... and every module of the library's subpackages (a subpackage left out of pyproject's `packages` fails here)
+REQUIRED |= {p.relative_to(REPO).as_posix() for p in (REPO / "vlalign").rglob("*.py")}
 
 # Not copied into the build tree: environments, caches, build outputs, lakes.
 _IGNORE = shutil.ignore_patterns(
@@ -214,7 +216,7 @@ import vlalign.sql, vlalign.data, vlalign.lake.catalog, vlalign.datasets.readers
 print(json.dumps({
     "modules": {n: m.__file__ for n, m in sorted(sys.modules.items())
                 if (n == "vlalign" or n.startswith("vlalign.")) and getattr(m, "__file__", None)},
-    "sql_dir": str(vlalign.lake.catalog.SQL_DIR),
+    "sql_dir": str(vlalign.lake.views.SQL_DIR),
     "data_dir": str(vlalign.datasets.readers.DATA_DIR),
     "default_spec": str(vlalign.engine.spec.DEFAULT_SPEC),
     "dist": str(importlib.metadata.distribution("vlalign").locate_file("")),

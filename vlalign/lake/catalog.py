@@ -20,35 +20,22 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 import tempfile
 import uuid
-from functools import lru_cache
-from importlib import resources
-from pathlib import Path
 from typing import Iterator
 
 import duckdb
 import pyarrow as pa
 
-from vlalign.lake.schemas import RESULT_SCHEMAS, TABLE_SCHEMAS
+from vlalign.lake.schemas import RESULT_SCHEMAS
 from vlalign.lake.sqldoor import DEFAULT_LIMITS, Limits, QueryError, open_query
 from vlalign.lake.store import TMP_MARK, Lake, LakeError, lake_filesystem
+from vlalign.lake.views import load_sql, write_lake_files
 
-SQL_DIR = Path(str(resources.files("vlalign.sql")))
 CATALOG = "lake.duckdb"
 
-__all__ = ["QueryError", "load_sql", "run_sql", "connect", "refresh_catalog", "query", "view_statements", "run_records"]
-
-
-@lru_cache(maxsize=None)
-def load_sql(name: str) -> str:
-    """The text of ``sql/<name>.sql``."""
-    path = SQL_DIR / f"{name}.sql"
-    if not path.is_file():
-        raise FileNotFoundError(f"no SQL file {path}")
-    return path.read_text()
+__all__ = ["QueryError", "load_sql", "run_sql", "connect", "refresh_catalog", "query", "open_lake_query", "run_records"]
 
 
 def _urls(values) -> list[str]:
@@ -103,60 +90,6 @@ def run_sql(name: str, params: dict, con: duckdb.DuckDBPyConnection | None = Non
         con.close()
 
 
-# ------------------------------------------------------------------ views
-def view_sources() -> dict[str, str]:
-    """{view name: the SELECT it reads from}, from sql/views.sql."""
-    text = "\n".join(line for line in load_sql("views").splitlines() if not line.startswith("-- ") or line.startswith("-- view:"))
-    parts = re.split(r"^-- view: (\w+)\s*$", text, flags=re.M)
-    return {parts[i]: parts[i + 1].strip().rstrip(";") for i in range(1, len(parts), 2)}
-
-
-def _duck_type(t: pa.DataType) -> str:
-    if pa.types.is_string(t) or pa.types.is_large_string(t):
-        return "VARCHAR"
-    if pa.types.is_int64(t):
-        return "BIGINT"
-    if pa.types.is_integer(t):
-        return "INTEGER"
-    if pa.types.is_floating(t):
-        return "DOUBLE"
-    if pa.types.is_boolean(t):
-        return "BOOLEAN"
-    if pa.types.is_timestamp(t):
-        return "TIMESTAMP"
-    if pa.types.is_binary(t):
-        return "BLOB"
-    if pa.types.is_fixed_size_list(t) or pa.types.is_list(t):
-        return "FLOAT[]"
-    raise TypeError(f"no DuckDB type for {t}")
-
-
-def _sql_list(paths: list[str]) -> str:
-    return "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
-
-
-def view_statements(files: dict[str, list[str]]) -> list[tuple[str, str]]:
-    """(view name, CREATE VIEW statement) for every public table, over ``files`` ({placeholder: paths}).
-
-    Each view projects exactly the columns of its schema in vlalign/schemas.py, cast to their types."""
-    out = []
-    for name, source in view_sources().items():
-        schema = TABLE_SCHEMAS[name]
-        placeholders = re.findall(r"\{(\w+)\}", source)
-        if all(files.get(p) for p in placeholders):
-            cols = ", ".join(f'CAST("{f.name}" AS {_duck_type(f.type)}) AS "{f.name}"' for f in schema)
-            body = re.sub(r"\{(\w+)\}", lambda m: _sql_list(files[m.group(1)]), source)
-            if name in RESULT_SCHEMAS:  # cells written before a column existed read it as NULL
-                nulls = ", ".join(f'CAST(NULL AS {_duck_type(f.type)}) AS "{f.name}"' for f in schema)
-                body = f"SELECT {nulls} WHERE false UNION ALL BY NAME ({body})"
-            stmt = f"CREATE OR REPLACE VIEW {name} AS SELECT {cols} FROM ({body}) AS src"
-        else:
-            cols = ", ".join(f'CAST(NULL AS {_duck_type(f.type)}) AS "{f.name}"' for f in schema)
-            stmt = f"CREATE OR REPLACE VIEW {name} AS SELECT {cols} WHERE false"
-        out.append((name, stmt))
-    return out
-
-
 def run_records(lake: Lake) -> list[dict]:
     """Every readable run record of the lake (a record that cannot be parsed is skipped, not trusted)."""
     records = []
@@ -172,7 +105,7 @@ def run_records(lake: Lake) -> list[dict]:
 
 
 def _recorded_files(lake: Lake, records: list[dict]) -> tuple[dict[str, list[str]], list[tuple[str, str, str]]]:
-    """({placeholder: existing files the records list}, run_cells rows)."""
+    """({placeholder: existing files the records list, relative to the root}, run_cells rows)."""
     files: dict[str, set[str]] = {k: set() for k in ("items", "rejects", "embeddings", "attributions", *RESULT_SCHEMAS)}
     run_cells = []
     for rec in records:
@@ -192,20 +125,20 @@ def _recorded_files(lake: Lake, records: list[dict]) -> tuple[dict[str, list[str
         exists = os.path.exists
     else:  # one listing of the lake, not one request per file
         exists = lake.files().__contains__
-    existing = {k: sorted(p for p in v if exists(p)) for k, v in files.items()}
-    existing["runs"] = sorted(rec["_path"] for rec in records)
+    existing = {k: sorted(lake.relpath(p) for p in v if exists(p)) for k, v in files.items()}
+    existing["runs"] = sorted(lake.relpath(rec["_path"]) for rec in records)
     return existing, run_cells
 
 
 def _build_catalog(lake: Lake, db_path: str, files: dict[str, list[str]], run_cells: list) -> None:
-    """Write the run_cells table and the views into a new DuckDB file ``db_path``."""
-    con = connect(db_path, [] if lake.is_local else [lake.root])
+    """Write the run_cells and lake_files tables into a new DuckDB file ``db_path`` (no paths but relative ones:
+    the views are made by whoever opens it, for the root it opens; vlalign.lake.views)."""
+    con = connect(db_path)
     try:
         con.execute("CREATE TABLE run_cells (run_id VARCHAR, table_name VARCHAR, cell_id VARCHAR)")
         if run_cells:
             con.executemany("INSERT INTO run_cells VALUES (?, ?, ?)", run_cells)
-        for _name, stmt in view_statements(files):
-            con.execute(stmt)
+        write_lake_files(con, files)
         con.execute("CHECKPOINT")
     finally:
         con.close()

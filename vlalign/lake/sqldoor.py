@@ -47,6 +47,8 @@ import duckdb
 import pyarrow as pa
 from fsspec import AbstractFileSystem
 
+from vlalign.lake.views import create_views
+
 __all__ = ["QueryError", "Limits", "open_door", "admit", "run_query", "open_query", "ReadOnlyFileSystem",
            "ADMITTED_TYPES", "REFUSED_FUNCTIONS"]
 
@@ -327,6 +329,7 @@ def open_door(catalog_path: str, lake_root: str, fs: AbstractFileSystem | None =
         alias = Path(path).stem  # the name the catalog has when opened directly ('lake')
         con.execute(f"ATTACH {_quote(path)} AS {_ident(alias)} (READ_ONLY)")
         con.execute(f"USE {_ident(alias)}")
+        create_views(con, root)  # the public tables over this root's files (older catalogs store their views)
         dirs = ", ".join(_quote(d) for d in _allowed_directories(root))
         # This order: once external access is off, allowed_directories can no longer be set.
         con.execute(f"SET memory_limit = {_quote(limits.memory)}")

@@ -29,6 +29,7 @@ flight. Locks are ``filelock`` locks (``flock``): the kernel releases them when 
 
 from __future__ import annotations
 
+import glob as globlib
 import io
 import json
 import os
@@ -113,6 +114,11 @@ class Lake:
         return found if found.startswith(proto) else proto + found
 
     def glob(self, pattern: str) -> list[str]:
+        """The files matching ``pattern`` (a path under the root whose last parts may hold wildcards). The root is
+        taken literally: a root with glob characters of its own (``runs [1]/lake``) matches itself only."""
+        prefix = self.root.rstrip("/") + "/"
+        if pattern.startswith(prefix):
+            pattern = globlib.escape(prefix) + pattern[len(prefix):]
         return sorted(self._url(p) for p in self.fs.glob(pattern) if TMP_MARK not in p)
 
     def files(self, under: str = "") -> set[str]:
