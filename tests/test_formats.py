@@ -86,6 +86,15 @@ def test_every_format_has_a_reader_and_a_line():
     assert all(f.summary and "\n" not in f.summary for f in FORMATS.values())
 
 
+def test_the_registry_has_a_module_for_every_format_of_formats_py(monkeypatch):
+    for module in readers.READERS.values():
+        assert all(callable(getattr(module, f, None)) for f in ("read", "check", "fingerprint")), module.__name__
+    monkeypatch.delitem(readers.READERS, "xtd")
+    monkeypatch.setitem(readers.READERS, "tiff-folder", readers.READERS["imagefolder"])
+    with pytest.raises(ImportError, match=r"without a reader \['xtd'\].*not in formats.py \['tiff-folder'\]"):
+        readers._check_registry()
+
+
 # ------------------------------------------------------------------------------------------------ Karpathy
 
 
