@@ -25,6 +25,7 @@ from vlalign.datasets.readers import (
     DatasetError,
     DatasetSource,
     check_dataset,
+    check_source,
     forget_reads,
     image_source,
     read_dataset,
@@ -85,6 +86,15 @@ def test_every_format_has_a_reader_and_a_line():
     assert all(f.summary and "\n" not in f.summary for f in FORMATS.values())
 
 
+def test_the_registry_has_a_module_for_every_format_of_formats_py(monkeypatch):
+    for module in readers.READERS.values():
+        assert all(callable(getattr(module, f, None)) for f in ("read", "check", "fingerprint")), module.__name__
+    monkeypatch.delitem(readers.READERS, "xtd")
+    monkeypatch.setitem(readers.READERS, "tiff-folder", readers.READERS["imagefolder"])
+    with pytest.raises(ImportError, match=r"without a reader \['xtd'\].*not in formats.py \['tiff-folder'\]"):
+        readers._check_registry()
+
+
 # ------------------------------------------------------------------------------------------------ Karpathy
 
 
@@ -140,9 +150,9 @@ def test_karpathy_bad_input_is_named(tmp_path):
     with pytest.raises(DatasetError, match=r"no image of split 'test'.*\['train'\]"):
         read_dataset(DatasetSource("k", "karpathy", str(only_train), str(img), split="test"))
     with pytest.raises(DatasetError, match=r"format 'karpathy' needs 'annotations'"):
-        DatasetSource("k", "karpathy", None, str(img)).check()
+        check_source(DatasetSource("k", "karpathy", None, str(img)))
     with pytest.raises(DatasetError, match=r"image folder .*nope.* does not exist"):
-        DatasetSource("k", "karpathy", str(ann), str(tmp_path / "nope")).check()
+        check_source(DatasetSource("k", "karpathy", str(ann), str(tmp_path / "nope")))
 
 
 # ------------------------------------------------------------------------------------------------ XTD-10
@@ -184,7 +194,7 @@ def test_xtd_line_count_and_layout_errors(tmp_path):
     ann, img = make_xtd(tmp_path)
     write(ann / "test_1kcaptions_fr.txt", "une\ndeux\ntrois\nquatre\n")
     with pytest.raises(DatasetError, match=r"test_1kcaptions_fr.txt' has 4 lines but the image list 'test_image_names.txt' has 5"):
-        DatasetSource("x", "xtd", str(ann), str(img)).check()
+        check_source(DatasetSource("x", "xtd", str(ann), str(img)))
     (ann / "test_1kcaptions_fr.txt").unlink()
     (ann / "test_image_names.txt").unlink()
     with pytest.raises(DatasetError, match="expected one image list"):
@@ -192,7 +202,7 @@ def test_xtd_line_count_and_layout_errors(tmp_path):
     with pytest.raises(DatasetError, match="annotations .*missing.* does not exist"):
         read_dataset(DatasetSource("x", "xtd", str(tmp_path / "missing"), str(img)))
     with pytest.raises(DatasetError, match="takes no 'lang'"):
-        DatasetSource("x", "xtd", str(ann), str(img), lang="de").check()
+        check_source(DatasetSource("x", "xtd", str(ann), str(img), lang="de"))
 
 
 # ------------------------------------------------------------------------------------------------ ImageFolder
@@ -235,13 +245,13 @@ def test_imagefolder_class_list_errors(tmp_path):
     root = make_imagefolder(tmp_path / "pets")
     three = write(tmp_path / "three.txt", "a\nb\nc\n")
     with pytest.raises(DatasetError, match=r"3 class names but .* has 2 class folders"):
-        DatasetSource("p", "imagefolder", str(three), str(root)).check()
+        check_source(DatasetSource("p", "imagefolder", str(three), str(root)))
     partial = write(tmp_path / "partial.json", json.dumps({"golden_retriever": "dog"}))
     with pytest.raises(DatasetError, match=r"names no class for folder\(s\) \['tabby_cat'\]"):
-        DatasetSource("p", "imagefolder", str(partial), str(root)).check()
+        check_source(DatasetSource("p", "imagefolder", str(partial), str(root)))
     (tmp_path / "flat").mkdir()
     with pytest.raises(DatasetError, match="no class folders"):
-        DatasetSource("p", "imagefolder", images=str(tmp_path / "flat")).check()
+        check_source(DatasetSource("p", "imagefolder", images=str(tmp_path / "flat")))
 
 
 # ------------------------------------------------------------------------------------------------ WebDataset
@@ -332,11 +342,11 @@ def test_webdataset_shards_on_object_storage(s3, tmp_path):
 def test_webdataset_missing_and_broken_shards(tmp_path):
     make_shards(tmp_path / "shards")
     with pytest.raises(DatasetError, match=r"1 of 3 tar shards do not exist: \[.*data-002.tar"):
-        DatasetSource("w", "webdataset", images=str(tmp_path / "shards" / "data-{000..002}.tar")).check()
+        check_source(DatasetSource("w", "webdataset", images=str(tmp_path / "shards" / "data-{000..002}.tar")))
     with pytest.raises(DatasetError, match="no tar shards"):
-        DatasetSource("w", "webdataset", images=str(write(tmp_path / "empty" / "x.txt", "").parent)).check()
+        check_source(DatasetSource("w", "webdataset", images=str(write(tmp_path / "empty" / "x.txt", "").parent)))
     with pytest.raises(DatasetError, match="takes no 'annotations'"):
-        DatasetSource("w", "webdataset", annotations="a.json", images=str(tmp_path / "shards")).check()
+        check_source(DatasetSource("w", "webdataset", annotations="a.json", images=str(tmp_path / "shards")))
     whole = (tmp_path / "shards" / "data-000.tar").read_bytes()
     cut = write(tmp_path / "cut" / "data-000.tar", whole[: len(whole) // 2 + 100])
     r = read_dataset(DatasetSource("w", "webdataset", images=str(cut)))
@@ -403,17 +413,17 @@ def test_img2dataset_layout_errors(tmp_path):
     make_img2dataset(tmp_path / "out")
     pq.write_table(pa.table({"key": ["1"], "status": ["success"]}), tmp_path / "out" / "00002.parquet")
     with pytest.raises(DatasetError, match=r"00002.parquet: neither 00002.tar nor 00002/"):
-        DatasetSource("i", "img2dataset", images=str(tmp_path / "out")).check()
+        check_source(DatasetSource("i", "img2dataset", images=str(tmp_path / "out")))
     (tmp_path / "out" / "00002").mkdir()
     with pytest.raises(DatasetError, match=r"00002.parquet' has no column\(s\) \['caption'\]"):
         read_dataset(DatasetSource("i", "img2dataset", images=str(tmp_path / "out")))
     (tmp_path / "bad" / "00000").mkdir(parents=True)
     (tmp_path / "out" / "00002.parquet").rename(tmp_path / "bad" / "00000.parquet")
     with pytest.raises(DatasetError, match=r"00000.parquet' has no column\(s\) \['caption'\]"):
-        DatasetSource("i", "img2dataset", images=str(tmp_path / "bad")).check()  # the first parquet's, before work
+        check_source(DatasetSource("i", "img2dataset", images=str(tmp_path / "bad")))  # the first parquet's, before work
     (tmp_path / "none").mkdir()
     with pytest.raises(DatasetError, match="no NNNNN.parquet"):
-        DatasetSource("i", "img2dataset", images=str(tmp_path / "none")).check()
+        check_source(DatasetSource("i", "img2dataset", images=str(tmp_path / "none")))
 
 
 # ------------------------------------------------------------------------------------------------ HF imagefolder
@@ -455,7 +465,7 @@ def test_hf_imagefolder_splits_and_caption_columns(tmp_path):
     test = read_dataset(DatasetSource("hf", "hf-imagefolder", images=str(tmp_path / "hf"), split="test"))
     assert sorted(by_id(test)) == ["test/d.png"] and test.rejects == []
     with pytest.raises(DatasetError, match=r"split\(s\) \['dev'\] not found.*\['test', 'train', 'validation'\]"):
-        DatasetSource("hf", "hf-imagefolder", images=str(tmp_path / "hf"), split="dev").check()
+        check_source(DatasetSource("hf", "hf-imagefolder", images=str(tmp_path / "hf"), split="dev"))
 
 
 def test_hf_imagefolder_top_level_metadata_and_errors(tmp_path):
@@ -465,10 +475,10 @@ def test_hf_imagefolder_top_level_metadata_and_errors(tmp_path):
     assert r.items["item_id"].to_pylist() == ["x.jpg"] and r.items["caption"].to_pylist() == ["a square"]
     write(tmp_path / "nometa" / "x.jpg", image_bytes(0))
     with pytest.raises(DatasetError, match="no metadata.jsonl or metadata.csv"):
-        DatasetSource("n", "hf-imagefolder", images=str(tmp_path / "nometa")).check()
+        check_source(DatasetSource("n", "hf-imagefolder", images=str(tmp_path / "nometa")))
     write(tmp_path / "nofile" / "metadata.jsonl", json.dumps({"path": "x.jpg", "text": "t"}) + "\n")
     with pytest.raises(DatasetError, match="no 'file_name' column"):
-        DatasetSource("n", "hf-imagefolder", images=str(tmp_path / "nofile")).check()
+        check_source(DatasetSource("n", "hf-imagefolder", images=str(tmp_path / "nofile")))
 
 
 # ------------------------------------------------------------------------------------------------ coco, emoji
@@ -500,7 +510,7 @@ def count_reads(monkeypatch, fmt: str) -> list[int]:
         calls[0] += 1
         return reader(source)
 
-    monkeypatch.setitem(readers.READERS, fmt, counting)
+    monkeypatch.setattr(readers.READERS[fmt], "read", counting)
     return calls
 
 

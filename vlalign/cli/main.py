@@ -215,11 +215,11 @@ def cmd_datasets(args) -> int:
 
 
 def cmd_extract(args) -> int:
-    from vlalign.datasets.readers import check_dataset
+    from vlalign.datasets.readers import check_dataset, check_source
     from vlalign.encoders import preflight
 
     source = _dataset_source(args)
-    source.check()  # the cheap checks: the files exist, the structure is sound
+    check_source(source)  # the cheap checks: the files exist, the structure is sound
     encoders = _csv(args.encoders) or []
     preflight(encoders)  # before any Prefect or Dask start-up
     check_dataset(source)  # a one-file index (emoji, coco, karpathy) is read now, and kept for the ingest

@@ -2,8 +2,9 @@
 (``vlalign extract --format F --images PATH [--annotations FILE] [--split S] [--lang L]``) and the sweep
 spec's ``datasets`` entries (the same keys). No heavy imports: the spec's models use this module.
 
-The readers themselves are in :mod:`vlalign.datasets.readers` (emoji, coco) and :mod:`vlalign.datasets.format_readers`
-(the others); every one produces the canonical items of ``vlalign.datasets.readers.ITEM_SCHEMA``.
+This is the one list of format names: each format's reader is ``vlalign/datasets/format_readers/<format>.py``, and
+the registry :data:`vlalign.datasets.readers.READERS` maps every name here to it (checked when it is imported). Every
+reader produces the canonical items of ``vlalign.lake.schemas.ITEM_SCHEMA``.
 """
 
 from __future__ import annotations

@@ -12,7 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
+from vlalign.datasets.format_readers.emoji import EMOJI_DIR
 from vlalign.lake.digest import digest_json
 from vlalign.lake.schemas import ITEM_SCHEMA
 
@@ -70,10 +72,6 @@ def concept_dictionary(fmt: str, items: pa.Table, domains: list[str] | None) -> 
     members: dict[tuple[str, str], str] = {}
     raw: list[tuple[str, str, str]] = []
     if fmt == "emoji":
-        import pyarrow.parquet as pq
-
-        from vlalign.datasets.readers import EMOJI_DIR
-
         for r in rows:
             members[(r["image_id"], r["domain"])] = r["image_id"].split("/", 1)[1]
         have = set(members.values())

@@ -67,7 +67,7 @@ def word_frequency(phrases: Iterable[str], lang: str = "en", *, unknown: float =
     if not isinstance(lang, str) or not lang:
         raise ValueError(f"lang must be a language code such as 'en', got {lang!r}")
     try:
-        from wordfreq import zipf_frequency
+        from wordfreq import zipf_frequency  # wordfreq (and its tokenizers) take ~0.3 s to import: lazy
     except ImportError as exc:  # pragma: no cover - it is a pinned dependency
         raise ImportError("word_frequency needs the 'wordfreq' package (requirements/base.txt)") from exc
     out = np.array([zipf_frequency(p, lang) for p in items], dtype=np.float64)

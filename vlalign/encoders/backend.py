@@ -28,7 +28,7 @@ class _Backend:
 
 def _autocast(device: str, precision: str) -> ContextManager[Any]:
     """torch.autocast for fp16/bf16 on CUDA; nothing (fp32) otherwise."""
-    import torch
+    import torch  # seconds to import: only where a model runs
 
     if precision == "fp32" or not device.startswith("cuda"):
         return contextlib.nullcontext()
@@ -45,7 +45,7 @@ class _quiet_transformers:
     def __enter__(self):
         try:
             ensure_torchvision()  # transformers imports torchvision when it is installed
-            from transformers.utils import logging as tl
+            from transformers.utils import logging as tl  # transformers: heavy; only while a model loads
 
             self._tl, self._was = tl, tl.is_progress_bar_enabled()
             tl.disable_progress_bar()

@@ -15,6 +15,7 @@ import threading
 from typing import Any, Sequence
 
 import numpy as np
+from PIL import Image
 
 from vlalign.encoders.backend import _Backend
 from vlalign.encoders.base import EncoderError, EncoderSpec
@@ -67,7 +68,7 @@ class LoadedEncoder:
             return np.zeros((0, self.dim), np.float32)
         with self._lock:
             if self.threads:
-                import torch
+                import torch  # seconds to import: only where a model runs
 
                 if torch.get_num_threads() != self.threads:
                     torch.set_num_threads(self.threads)
@@ -100,7 +101,7 @@ def clear_cache() -> None:
 
 def _default_device() -> str:
     try:
-        import torch
+        import torch  # seconds to import: only where a model runs
 
         return "cuda" if torch.cuda.is_available() else "cpu"
     except ImportError:
@@ -153,7 +154,7 @@ def load_encoder(spec_or_name: EncoderSpec | str, device: str | None = None, thr
         raise ValueError("batch_size must be >= 1")
     device = device or _default_device()
     if threads:
-        import torch
+        import torch  # seconds to import: only where a model runs
 
         torch.set_num_threads(int(threads))
     key = (spec.name, device)
@@ -181,8 +182,6 @@ def load_encoder(spec_or_name: EncoderSpec | str, device: str | None = None, thr
 
 def _probe_dim(backend: _Backend, spec: EncoderSpec) -> int:
     if spec.modality == "vision":
-        from PIL import Image
-
         probe = [Image.new("RGB", (64, 64), (128, 128, 128))]
     else:
         probe = ["probe"]

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import functools
 import os
+import socket
 import threading
 from pathlib import Path
+from urllib.parse import urlparse
 
 from vlalign._compat import hub_offline
 
@@ -46,8 +48,6 @@ def _reachable(host: str, port: int = 443, timeout: float = 3.0) -> bool:
     lookup costs at most `timeout`). With a proxy configured the probe is skipped (assume yes)."""
     if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
         return True
-    import socket
-
     result: list[bool] = []
 
     def probe() -> None:
@@ -64,8 +64,6 @@ def _reachable(host: str, port: int = 443, timeout: float = 3.0) -> bool:
 
 
 def _hub_host() -> str:
-    from urllib.parse import urlparse
-
     return urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
 
 
@@ -80,7 +78,7 @@ def _hub_commit(repo_id: str) -> str | None:
     if hub_offline() or not _reachable(_hub_host()):
         return None
     try:
-        from huggingface_hub import HfApi
+        from huggingface_hub import HfApi  # optional (comes with timm/transformers), slow: only when online
 
         return HfApi().model_info(repo_id).sha
     except Exception:  # noqa: BLE001

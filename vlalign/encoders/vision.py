@@ -42,7 +42,7 @@ def _map_state_dict(src: dict, dst: dict, what: str) -> dict:
 
 class _TimmVision(_Backend):
     def __init__(self, model: Any, transform: Any, device: str):
-        import torch
+        import torch  # seconds to import: only where a model runs
 
         self.model = model.eval().to(device)
         if device == "cpu":
@@ -57,13 +57,13 @@ class _TimmVision(_Backend):
         return m.forward_head(m.forward_features(x), pre_logits=True)
 
     def prepare(self, items: list) -> Any:
-        import torch
+        import torch  # seconds to import: only where a model runs
 
         x = torch.stack([self.transform(decode_image(it)) for it in items]).to(self.device)
         return x.contiguous(memory_format=torch.channels_last) if self.device == "cpu" else x
 
     def encode(self, items, batch_size, threads, precision):
-        import torch
+        import torch  # seconds to import: only where a model runs
 
         outs = []
         for i in range(0, len(items), batch_size):
@@ -75,9 +75,9 @@ class _TimmVision(_Backend):
 
 def _load_timm_catalog(name: str, device: str) -> _TimmVision:
     ensure_torchvision()
-    import timm
-    import torch
-    from timm.data import create_transform, resolve_data_config
+    import timm  # timm imports torch: seconds; only to load a model
+    import torch  # seconds to import: only where a model runs
+    from timm.data import create_transform, resolve_data_config  # as timm
 
     entry = _CATALOG[name]
     root = _pkg_dir(entry.package)
@@ -96,8 +96,8 @@ def _load_timm_catalog(name: str, device: str) -> _TimmVision:
 
 def _load_timm_hub(spec: EncoderSpec, info: _HubInfo, device: str) -> _TimmVision:
     ensure_torchvision()
-    import timm
-    from timm.data import create_transform, resolve_data_config
+    import timm  # timm imports torch: seconds; only to load a model
+    from timm.data import create_transform, resolve_data_config  # as timm
 
     kwargs: dict[str, Any] = {"pretrained": True, "num_classes": 0}
     if info.explicit_pool:
@@ -112,7 +112,7 @@ def _load_timm_hub(spec: EncoderSpec, info: _HubInfo, device: str) -> _TimmVisio
 class _HFVision(_Backend):
     def __init__(self, repo: str, pooling: str, device: str, local: bool):
         ensure_torchvision()
-        from transformers import AutoImageProcessor, AutoModel
+        from transformers import AutoImageProcessor, AutoModel  # transformers: heavy; only to load a model
 
         ctx = offline_env() if local else _nullctx()
         with ctx:
@@ -121,7 +121,7 @@ class _HFVision(_Backend):
         self.pooling, self.device = pooling, device
 
     def encode(self, items, batch_size, threads, precision):
-        import torch
+        import torch  # seconds to import: only where a model runs
 
         outs = []
         for i in range(0, len(items), batch_size):
