@@ -117,7 +117,8 @@ def _meta(d: RunData) -> dict:
         protocol = ", ".join(protocols) or None
     cells = None
     if rec:
-        cells = f"{rec.get('cells_total')} total, {rec.get('cells_done')} done, {rec.get('cells_computed')} computed by this run"
+        cells = (f"{rec.get('cells_total')} total, {rec.get('cells_done')} done, {rec.get('cells_computed')} computed "
+                 "by this run")
     local = getattr(d.lake, "is_local", True)
     return {"run id": d.run_id, "lake": str(Path(d.lake.root).resolve()) if local else d.lake.root,
             "spec name": spec.name if spec else None, "protocol": protocol, "status": rec.get("status"),

@@ -47,6 +47,7 @@ def cached_figures(d: RunData, out: Path, draw: Callable[[RunData, Path], list[s
     plots = draw(d, out)
     out.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"key": key, "derived": d.derived, "plots": [Path(p).name for p in plots]}, default=float))
+    names = [Path(p).name for p in plots]
+    tmp.write_text(json.dumps({"key": key, "derived": d.derived, "plots": names}, default=float))
     tmp.replace(cache)
     return plots

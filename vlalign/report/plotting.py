@@ -45,7 +45,9 @@ def grouped_bars(ax, groups: list, series: list, stats: dict, labels: list[str] 
             if st is None:
                 vals.append(np.nan), lo.append(0), hi.append(0)
             else:
-                vals.append(100 * st["mean"]), lo.append(100 * (st["mean"] - st["min"])), hi.append(100 * (st["max"] - st["mean"]))
+                vals.append(100 * st["mean"])
+                lo.append(100 * (st["mean"] - st["min"]))
+                hi.append(100 * (st["max"] - st["mean"]))
         ax.bar(x + (k - (n - 1) / 2) * width, vals, width, yerr=[lo, hi], capsize=2, label=str(s), color=color,
                error_kw={"elinewidth": 0.8})
     labels = labels or [str(g) for g in groups]

@@ -73,13 +73,14 @@ def section(d: RunData, page: Page) -> Section:
         items += page.figure(measure_file(kernel, debiased), f"CKA {measure_name(kernel, debiased)}",
                              "mean over the run's CKA rows of each pair; [95% bootstrap interval] where computed")
     if d.cka_summary:
-        items.append(Table("CKA per measure", ["measure", "rows", "mean", "mean shuffled", "true > shuffled", "best pair",
-                                               "best value"],
+        items.append(Table("CKA per measure", ["measure", "rows", "mean", "mean shuffled", "true > shuffled",
+                                               "best pair", "best value"],
                            [(measure_name(r["kernel"], r["debiased"]), r["n"], r["mean_value"], r["mean_shuffled"],
                              r["beats_shuffled"], r["best_pair"], r["best_value"]) for r in d.cka_summary]))
     if d.cka:
-        items.append(narrow_table("Every CKA row of the run", ["dataset", "domain", "lang", "pair", "measure", "n",
-                                                               "value", "shuffled", "ci_low", "ci_high", "seed", "note"],
+        items.append(narrow_table("Every CKA row of the run",
+                                  ["dataset", "domain", "lang", "pair", "measure", "n", "value", "shuffled", "ci_low",
+                                   "ci_high", "seed", "note"],
                                   [(r["dataset"], r["domain"], r["lang"], pair_name(r),
                                     measure_name(r["kernel"], r["debiased"]), r["n"], r["value"], r["shuffled_value"],
                                     r["ci_low"], r["ci_high"], r["seed"], r["note"]) for r in d.cka]))

@@ -18,7 +18,9 @@ SUMMARY_RANK = 60
 def lines(d: RunData, top: int) -> list[str]:
     """One line per label field: the best method (mean over pairs and seeds), its best pair, chance, majority."""
     if not d.classification:
-        return [f"  classification: {NOT_IN_SPEC if not (d.spec and d.spec.classification) else 'no results'}"] if d.spec else []
+        if not d.spec:
+            return []
+        return [f"  classification: {'no results' if d.spec.classification else NOT_IN_SPEC}"]
     out = []
     for lf in sorted({r["label_field"] for r in d.classification}):
         rs = [r for r in d.classification if r["label_field"] == lf]
@@ -70,7 +72,8 @@ def section(d: RunData, page: Page) -> Section:
                                    for k, st in sorted(stats.items(), key=lambda kv: sort_key(kv[0]))]))
         notes = [r for r in d.classification if r["accuracy"] is None]
         if notes:
-            items.append(Table("Classification rows without an accuracy", ["label field", "pair", "method", "seed", "note"],
+            items.append(Table("Classification rows without an accuracy",
+                               ["label field", "pair", "method", "seed", "note"],
                                [(r["label_field"], pair_name(r), r["method"], r["seed"], r["note"]) for r in notes]))
     else:
         items.append(missing(d, bool(d.spec and d.spec.classification)))

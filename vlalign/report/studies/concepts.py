@@ -58,7 +58,8 @@ def section(d: RunData, page: Page) -> Section:
     if d.concepts:
         items += page.figure("concepts.png", "Concept alignment by concept property")
         items.append(Table("Concept alignment (k-fold; hit: any alias of the concept in the top k)",
-                           ["pair", "mapping", "retrieval", "seed", "concepts", "aliases", "P@1", "P@10", "P@100", "note"],
+                           ["pair", "mapping", "retrieval", "seed", "concepts", "aliases", "P@1", "P@10", "P@100",
+                            "note"],
                            [(pair_name(r), r["mapping"], r["retrieval"], r["seed"], r["n_concepts"], r["n_aliases"],
                              r["p_at_1"], r["p_at_10"], r["p_at_100"], r["note"]) for r in d.concepts]))
         items.append(Table("P@k by concept property (quantile bins)",

@@ -33,8 +33,8 @@ def _points(d: RunData) -> list[dict]:
     methods = sorted({m for m, _ in acc})
     out = []
     for kernel, debiased in d.measures:
-        cka = {pair_name(r): r["v"] for r in d.cka_grid
-               if (r["kernel"], bool(r["debiased"])) == (kernel, debiased) and r["v"] is not None and not math.isnan(r["v"])}
+        cka = {pair_name(r): r["v"] for r in d.cka_grid if (r["kernel"], bool(r["debiased"])) == (kernel, debiased)
+               and r["v"] is not None and not math.isnan(r["v"])}
         for method in methods:
             pairs = sorted(p for p in cka if (method, p) in acc)
             xs = [cka[p] for p in pairs]

@@ -117,7 +117,8 @@ def section(d: RunData, page: Page) -> Section:
              *page.figure("ablation.png", "Ablation: stretch x base selection", "error bars min-max over seeds")]
     pts = curve_points(d)
     if pts:
-        items.append(Table("Curve and ablation points", ["curve", "method", "x", "seeds", "mean", "min", "max", "chance"],
+        items.append(Table("Curve and ablation points",
+                           ["curve", "method", "x", "seeds", "mean", "min", "max", "chance"],
                            [(k[0], k[1], _xlabel(k[2]), st["seeds"], st["mean"], st["min"], st["max"], st["chance"])
                             for k, st in sorted(pts.items(), key=lambda kv: sort_key(kv[0]))],
                            note="x: the base size, the query size, or base selection + stretch; a point that is also a "
@@ -125,5 +126,5 @@ def section(d: RunData, page: Page) -> Section:
     else:
         items.append(missing(d, bool(d.spec and d.spec.curves)))
     pairs = _pairs(d)
-    return Section("Curves", items, intro=("Matching accuracy as the base and the query set grow, and the "
-                                           "stretch x selection ablation" + (f" ({', '.join(pairs)})." if pairs else ".")))
+    return Section("Curves", items, intro=("Matching accuracy as the base and the query set grow, and the stretch "
+                                           "x selection ablation" + (f" ({', '.join(pairs)})." if pairs else ".")))

@@ -21,7 +21,8 @@ def lines(d: RunData, top: int) -> list[str]:
     for ds, rej in d.rejects.items():
         total = sum(r["n"] for r in rej)
         detail = ", ".join(f"{r['stage']} {r['n']}" for r in rej)
-        out.append(f"  rejects in {ds}: {total}" + (f" ({detail}; vlalign query \"select * from rejects\")" if total else ""))
+        where = f" ({detail}; vlalign query \"select * from rejects\")" if total else ""
+        out.append(f"  rejects in {ds}: {total}{where}")
     return out
 
 

@@ -42,8 +42,8 @@ def tables(d: RunData) -> list:
         return []
     rstats = {}
     for col in ("r1", "r5", "r10"):
-        for k, st in over_seeds(d.retrieval, lambda r: (d.plan.study(r), r["dataset"], r["lang"], route(r), pair_name(r),
-                                                       r["method"], r["direction"], *setting_cols(r)),
+        for k, st in over_seeds(d.retrieval, lambda r: (d.plan.study(r), r["dataset"], r["lang"], route(r),
+                                                       pair_name(r), r["method"], r["direction"], *setting_cols(r)),
                                 value=col, extra=()).items():
             rstats.setdefault(k, {})[col] = st
     items = [narrow_table("Retrieval recall at 1/5/10 (every retrieval result of the run, mean over seeds)",
@@ -57,6 +57,7 @@ def tables(d: RunData) -> list:
         if r["r1"] is None:
             skipped.setdefault((d.plan.study(r), r["lang"], pair_name(r), r["method"]), [0, r["note"]])[0] += 1
     if skipped:
-        items.append(narrow_table("Retrieval results without a recall", ["study", "lang", "pair", "method", "rows", "note"],
+        items.append(narrow_table("Retrieval results without a recall",
+                                  ["study", "lang", "pair", "method", "rows", "note"],
                                   [(*k, n, note) for k, (n, note) in sorted(skipped.items())]))
     return items
