@@ -25,6 +25,11 @@ import pytest
 import vlalign.report.build as report
 from vlalign.lake.views import SQL_DIR, load_sql
 from vlalign.lake.schemas import TABLE_SCHEMAS
+from vlalign.report import rundata
+from vlalign.report.plan import Plan
+from vlalign.report.rows import measure_name, over_seeds, pair_name
+from vlalign.report.studies import concepts
+from vlalign.report.studies.correlation import CORRELATION_KEYS
 
 RUN = "it's"  # the run under test
 OTHER = "other"  # a second run in the same tables, which no query for RUN may see
@@ -195,7 +200,7 @@ def _mine(rows):
 
 
 def test_the_report_sql_files_are_the_ones_the_report_uses():
-    used = set(re.findall(r'"(report_\w+)"', open(report.__file__).read()))
+    used = set(re.findall(r'"(report_\w+)"', open(rundata.__file__).read()))
     assert used == set(REPORT_SQL)
 
 
@@ -302,7 +307,7 @@ def test_a_quote_in_the_run_id_is_data_not_sql(con, name):
 
 @pytest.fixture()
 def bound_query(monkeypatch, con):
-    """vlalign.report.build.query replaced by one that runs the SQL on the in-memory tables with its parameters bound;
+    """vlalign.report.rundata.query replaced by one that runs the SQL on the in-memory tables with its parameters bound;
     the calls are recorded."""
     calls = []
 
@@ -310,7 +315,7 @@ def bound_query(monkeypatch, con):
         calls.append((sql, params))
         return con.sql(sql, params=params).to_arrow_table()
 
-    monkeypatch.setattr(report, "query", query)
+    monkeypatch.setattr(rundata, "query", query)
     return calls
 
 
@@ -369,7 +374,7 @@ def test_main_grid_means_match_an_independent_computation(bound_query):
     """Per (method, pair): the mean over seeds of the main-grid rows (the duplicate counted once, the seed-7 row
     and every study row left out), min and max over seeds."""
     d = report.load_run(LAKE, RUN)
-    got = report.over_seeds(d.main, lambda r: (r["method"], report.pair_name(r)))
+    got = over_seeds(d.main, lambda r: (r["method"], pair_name(r)))
     assert set(got) == {(m, f"{v} x {t}") for m, accs in MATCHING.items() for v, t in accs}
     for m, accs in MATCHING.items():
         for (v, t), a in accs.items():
@@ -382,11 +387,11 @@ def test_correlations_equal_scipy(bound_query):
     from scipy import stats
 
     got = {(c["measure"], c["method"]): c for c in report.correlations(LAKE, RUN)}
-    assert set(got) == {(report.measure_name(k, deb), m) for _, _, k, deb in CKA for m in MATCHING}
-    assert all(set(c) == set(report.CORRELATION_KEYS) for c in got.values())
+    assert set(got) == {(measure_name(k, deb), m) for _, _, k, deb in CKA for m in MATCHING}
+    assert all(set(c) == set(CORRELATION_KEYS) for c in got.values())
     cka = defaultdict(list)
     for r in _mine(_cka_rows()):
-        cka[(report.measure_name(r["kernel"], r["debiased"]), f"{r['vision_encoder']} x {r['text_encoder']}")].append(r["value"])
+        cka[(measure_name(r["kernel"], r["debiased"]), f"{r['vision_encoder']} x {r['text_encoder']}")].append(r["value"])
     pairs = sorted(f"{v} x {t}" for v, t in MATCHING["local_cka"])
     x = [_mean(cka[("linear", p)]) for p in pairs]
     y = [MATCHING["local_cka"][tuple(p.split(" x "))] + 0.01 for p in pairs]
@@ -490,15 +495,13 @@ def _with_spec(d, doc):
     from vlalign.engine.spec import parse_spec
 
     d.spec = parse_spec(doc)
-    d.plan = report.Plan(d.spec)
+    d.plan = Plan(d.spec)
     d.classification = []
     return d
 
 
 def test_concept_rows_and_lines():
     """report_concepts_rows keeps one row per result (two cells may hold it) and the summary line says P@k."""
-    from vlalign.report.build import _concept_lines
-
     con = duckdb.connect()
     rows = [dict(run_id="r", cell_id=cid, dataset="emoji", vision_encoder="v", text_encoder="t", retrieval=ret,
                  mapping=m, n_concepts=100, n_aliases=300, folds=5, seed=0, p_at_1=p1, p_at_10=p10, p_at_100=p100)
@@ -514,5 +517,45 @@ def test_concept_rows_and_lines():
     class D:
         concepts = got
 
-    assert _concept_lines(D()) == ["  concepts v x t (100 concepts): procrustes csls P@1/10/100 10.0%/30.0%/60.0%, "
+    assert concepts.lines(D(), top=3) == ["  concepts v x t (100 concepts): procrustes csls P@1/10/100 10.0%/30.0%/60.0%, "
                                    "nn P@1/10/100 5.0%/20.0%/50.0%; baselines P@10 at most 1.0%"]
+
+
+def test_every_study_of_the_registry_has_lines_figures_and_a_section():
+    from vlalign.report.studies import STUDIES
+
+    assert len({s.__name__ for s in STUDIES}) == len(STUDIES)
+    for study in STUDIES:
+        assert isinstance(study.SUMMARY_RANK, int), study.__name__
+        assert all(callable(getattr(study, f, None)) for f in ("lines", "figures", "section")), study.__name__
+
+
+def test_a_second_report_reuses_the_figures_and_writes_the_same_page(bound_query, tmp_path, monkeypatch):
+    lake = SimpleNamespace(root=str(tmp_path), is_local=True)
+    first = report.build_report(lake, RUN, tmp_path / "out")
+    page = first.path.read_text(encoding="utf-8")
+
+    def draw(d, out):
+        raise AssertionError("redrawn although nothing changed")
+
+    monkeypatch.setattr(report, "plots_of", draw)
+    second = report.build_report(lake, RUN, tmp_path / "out")
+    assert second.plots == first.plots and second.summary == first.summary
+    assert second.path.read_text(encoding="utf-8") == page
+
+
+def test_the_figures_cache_key_covers_every_report_module(tmp_path, monkeypatch):
+    import shutil
+
+    from vlalign.report import cache
+
+    code = tmp_path / "report"
+    shutil.copytree(cache.REPORT_CODE, code, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(cache, "REPORT_CODE", code)
+    before = cache.code_digest()
+    for path in sorted(code.rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        path.write_text(text + "\n# changed\n", encoding="utf-8")
+        assert cache.code_digest() != before, path.relative_to(code)
+        path.write_text(text, encoding="utf-8")
+    assert cache.code_digest() == before
