@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from vlalign.engine.spec import parse_spec
-from vlalign.lake.catalog import load_sql, query
+from vlalign.lake.catalog import query
 from vlalign.lake.store import Lake
+from vlalign.lake.views import load_sql
 from vlalign.report.plan import Plan
 
 
