@@ -6,24 +6,23 @@ import csv
 import json
 import sys
 
+from vlalign.engine.world import check_spec
 from vlalign.lake.runs import read_run
 from vlalign.lake.store import Lake
 
 
 def _run_sweep(args, spec, run_id):
-    from vlalign.engine.spec import validate_against_world
     from vlalign.flows.runtime import dask_task_runner, prefect_api
-    from vlalign.flows.sweep import resolve_spec, sweep_flow
+    from vlalign.flows.sweep import sweep_flow
     from vlalign.lake.names import check_name
     from vlalign.report.build import build_report
 
-    sweep = resolve_spec(spec)
     if run_id is not None:
         check_name(run_id, "--run-id")
-    validate_against_world(sweep)  # fail fast, before Prefect and Dask start
+    checked = check_spec(spec)  # the checks of `vlalign spec`, once, before Prefect and Dask start
     with prefect_api():
         result = sweep_flow.with_options(task_runner=dask_task_runner(args.dask_address, args.workers))(
-            spec=spec, lake_root=args.lake, run_id=run_id, device=args.device, batch_size=args.batch_size,
+            spec=checked, lake_root=args.lake, run_id=run_id, device=args.device, batch_size=args.batch_size,
         )
     lake = Lake.open(args.lake)
     report = build_report(lake, result["run_id"])
