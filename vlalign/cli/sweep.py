@@ -7,15 +7,15 @@ import json
 import sys
 
 from vlalign.engine.world import check_spec
+from vlalign.lake.names import check_name
 from vlalign.lake.runs import read_run
 from vlalign.lake.store import Lake
 
 
 def _run_sweep(args, spec, run_id):
-    from vlalign.flows.runtime import dask_task_runner, prefect_api
+    from vlalign.flows.runtime import dask_task_runner, prefect_api  # Prefect and Dask: only when a flow runs
     from vlalign.flows.sweep import sweep_flow
-    from vlalign.lake.names import check_name
-    from vlalign.report.build import build_report
+    from vlalign.report.build import build_report  # matplotlib
 
     if run_id is not None:
         check_name(run_id, "--run-id")
@@ -41,8 +41,6 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_resume(args) -> int:
-    from vlalign.lake.names import check_name
-
     check_name(args.run_id, "RUN_ID")
     lake = Lake.existing(args.lake)
     record = read_run(lake, args.run_id)
