@@ -44,8 +44,8 @@ def main() -> None:
     from prefect.task_runners import ThreadPoolTaskRunner
 
     from vlalign.engine.analysis import compute_cell
-    from vlalign.engine.spec import load_spec, parse_spec
-    from vlalign.flows.sweep import plan_sweep, resolve_spec, sweep_flow
+    from vlalign.engine.spec import load_spec, parse_spec, resolve_spec
+    from vlalign.flows.sweep import plan_sweep, sweep_flow
     from vlalign.lake.store import Lake
 
     doc = QUICK if args.quick else (resolve_spec(args.spec).source if args.spec else load_spec().source)

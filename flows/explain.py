@@ -14,7 +14,6 @@ This module runs in one process and starts neither Prefect nor Dask: an explanat
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -153,8 +152,9 @@ def base_set(lake: Lake, spec: SweepSpec, dataset: str, domain: str, lang: str, 
                     f"{done / (time.perf_counter() - t0):.1f}/s")
         embeddings[(dataset, name, part)] = Embeddings.of(lake, name, enc.lake_name, part, shards)
     path, digest = write_pairs(lake, dataset, domain, lang)
-    one = dataclasses.replace(spec, vision_encoders=(vision,), text_encoders=(text,), cka=None, cross_domain=None,
-                              cross_lingual=None, classification=None, curves=None, concepts=None)
+    studies_off = dict.fromkeys(("cka", "cross_domain", "cross_lingual", "classification", "curves", "concepts"))
+    one = spec.model_copy(update={"vision_encoders": (vision,), "text_encoders": (text,),
+                                  "analyses": spec.analyses.model_copy(update=studies_off)})
     cells = plan_cells(one, lake, {dataset: {(domain, lang): (path, digest)}}, embeddings, {dataset: [(domain, lang)]})
     cell = next(c for c in cells if isinstance(c, MatchCell) and c.seed == seed)
     if run is not None and cell.cell_id not in run[1].get("cells", {}).get("matching", []):

@@ -9,29 +9,39 @@ import time
 from prefect import flow, get_run_logger
 from prefect.futures import as_completed
 
-from vlalign.datasets.readers import DatasetSource
+from vlalign.datasets.prompts import (
+    alias_items,
+    aliases_dataset,
+    concept_dictionary,
+    members_table,
+    prompt_items,
+    prompts_dataset,
+)
+from vlalign.datasets.readers import EMOJI_DOMAINS, DatasetSource
 from vlalign.encoders import get_encoder
-from vlalign.engine.cells import Embeddings, cell_is_done, plan_cells
-from vlalign.engine.spec import SweepSpec, load_spec, parse_spec, validate_against_world
+from vlalign.engine.cells import Embeddings, cell_is_done, english_only_reason, plan_cells
+from vlalign.engine.spec import SweepSpec
+from vlalign.engine.world import CheckedSpec, check_spec, main_selections
 from vlalign.flows.extract import run_extraction
 from vlalign.flows.runtime import dask_task_runner
 from vlalign.lake.catalog import refresh_or_log
+from vlalign.lake.digest import digest_json
 from vlalign.lake.names import check_name
 from vlalign.lake.runs import record_extraction, recorded_run, write_record
 from vlalign.lake.store import Lake
 from vlalign.tasks.analysis import pair_items, score_cell
+from vlalign.tasks.extract import ingest_prompts
 
 
-def resolve_spec(spec: str | dict | None) -> SweepSpec:
-    """A spec mapping, a YAML path, or None for the built-in default."""
-    return parse_spec(spec) if isinstance(spec, dict) else load_spec(spec)
+def checked_spec(spec: str | dict | CheckedSpec | None) -> CheckedSpec:
+    """The spec a flow was given, checked (vlalign.engine.world.check_spec) unless the caller did it already:
+    the CLI checks before Prefect and Dask start and passes the CheckedSpec; a deployment passes a path."""
+    return spec if isinstance(spec, CheckedSpec) else check_spec(spec)
 
 
 def _encoder_parts(sweep: SweepSpec, ds_name: str, main: list, sizes: dict) -> dict[str, set[str]]:
     """{encoder: the domains (vision) or languages (text) it embeds in data set ``ds_name``}: the main grid's
     for every encoder, plus what each study needs from the encoders it names."""
-    from vlalign.engine.cells import english_only_reason
-
     parts: dict[str, set[str]] = {}
     for v in sweep.vision_encoders:
         parts[v] = {d for d, _ in main}
@@ -56,8 +66,6 @@ def _encoder_parts(sweep: SweepSpec, ds_name: str, main: list, sizes: dict) -> d
 
 def concept_domains(sweep: SweepSpec, ds_name: str, main: list) -> list[str]:
     """The visual domains whose images a concept averages: the spec's, else every emoji style, else the main ones."""
-    from vlalign.datasets.readers import EMOJI_DOMAINS
-
     ds = next(d for d in sweep.datasets if d.name == ds_name)
     if sweep.concepts.domains:
         return list(sweep.concepts.domains)
@@ -66,9 +74,6 @@ def concept_domains(sweep: SweepSpec, ds_name: str, main: list) -> list[str]:
 
 def prepare_cells(sweep: SweepSpec, sizes: dict, lake: Lake, record: dict, device=None, batch_size=None) -> list:
     """Extraction (missing shards only), pairing, class prompts, and the plan of every cell; records the files used."""
-    from vlalign.datasets.prompts import prompt_items, prompts_dataset
-    from vlalign.engine.spec import main_selections
-
     main = main_selections(sweep, sizes)
     pairs: dict[str, dict] = {}
     embeddings: dict[tuple[str, str, str], Embeddings] = {}
@@ -111,8 +116,6 @@ def _embed_text_dataset(sweep: SweepSpec, lake: Lake, name: str, items, texts: l
                         batch_size) -> dict[str, tuple]:
     """Store a derived text-only data set (class prompts, concept aliases) as ``name`` and embed it with every
     encoder in ``texts`` (missing shards only): {encoder: (Embeddings, items path, items digest)}."""
-    from vlalign.tasks.extract import ingest_prompts
-
     ingested = ingest_prompts(lake.root, name, items)
     ext = run_extraction(DatasetSource(name, "prompts"), texts, lake.root, sweep.shard_size, None, ["en"],
                          batch_size or sweep.batch_size, device, ingested=ingested)
@@ -128,9 +131,6 @@ def _embed_text_dataset(sweep: SweepSpec, lake: Lake, name: str, items, texts: l
 def _concept_inputs(sweep: SweepSpec, ds, lake: Lake, main: list, record: dict, device, batch_size) -> tuple:
     """The data set's concept dictionary: its members table in the lake, and its aliases embedded by every
     text encoder of the study (a text-only data set ``<dataset>.aliases-<digest>``)."""
-    from vlalign.datasets.prompts import alias_items, aliases_dataset, concept_dictionary, members_table
-    from vlalign.lake.digest import digest_json
-
     domains = concept_domains(sweep, ds.name, main)
     items = lake.read_table(lake.items_path(ds.name), columns=["image_id", "domain", "lang", "caption", "label"])
     d = concept_dictionary(ds.format, items, domains)
@@ -147,10 +147,10 @@ def _concept_inputs(sweep: SweepSpec, ds, lake: Lake, main: list, record: dict, 
 
 
 @flow(name="plan-sweep")
-def plan_sweep(spec: str | dict | None = None, lake_root: str = "lake") -> list:
+def plan_sweep(spec: str | dict | CheckedSpec | None = None, lake_root: str = "lake") -> list:
     """The cells of a sweep, without computing them (extracts what is missing); for benchmarks and tools."""
-    sweep = resolve_spec(spec)
-    return prepare_cells(sweep, validate_against_world(sweep), Lake.open(lake_root), {})
+    checked = checked_spec(spec)
+    return prepare_cells(checked.spec, checked.sizes, Lake.open(lake_root), {})
 
 
 def _score(todo: list, log) -> tuple[int, list[str]]:
@@ -174,17 +174,18 @@ def _score(todo: list, log) -> tuple[int, list[str]]:
 
 @flow(name="sweep", log_prints=True)
 def sweep_flow(
-    spec: str | dict | None = None,
+    spec: str | dict | CheckedSpec | None = None,
     lake_root: str = "lake",
     run_id: str | None = None,
     device: str | None = None,
     batch_size: int | None = None,
 ) -> dict:
-    """Run (or resume) the sweep ``spec`` (a YAML path or a mapping; None: the built-in default).
-    ``device`` and ``batch_size`` (default: the spec's, else automatic) only affect speed, not results."""
+    """Run (or resume) the sweep ``spec`` (a YAML path or a mapping; None: the built-in default; or a
+    CheckedSpec, checked by the caller). ``device`` and ``batch_size`` (default: the spec's, else automatic)
+    only affect speed, not results."""
     log = get_run_logger()
-    sweep = resolve_spec(spec)
-    sizes = validate_against_world(sweep)  # every check that needs the catalog or the data, before any work
+    checked = checked_spec(spec)  # every check, before any work
+    sweep, sizes = checked.spec, checked.sizes
     run_id = check_name(run_id or sweep.default_run_id, "run id")
     lake = Lake.open(lake_root)
     removed = lake.clean_tmp()
@@ -225,7 +226,8 @@ def scheduled_sweep(
     workers: int | None = None,
 ) -> dict:
     """Entry point for deployments (prefect.yaml): the sweep on Dask, a fresh run id per scheduled run."""
-    from prefect.runtime import flow_run
+    from prefect.runtime import flow_run  # the flow run's context, only where a deployment runs this flow
 
-    rid = run_id or f"{resolve_spec(spec).name if spec else 'emoji-default'}-{flow_run.scheduled_start_time:%Y%m%dT%H%M}"
-    return sweep_flow.with_options(task_runner=dask_task_runner(dask_address, workers))(spec, lake_root, rid)
+    checked = check_spec(spec)  # before Dask starts
+    rid = run_id or f"{checked.spec.name}-{flow_run.scheduled_start_time:%Y%m%dT%H%M}"
+    return sweep_flow.with_options(task_runner=dask_task_runner(dask_address, workers))(checked, lake_root, rid)

@@ -553,10 +553,11 @@ def test_one_read_per_process_while_the_files_are_unchanged(tmp_path, monkeypatc
 
 
 def test_a_sweeps_validations_and_ingest_share_one_read(tmp_path, monkeypatch):
-    """What a sweep does before its work, in order: the command line validates the spec against the data, the
-    flow validates again, then ingests; the data set's reader runs once. (The slow test below runs a real
-    sweep through the command line and counts the same.)"""
-    from vlalign.engine.spec import parse_spec, validate_against_world
+    """A sweep's validation against the data (vlalign.engine.world, once a command), another validation (a
+    second command in the same process) and the ingest share one read of the data set. (The slow test below
+    runs a real sweep through the command line and counts the same.)"""
+    from vlalign.engine.spec import parse_spec
+    from vlalign.engine.world import validate_against_world
     from vlalign.tasks.extract import ingest_items
 
     root = make_imagefolder(tmp_path / "pets", per_class=4)
@@ -675,7 +676,7 @@ def test_extract_webdataset_end_to_end(prefect_server, tmp_path):
 @pytest.mark.slow
 def test_sweep_on_an_imagefolder_reads_it_once(prefect_server, tmp_path, monkeypatch):
     """`vlalign sweep` on an imagefolder data set (several images share their class's caption): CKA, matching
-    and zero-shot classification rows, and the reader called once for the whole sweep (two validations and
+    and zero-shot classification rows, and the reader called once for the whole sweep (the validation and
     the ingest)."""
     import yaml
 

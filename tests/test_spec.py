@@ -7,9 +7,11 @@ import json
 
 import pytest
 import yaml
+from conftest import make_coco
 
 from vlalign.cli.main import main
-from vlalign.engine.spec import DEFAULT_SPEC, SpecError, load_spec, parse_spec, validate_against_world
+from vlalign.engine.spec import DEFAULT_SPEC, SpecError, load_spec, parse_spec
+from vlalign.engine.world import validate_against_world
 from vlalign.lake.names import SAFE_NAME, check_name
 
 
@@ -303,6 +305,62 @@ def test_vlalign_spec_checks_a_file(capsys, tmp_path, monkeypatch):
     assert main(["spec", str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"vlalign spec: error: {bad}: analyses.qap.kernel: expected 'linear' or 'rbf'")
+
+
+def _tiny_coco_doc(tmp_path, **update) -> dict:
+    ann, img = make_coco(tmp_path / "coco", n_images=12)
+    doc = {"name": "tiny", "datasets": [{"name": "tiny", "format": "coco", "annotations": str(ann), "images": str(img)}],
+           "vision_encoders": ["mobilenetv2"], "text_encoders": ["minilm-l6"], "base_size": 4, "query_size": 6}
+    return {**doc, **update}
+
+
+@pytest.mark.parametrize("case", ["vision encoder as text", "missing annotations", "base + query too large"])
+def test_vlalign_spec_makes_every_check_of_vlalign_sweep(case, tmp_path, capsys):
+    """`vlalign spec FILE` runs the checks `vlalign sweep FILE` runs before work starts (the same function):
+    both refuse, exit code 2, with the same one-line error, and neither starts any work."""
+    doc = _tiny_coco_doc(tmp_path)
+    if case == "vision encoder as text":
+        doc["text_encoders"] = ["minilm-l6", "mobilenetv2"]
+        expected = ("vision_encoders/text_encoders: 1 text encoder name(s) cannot be used:\n"
+                    "  - 'mobilenetv2' is a vision encoder, given as text")
+    elif case == "missing annotations":
+        missing = tmp_path / "nowhere" / "captions.json"
+        doc["datasets"][0]["annotations"] = str(missing)
+        expected = f"datasets[0]: data set 'tiny': annotations file '{missing}' does not exist"
+    else:
+        doc.update(base_size=8, query_size=6)
+        expected = ("base_size + query_size: 8 + 6 = 14 is larger than data set 'tiny' "
+                    "(domain tiny, lang en: 12 pairs)")
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    assert main(["spec", str(path)]) == 2
+    spec_err = capsys.readouterr().err
+    assert spec_err.startswith(f"vlalign spec: error: {expected}")
+    assert main(["sweep", str(path), "--lake", str(tmp_path / "lake")]) == 2
+    assert capsys.readouterr().err == spec_err.replace("vlalign spec:", "vlalign sweep:", 1)
+    assert not (tmp_path / "lake").exists()
+
+
+def test_vlalign_spec_accepts_what_vlalign_sweep_accepts(tmp_path, capsys):
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(_tiny_coco_doc(tmp_path)))
+    assert main(["spec", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert out == (f"{path}: OK, run id {load_spec(path).default_run_id} (1 data set(s), 1 x 1 encoders, "
+                   "1 setting(s))\n")
+
+
+def test_the_default_classification_methods_keep_the_order_of_the_run_ids():
+    """The spec takes the method names from vlalign.methods.classify; its default list is in the run id, in
+    the order it has always had there (training-free methods first)."""
+    from vlalign.methods.classify import CLASSIFY_METHODS
+
+    doc = base_doc()
+    doc["analyses"]["classification"] = {}
+    spec = parse_spec(doc)
+    assert set(spec.classification.methods) == set(CLASSIFY_METHODS)
+    written = json.loads(spec.to_json())["classification"]["methods"]
+    assert written == ["local_cka", "qap", "linear_regression", "relative", "procrustes"]
 
 
 def test_protocol_presets_are_named_settings_and_explicit_keys_win():

@@ -162,7 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("server", help="the background Prefect API server vlalign keeps for later commands")
     p.add_argument("action", choices=["status", "stop"])
 
-    p = sub.add_parser("spec", help="check a sweep spec and print its run id, or print the spec format's JSON schema")
+    p = sub.add_parser("spec", help="check a sweep spec as `vlalign sweep` does (encoders and data sets too) and "
+                       "print its run id, or print the spec format's JSON schema")
     p.add_argument("spec", nargs="?", default=None, help="a sweep spec (default: the built-in default spec)")
     p.add_argument("--schema", action="store_true", help="print the JSON schema of sweep specs (for editors) and exit")
     return ap
@@ -245,14 +246,15 @@ def cmd_extract(args) -> int:
 
 
 def cmd_spec(args) -> int:
-    """`vlalign spec --schema`: the JSON schema; `vlalign spec [FILE]`: validate (structure and values; the
-    encoders and data are checked when the sweep starts) and print a one-line OK with the run id."""
-    from vlalign.engine.spec import DEFAULT_SPEC, json_schema, load_spec
+    """`vlalign spec --schema`: the JSON schema; `vlalign spec [FILE]`: every check `vlalign sweep` makes before
+    work starts (structure and values, encoders, data sets) and a one-line OK with the run id."""
+    from vlalign.engine.spec import DEFAULT_SPEC, json_schema
+    from vlalign.engine.world import check_spec
 
     if args.schema:
         print(json.dumps(json_schema(), indent=2))
         return 0
-    spec = load_spec(args.spec)  # a SpecError (a ValueError) is main()'s one-line error, exit code 2
+    spec = check_spec(args.spec).spec  # a SpecError (a ValueError) is main()'s one-line error, exit code 2
     print(f"{args.spec or DEFAULT_SPEC}: OK, run id {spec.default_run_id} ({len(spec.datasets)} data set(s), "
           f"{len(spec.vision_encoders)} x {len(spec.text_encoders)} encoders, {len(spec.settings())} setting(s))")
     return 0

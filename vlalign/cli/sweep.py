@@ -3,26 +3,25 @@
 from __future__ import annotations
 
 from vlalign.cli.output import write_rows
+from vlalign.engine.world import check_spec
 from vlalign.lake.catalog import open_lake_query
+from vlalign.lake.names import check_name
 from vlalign.lake.runs import read_run
 from vlalign.lake.sqldoor import Limits
 from vlalign.lake.store import Lake
 
 
 def _run_sweep(args, spec, run_id):
-    from vlalign.engine.spec import validate_against_world
-    from vlalign.flows.runtime import dask_task_runner, prefect_api
-    from vlalign.flows.sweep import resolve_spec, sweep_flow
-    from vlalign.lake.names import check_name
-    from vlalign.report.build import build_report
+    from vlalign.flows.runtime import dask_task_runner, prefect_api  # Prefect and Dask: only when a flow runs
+    from vlalign.flows.sweep import sweep_flow
+    from vlalign.report.build import build_report  # matplotlib
 
-    sweep = resolve_spec(spec)
     if run_id is not None:
         check_name(run_id, "--run-id")
-    validate_against_world(sweep)  # fail fast, before Prefect and Dask start
+    checked = check_spec(spec)  # the checks of `vlalign spec`, once, before Prefect and Dask start
     with prefect_api():
         result = sweep_flow.with_options(task_runner=dask_task_runner(args.dask_address, args.workers))(
-            spec=spec, lake_root=args.lake, run_id=run_id, device=args.device, batch_size=args.batch_size,
+            spec=checked, lake_root=args.lake, run_id=run_id, device=args.device, batch_size=args.batch_size,
         )
     lake = Lake.open(args.lake)
     report = build_report(lake, result["run_id"])
@@ -41,8 +40,6 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_resume(args) -> int:
-    from vlalign.lake.names import check_name
-
     check_name(args.run_id, "RUN_ID")
     lake = Lake.existing(args.lake)
     record = read_run(lake, args.run_id)

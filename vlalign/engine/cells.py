@@ -23,7 +23,18 @@ import importlib.util
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from vlalign.encoders import get_encoder
 from vlalign.engine.extract import ShardSpec
+from vlalign.engine.spec import (
+    PROTOCOLS,
+    ClassificationSpec,
+    ConceptsSpec,
+    CrossDomainSpec,
+    CrossLingualSpec,
+    CurvesSpec,
+    Setting,
+    SweepSpec,
+)
 from vlalign.lake.digest import digest_json, digest_values
 from vlalign.lake.store import Lake
 
@@ -190,7 +201,7 @@ class Protocol:
     retrieval_ties: str = "against"
 
     @classmethod
-    def of(cls, spec) -> "Protocol":
+    def of(cls, spec: SweepSpec) -> "Protocol":
         return cls(spec.qap_restarts, spec.qap_kernel, spec.qap_tol, spec.local_cka_kernel, spec.stretch_scope,
                    spec.kmeans_metric, spec.linreg_intercept, spec.retrieval_ties)
 
@@ -200,8 +211,6 @@ class Protocol:
     @property
     def name(self) -> str:
         """'default' or 'paper' if the preset's settings are exactly these, else 'custom' (a result column)."""
-        from vlalign.engine.spec import PROTOCOLS
-
         mine = self.settings()
         for name, preset in PROTOCOLS.items():
             if all(mine[k] == v for k, v in preset.items()):
@@ -366,8 +375,6 @@ def english_only_reason(name: str, lang: str, declared: tuple[str, ...] = ()) ->
     language needs an encoder the catalog marks multilingual, or one the spec declares multilingual."""
     if lang == "en" or name in declared:
         return None
-    from vlalign.encoders import get_encoder
-
     flag = get_encoder(name).multilingual
     if flag:
         return None
@@ -376,7 +383,34 @@ def english_only_reason(name: str, lang: str, declared: tuple[str, ...] = ()) ->
             f"(declare it in analyses.cross_lingual.multilingual to include it)")
 
 
-def plan_cells(spec, lake: Lake, pairs: dict, embeddings: dict, main: dict | None = None,
+@dataclass
+class _Plan:
+    """What the cells of a sweep are made from (see :func:`plan_cells`), and the two ways of making one."""
+
+    spec: SweepSpec
+    lake: Lake
+    pairs: dict
+    embeddings: dict
+    main: dict
+    protocol: Protocol
+    settings: list[Setting]
+
+    def common(self, ds: str, domain: str, lang: str) -> dict:
+        path, digest = self.pairs[ds][(domain, lang)]
+        return dict(lake_root=self.lake.root, dataset=ds, domain=domain, lang=lang, pairs_path=path, pairs_digest=digest)
+
+    def match(self, ds, domain, lang, v, t, s, seed, matching=None, retrieval=None, baselines=None, **extra) -> MatchCell:
+        spec = self.spec
+        return MatchCell(
+            **self.common(ds, domain, lang), vision=self.embeddings[(ds, v, domain)], text=extra.pop("text", None) or
+            self.embeddings[(ds, t, lang)], base_size=s.base_size, query_size=s.query_size,
+            base_selection=s.base_selection, stretch=s.stretch, seed=seed,
+            matching=tuple(spec.matching if matching is None else matching),
+            retrieval=tuple(spec.retrieval if retrieval is None else retrieval),
+            baselines=tuple(spec.baselines if baselines is None else baselines), protocol=self.protocol, **extra)
+
+
+def plan_cells(spec: SweepSpec, lake: Lake, pairs: dict, embeddings: dict, main: dict | None = None,
                prompts: dict | None = None, concepts: dict | None = None) -> list[Cell]:
     """Every analysis cell of a sweep, in a fixed order, each identity once.
 
@@ -386,134 +420,150 @@ def plan_cells(spec, lake: Lake, pairs: dict, embeddings: dict, main: dict | Non
     ``prompts``: {(dataset, text encoder): (Embeddings, prompt items path, digest)}, for classification;
     ``concepts``: {dataset: (domains, members path, members digest, {text encoder: (Embeddings, aliases items
     path, digest)})}, for concept alignment."""
-    cells: list[Cell] = []
-    proto = Protocol.of(spec)
-    main = main or {ds: sorted(sel) for ds, sel in pairs.items()}
-    settings = spec.settings()
+    plan = _Plan(spec, lake, pairs, embeddings, main or {ds: sorted(sel) for ds, sel in pairs.items()},
+                 Protocol.of(spec), spec.settings())
+    cells = _main_grid(plan)
+    if spec.cross_lingual:
+        cells += _cross_lingual(plan, spec.cross_lingual)
+    if spec.cross_domain:
+        cells += _cross_domain(plan, spec.cross_domain)
+    if spec.curves:
+        cells += _curves(plan, spec.curves)
+    if spec.classification:
+        cells += _classification(plan, spec.classification, prompts)
+    if spec.concepts:
+        cells += _concepts(plan, spec.concepts, concepts)
+    return _dedupe(cells)
 
-    def common(ds: str, domain: str, lang: str) -> dict:
-        path, digest = pairs[ds][(domain, lang)]
-        return dict(lake_root=lake.root, dataset=ds, domain=domain, lang=lang, pairs_path=path, pairs_digest=digest)
 
-    def match(ds, domain, lang, v, t, s, seed, matching=None, retrieval=None, baselines=None, **extra) -> MatchCell:
-        return MatchCell(
-            **common(ds, domain, lang), vision=embeddings[(ds, v, domain)], text=extra.pop("text", None) or
-            embeddings[(ds, t, lang)], base_size=s.base_size, query_size=s.query_size,
-            base_selection=s.base_selection, stretch=s.stretch, seed=seed,
-            matching=tuple(spec.matching if matching is None else matching),
-            retrieval=tuple(spec.retrieval if retrieval is None else retrieval),
-            baselines=tuple(spec.baselines if baselines is None else baselines), protocol=proto, **extra)
-
+def _main_grid(plan: _Plan) -> list[Cell]:
+    """CKA of every encoder pair and measure, and matching at every grid setting, on every main selection."""
+    spec, cells = plan.spec, []
     for ds in spec.datasets:
-        for domain, lang in main[ds.name]:
-            venc = [embeddings[(ds.name, v, domain)] for v in spec.vision_encoders]
-            tenc = [embeddings[(ds.name, t, lang)] for t in spec.text_encoders]
+        for domain, lang in plan.main[ds.name]:
+            venc = [plan.embeddings[(ds.name, v, domain)] for v in spec.vision_encoders]
+            tenc = [plan.embeddings[(ds.name, t, lang)] for t in spec.text_encoders]
             if spec.cka:
                 measures = [(k, d) for k in spec.cka.kernels for d in spec.cka.debiased]
                 measures += [(f"mutual_knn_k{k}", False) for k in spec.cka.mutual_knn]
                 for kernel, debiased in measures:
                     for v in venc:
                         for t in tenc:
-                            cells.append(CKACell(**common(ds.name, domain, lang), vision=v, text=t, kernel=kernel,
+                            cells.append(CKACell(**plan.common(ds.name, domain, lang), vision=v, text=t, kernel=kernel,
                                                  debiased=debiased, shuffled=spec.cka.shuffled,
                                                  bootstrap=0 if kernel.startswith("mutual_knn") else spec.cka.bootstrap,
                                                  seed=spec.seeds[0]))
             if spec.has_matching:
-                for s in settings:
+                for s in plan.settings:
                     for v in spec.vision_encoders:
                         for t in spec.text_encoders:
-                            cells.append(match(ds.name, domain, lang, v, t, s, s.seed))
+                            cells.append(plan.match(ds.name, domain, lang, v, t, s, s.seed))
+    return cells
 
-    first = settings[0]
-    cl = spec.cross_lingual
-    if cl:
+
+def _cross_lingual(plan: _Plan, cl: CrossLingualSpec) -> list[Cell]:
+    """Matching with the captions in each study language; an English-only text encoder's cells say why they
+    are skipped."""
+    spec, cells = plan.spec, []
+    for ds in spec.datasets:
+        for domain in sorted({d for d, _ in plan.main[ds.name]}):
+            for lang in cl.langs:
+                for s in plan.settings:
+                    for seed in (cl.seeds or spec.seeds):
+                        for v in _pick(cl.vision_encoders, spec.vision_encoders):
+                            for t in _pick(cl.text_encoders, spec.text_encoders):
+                                why = english_only_reason(t, lang, cl.multilingual)
+                                if why is None:
+                                    cells.append(plan.match(ds.name, domain, lang, v, t, s, seed))
+                                else:
+                                    none = Embeddings(t, get_encoder(t).lake_name, lang, (), "")
+                                    cells.append(plan.match(ds.name, domain, lang, v, t, s, seed, text=none, skip=why))
+    return cells
+
+
+def _cross_domain(plan: _Plan, cd: CrossDomainSpec) -> list[Cell]:
+    """Matching with the base pairs from one domain (and data set) and the queries from another."""
+    spec, pairs, cells = plan.spec, plan.pairs, []
+    for pair in cd.pairs:
         for ds in spec.datasets:
-            for domain in sorted({d for d, _ in main[ds.name]}):
-                for lang in cl.langs:
-                    for s in settings:
-                        for seed in (cl.seeds or spec.seeds):
-                            for v in _pick(cl.vision_encoders, spec.vision_encoders):
-                                for t in _pick(cl.text_encoders, spec.text_encoders):
-                                    why = english_only_reason(t, lang, cl.multilingual)
-                                    if why is None:
-                                        cells.append(match(ds.name, domain, lang, v, t, s, seed))
-                                    else:
-                                        from vlalign.encoders import get_encoder
-
-                                        enc = get_encoder(t)
-                                        none = Embeddings(t, enc.lake_name, lang, (), "")
-                                        cells.append(match(ds.name, domain, lang, v, t, s, seed, text=none, skip=why))
-    cd = spec.cross_domain
-    if cd:
-        for pair in cd.pairs:
-            for ds in spec.datasets:
-                if pair.query_dataset not in (None, ds.name):
+            if pair.query_dataset not in (None, ds.name):
+                continue
+            bds = pair.base_dataset or ds.name
+            for _, lang in plan.main[ds.name]:
+                if (pair.query, lang) not in pairs[ds.name] or (pair.base, lang) not in pairs.get(bds, {}):
                     continue
-                bds = pair.base_dataset or ds.name
-                for _, lang in main[ds.name]:
-                    if (pair.query, lang) not in pairs[ds.name] or (pair.base, lang) not in pairs.get(bds, {}):
-                        continue
-                    for s in settings:
-                        for seed in (cd.seeds or spec.seeds):
-                            for v in _pick(cd.vision_encoders, spec.vision_encoders):
-                                for t in _pick(cd.text_encoders, spec.text_encoders):
-                                    bpath, bdigest = pairs[bds][(pair.base, lang)]
-                                    base = BaseSource(bds, pair.base, lang, bpath, bdigest,
-                                                      embeddings[(bds, v, pair.base)], embeddings[(bds, t, lang)])
-                                    cells.append(match(ds.name, pair.query, lang, v, t, s, seed, base=base))
-    cv = spec.curves
-    if cv:
-        from vlalign.engine.spec import Setting
+                for s in plan.settings:
+                    for seed in (cd.seeds or spec.seeds):
+                        for v in _pick(cd.vision_encoders, spec.vision_encoders):
+                            for t in _pick(cd.text_encoders, spec.text_encoders):
+                                bpath, bdigest = pairs[bds][(pair.base, lang)]
+                                base = BaseSource(bds, pair.base, lang, bpath, bdigest,
+                                                  plan.embeddings[(bds, v, pair.base)], plan.embeddings[(bds, t, lang)])
+                                cells.append(plan.match(ds.name, pair.query, lang, v, t, s, seed, base=base))
+    return cells
 
-        points = [Setting(b, first.query_size, first.base_selection, first.stretch, 0) for b in cv.base_sizes]
-        points += [Setting(first.base_size, q, first.base_selection, first.stretch, 0) for q in cv.query_sizes]
-        if cv.ablation:
-            points += [Setting(first.base_size, first.query_size, sel, st, 0)
-                       for sel in ("random", "kmeans_image") for st in (False, True)]
-        # a curve point that the main grid computes already (same setting and seed, its methods included)
-        # is read from the grid's cell, not computed twice
-        in_grid = {(s.base_size, s.query_size, s.base_selection, s.stretch, s.seed) for s in settings} \
-            if set(cv.methods) <= set(spec.matching) else set()
-        for ds in spec.datasets:
-            for domain, lang in main[ds.name]:
-                for s in points:
-                    for seed in cv.seeds:
-                        if (s.base_size, s.query_size, s.base_selection, s.stretch, seed) in in_grid:
-                            continue
-                        for v in _pick(cv.vision_encoders, spec.vision_encoders[:1]):
-                            for t in _pick(cv.text_encoders, spec.text_encoders[:1]):
-                                cells.append(match(ds.name, domain, lang, v, t, s, seed, matching=cv.methods,
-                                                   retrieval=(), baselines=()))
-    cf = spec.classification
-    if cf:
-        for ds in spec.datasets:
-            for domain, lang in main[ds.name]:
-                for field_ in cf.label_fields:
-                    for seed in (cf.seeds or spec.seeds):
-                        for v in _pick(cf.vision_encoders, spec.vision_encoders):
-                            for t in _pick(cf.text_encoders, spec.text_encoders):
-                                emb, ppath, pdigest = prompts[(ds.name, t)]
-                                cells.append(ClassifyCell(
-                                    **common(ds.name, domain, lang), vision=embeddings[(ds.name, v, domain)],
-                                    text=embeddings[(ds.name, t, lang)], label_field=field_,
-                                    template_set=cf.template_set, templates=tuple(cf.templates),
-                                    methods=tuple(cf.methods), base_size=first.base_size,
-                                    query_size=first.query_size, base_selection=first.base_selection,
-                                    stretch=first.stretch, seed=seed, protocol=proto, prompts=emb,
-                                    prompts_path=ppath, prompts_digest=pdigest))
-    co = spec.concepts
-    if co:
-        for ds in spec.datasets:
-            domains, mpath, mdigest, aliases = concepts[ds.name]
-            domain, lang = main[ds.name][0]
-            for seed in co.seeds:
-                for v in _pick(co.vision_encoders, spec.vision_encoders):
-                    for t in _pick(co.text_encoders, spec.text_encoders):
-                        emb, apath, adigest = aliases[t]
-                        cells.append(ConceptCell(
-                            **common(ds.name, domain, lang), vision=embeddings[(ds.name, v, domain)], text=emb,
-                            images=tuple(embeddings[(ds.name, v, d)] for d in domains), members_path=mpath,
-                            members_digest=mdigest, aliases_path=apath, aliases_digest=adigest,
-                            mappings=tuple(co.mappings), retrievals=tuple(co.retrievals), folds=co.folds,
-                            seed=seed, csls_k=co.csls_k, bins=co.bins))
-    return _dedupe(cells)
+
+def _curves(plan: _Plan, cv: CurvesSpec) -> list[Cell]:
+    """Matching along the base-size and query-size curves, and the stretch x selection ablation, at the first
+    grid setting; a point the main grid computes already is left to the grid's cell."""
+    spec, first, cells = plan.spec, plan.settings[0], []
+    points = [Setting(b, first.query_size, first.base_selection, first.stretch, 0) for b in cv.base_sizes]
+    points += [Setting(first.base_size, q, first.base_selection, first.stretch, 0) for q in cv.query_sizes]
+    if cv.ablation:
+        points += [Setting(first.base_size, first.query_size, sel, st, 0)
+                   for sel in ("random", "kmeans_image") for st in (False, True)]
+    # a curve point that the main grid computes already (same setting and seed, its methods included)
+    # is read from the grid's cell, not computed twice
+    in_grid = {(s.base_size, s.query_size, s.base_selection, s.stretch, s.seed) for s in plan.settings} \
+        if set(cv.methods) <= set(spec.matching) else set()
+    for ds in spec.datasets:
+        for domain, lang in plan.main[ds.name]:
+            for s in points:
+                for seed in cv.seeds:
+                    if (s.base_size, s.query_size, s.base_selection, s.stretch, seed) in in_grid:
+                        continue
+                    for v in _pick(cv.vision_encoders, spec.vision_encoders[:1]):
+                        for t in _pick(cv.text_encoders, spec.text_encoders[:1]):
+                            cells.append(plan.match(ds.name, domain, lang, v, t, s, seed, matching=cv.methods,
+                                                    retrieval=(), baselines=()))
+    return cells
+
+
+def _classification(plan: _Plan, cf: ClassificationSpec, prompts: dict) -> list[Cell]:
+    """Zero-shot classification at the first grid setting, for every label field and seed."""
+    spec, first, cells = plan.spec, plan.settings[0], []
+    for ds in spec.datasets:
+        for domain, lang in plan.main[ds.name]:
+            for field_ in cf.label_fields:
+                for seed in (cf.seeds or spec.seeds):
+                    for v in _pick(cf.vision_encoders, spec.vision_encoders):
+                        for t in _pick(cf.text_encoders, spec.text_encoders):
+                            emb, ppath, pdigest = prompts[(ds.name, t)]
+                            cells.append(ClassifyCell(
+                                **plan.common(ds.name, domain, lang), vision=plan.embeddings[(ds.name, v, domain)],
+                                text=plan.embeddings[(ds.name, t, lang)], label_field=field_,
+                                template_set=cf.template_set, templates=tuple(cf.templates),
+                                methods=tuple(cf.methods), base_size=first.base_size,
+                                query_size=first.query_size, base_selection=first.base_selection,
+                                stretch=first.stretch, seed=seed, protocol=plan.protocol, prompts=emb,
+                                prompts_path=ppath, prompts_digest=pdigest))
+    return cells
+
+
+def _concepts(plan: _Plan, co: ConceptsSpec, concepts: dict) -> list[Cell]:
+    """Concept alignment of every encoder pair and seed, on each data set's first main selection."""
+    spec, cells = plan.spec, []
+    for ds in spec.datasets:
+        domains, mpath, mdigest, aliases = concepts[ds.name]
+        domain, lang = plan.main[ds.name][0]
+        for seed in co.seeds:
+            for v in _pick(co.vision_encoders, spec.vision_encoders):
+                for t in _pick(co.text_encoders, spec.text_encoders):
+                    emb, apath, adigest = aliases[t]
+                    cells.append(ConceptCell(
+                        **plan.common(ds.name, domain, lang), vision=plan.embeddings[(ds.name, v, domain)], text=emb,
+                        images=tuple(plan.embeddings[(ds.name, v, d)] for d in domains), members_path=mpath,
+                        members_digest=mdigest, aliases_path=apath, aliases_digest=adigest,
+                        mappings=tuple(co.mappings), retrievals=tuple(co.retrievals), folds=co.folds,
+                        seed=seed, csls_k=co.csls_k, bins=co.bins))
+    return cells

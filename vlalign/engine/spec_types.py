@@ -1,0 +1,71 @@
+"""The field types of the sweep spec format that pydantic's own types do not express with this project's
+messages: :class:`Grid` (one value or a list of distinct values) and :data:`NonEmpty` (a non-empty list of mappings).
+Their errors are spec errors (vlalign.engine.spec_errors): one line that names the key and what was expected."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, TypeVar
+
+from pydantic import AfterValidator
+from pydantic_core import core_schema
+
+from vlalign.engine.spec_errors import show, spec_error
+
+
+class Grid:
+    """A field that takes one value or a list of distinct values: an axis of the settings grid, a set of
+    encoders, methods or kernels. Checked here rather than as ``T | list[T]`` so that an error names the key
+    (not a union branch or list index) and says what was expected."""
+
+    def __init__(self, kind: type, *, ge: int | None = None, choices: tuple[str, ...] | None = None,
+                 allow_empty: bool = False):
+        self.kind, self.ge, self.choices, self.allow_empty = kind, ge, choices, allow_empty
+
+    def expected(self) -> str:
+        if self.kind is bool:
+            return "true/false or a list of them"
+        if self.kind is int:
+            lim = f" >= {self.ge}" if self.ge is not None else ""
+            return f"an integer{lim} or a list of integers{lim}"
+        return "a string or a list of strings" + (f", each one of {list(self.choices)}" if self.choices else "")
+
+    def _typed(self, x: Any) -> bool:
+        if self.kind is int:
+            return isinstance(x, int) and not isinstance(x, bool) and (self.ge is None or x >= self.ge)
+        return isinstance(x, self.kind)  # bool: only true/false; str: only strings
+
+    def validate(self, value: Any) -> tuple:
+        items = list(value) if isinstance(value, (list, tuple)) else [value]
+        if not items and not self.allow_empty:
+            raise spec_error("empty list; expected one value or a non-empty list")
+        for x in items:
+            if not self._typed(x):
+                raise spec_error(f"expected {self.expected()}", got=x)
+            if self.choices is not None and x not in self.choices:
+                raise spec_error(f"unknown value {show(x)}; expected one of {list(self.choices)}")
+        if len(set(items)) != len(items):
+            raise spec_error("expected distinct values", got=value)
+        return tuple(items)
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> core_schema.CoreSchema:
+        return core_schema.no_info_plain_validator_function(self.validate)
+
+    def __get_pydantic_json_schema__(self, schema: Any, handler: Any) -> dict:
+        if self.kind is int:
+            item: dict = {"type": "integer", **({"minimum": self.ge} if self.ge is not None else {})}
+        elif self.kind is bool:
+            item = {"type": "boolean"}
+        else:
+            item = {"type": "string", **({"enum": list(self.choices)} if self.choices else {})}
+        many = {"type": "array", "items": item, "uniqueItems": True, **({} if self.allow_empty else {"minItems": 1})}
+        return {"anyOf": [item, many]}
+
+
+def _non_empty(items: tuple) -> tuple:
+    if not items:
+        raise spec_error("expected a non-empty list", got=items)
+    return items
+
+
+T = TypeVar("T")
+NonEmpty = Annotated[tuple[T, ...], AfterValidator(_non_empty)]  # a list of mappings, checked after its items
