@@ -130,6 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"DuckDB's memory limit for the query, e.g. 2GB (default {DEFAULT_LIMITS.memory})")
     p.add_argument("--lake", type=_nonempty, default=os.environ.get("VLALIGN_LAKE", "lake"))
 
+    p = sub.add_parser("verify", help="check every file the runs list against its checksum and identity; "
+                                      "--repair recomputes the damaged ones")
+    p.add_argument("run_ids", nargs="*", type=_name("RUN_ID"), help="only these runs' files (default: every run)")
+    p.add_argument("--repair", action="store_true",
+                   help="set damaged files aside in <lake>/_damaged/ and resume the runs that listed them")
+    _add_cluster_args(p)
+
     p = sub.add_parser("report", help="summary, plots and an HTML page (report.html) of a run")
     p.add_argument("run_id", nargs="?", type=_name("RUN_ID"), default=None, help="default: the latest run")
     p.add_argument("--lake", type=_nonempty, default=os.environ.get("VLALIGN_LAKE", "lake"))

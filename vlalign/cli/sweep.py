@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from vlalign.cli.output import write_rows
+from vlalign.engine.verify import set_aside, verify_lake
 from vlalign.engine.world import check_spec
 from vlalign.lake.catalog import open_lake_query
 from vlalign.lake.names import check_name
@@ -76,4 +77,29 @@ def cmd_report(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_sweep, "sweep": cmd_sweep, "resume": cmd_resume, "query": cmd_query, "report": cmd_report}
+def cmd_verify(args) -> int:
+    """`vlalign verify [RUN_ID ...] [--repair]`: every file the run records list, checked; rc 1 if any is damaged."""
+    lake = Lake.existing(args.lake)
+    problems, checked = verify_lake(lake, args.run_ids or None,
+                                    progress=lambda n, total: print(f"  checked {n}/{total} files", flush=True))
+    for p in problems:
+        print(p.line())
+    print(f"{checked} files checked, {len(problems)} damaged or misplaced")
+    if not problems:
+        return 0
+    if not args.repair:
+        print("`vlalign verify --repair` sets them aside and recomputes them (vlalign resume of the runs listing them)")
+        return 1
+    print(f"set aside in {set_aside(lake, problems)}")
+    runs = sorted({r for p in problems for r in p.runs if p.kind != "record"})
+    for run_id in runs:
+        record = read_run(lake, run_id)
+        if record.get("flow") != "sweep":
+            print(f"run {run_id} is a {record.get('flow')} run: run it again to recompute its files")
+            continue
+        print(f"resuming run {run_id} to recompute what was set aside")
+        _run_sweep(args, record["spec"], run_id)
+    return 0
+
+
+COMMANDS = {"run": cmd_sweep, "sweep": cmd_sweep, "resume": cmd_resume, "query": cmd_query, "report": cmd_report, "verify": cmd_verify}

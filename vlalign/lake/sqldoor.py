@@ -457,6 +457,11 @@ def _explain(e: duckdb.Error, root: str) -> str:
         return f"refused: the query tries to change DuckDB's settings, which are locked ({first})"
     if isinstance(e, duckdb.CatalogException) and " extension" in first:
         return f"query failed: {first} (vlalign query cannot install or load extensions)"
+    if "vlalign verify" in first:
+        return f"query failed: {first}"
+    if isinstance(e, (duckdb.IOException, duckdb.InvalidInputException)) and root in str(e):
+        return (f"query failed: {first} (a file of the lake is damaged or missing: `vlalign verify` names it, "
+                "`vlalign verify --repair` recomputes it)")
     missing = _TABLE_MISSING.search(first)
     if missing and ("/" in missing.group(1) or "." in missing.group(1)):
         return (f"query failed: {first} (a file path is no table here: read files under the lake with "

@@ -143,6 +143,15 @@ class Lake:
         atomic_write_bytes(path, data, self.writer_token())
         return path
 
+    def move(self, src: str, dst: str) -> str:
+        """Move the file ``src`` to ``dst`` (both under the root), making ``dst``'s folder; returns ``dst``."""
+        if self.is_local:
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            os.replace(src, dst)
+        else:
+            self.fs.mv(src, dst)
+        return dst
+
     def write_table(self, path: str, table: pa.Table, metadata: dict[str, Any] | None = None) -> str:
         """Write a Parquet file atomically; ``metadata`` goes into the schema as JSON under 'vlalign'."""
         if metadata is not None:
