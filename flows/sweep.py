@@ -153,9 +153,10 @@ def plan_sweep(spec: str | dict | CheckedSpec | None = None, lake_root: str = "l
     return prepare_cells(checked.spec, checked.sizes, Lake.open(lake_root), {})
 
 
-def _score(todo: list, log) -> tuple[int, list[str]]:
-    """Submit every cell and log progress as they land: (cells computed now, not found done meanwhile;
-    the errors of the cells that failed). Every cell runs to its end, whatever the others do."""
+def _score(todo: list, log, record: dict) -> tuple[int, list[str]]:
+    """Submit every cell and log progress as they land, counting them in ``record['cells_done']``: (cells computed
+    now, not found done meanwhile; the errors of the cells that failed). Every cell runs to its end, whatever the
+    others do."""
     futures = [score_cell.submit(c) for c in todo]
     t0 = time.perf_counter()
     errors, computed = [], 0
@@ -167,6 +168,7 @@ def _score(todo: list, log) -> tuple[int, list[str]]:
             log.error("cell failed: %s", e)
             continue
         computed += not out["reused"]
+        record["cells_done"] += 1  # written by the record's heartbeat: a killed run shows what it had finished
         rate = k / (time.perf_counter() - t0)
         log.info("cells %d/%d  %.2f cells/s  ETA %.0fs  (%s)", k, len(todo), rate, (len(todo) - k) / rate, out["label"])
     return computed, errors
@@ -203,7 +205,7 @@ def sweep_flow(
         refresh_or_log(lake, log)
         log.info("run %s: %d analysis cells, %d already in the lake, %d to compute", run_id, len(cells),
                  len(cells) - len(todo), len(todo))
-        computed, errors = _score(todo, log)
+        computed, errors = _score(todo, log, record)
         record["cells_computed"] = computed
         if errors:
             try:

@@ -74,6 +74,12 @@ SELECT regexp_extract(filename, 'run=([^/]+)\.parquet$', 1) AS run_id, *
 FROM read_parquet({attributions}, filename = true, hive_partitioning = false)
 
 -- view: runs
-SELECT * FROM read_json({runs}, columns = {
+-- status 'interrupted': a record still saying 'running' that its run stopped rewriting (heartbeat, every 15 s) more
+-- than 120 s ago: the run was killed (vlalign.lake.runs.STALE_SECONDS); `vlalign resume RUN_ID` finishes it.
+SELECT * EXCLUDE (alive_at) REPLACE (
+    CASE WHEN status = 'running' AND coalesce(alive_at, 0) < epoch(now()) - 120 THEN 'interrupted' ELSE status END
+    AS status)
+FROM read_json({runs}, columns = {
     run_id: 'VARCHAR', spec: 'JSON', status: 'VARCHAR', started_at: 'TIMESTAMP', finished_at: 'TIMESTAMP',
-    flow: 'VARCHAR', cells_total: 'INTEGER', cells_done: 'INTEGER', cells_computed: 'INTEGER', error: 'VARCHAR'})
+    flow: 'VARCHAR', cells_total: 'INTEGER', cells_done: 'INTEGER', cells_computed: 'INTEGER', error: 'VARCHAR',
+    alive_at: 'DOUBLE'})

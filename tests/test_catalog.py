@@ -169,3 +169,45 @@ def test_a_copied_moved_read_only_lake_answers_every_view_in_place(tmp_path, whe
     finally:
         for dirpath, dirs, files in os.walk(copy):
             os.chmod(dirpath, 0o755)
+
+
+def test_a_run_that_stopped_rewriting_its_record_shows_as_interrupted_with_its_cells(tmp_path):
+    """A killed run leaves its record 'running': once its heartbeat is older than STALE_SECONDS the runs view says
+    'interrupted', with the cells_done it last wrote; a live run stays 'running'."""
+    import json
+    import time
+
+    from vlalign.lake.runs import STALE_SECONDS
+    from vlalign.lake.views import load_sql
+
+    assert f"epoch(now()) - {STALE_SECONDS:g}" in load_sql("views")  # the view's bound is the module's
+    lake = Lake.open(tmp_path)
+    for run_id, age in (("killed", STALE_SECONDS + 60), ("alive", 5)):
+        rec = start_record(lake, run_id, "sweep", {"name": run_id})
+        rec.update(cells_total=150, cells_done=16)
+        write_record(lake, rec)
+        path = lake.run_path(run_id)
+        data = json.loads(Path(path).read_text())
+        data["alive_at"] = time.time() - age
+        Path(path).write_text(json.dumps(data))
+    refresh_catalog(lake)
+    rows = query(lake, "select run_id, status, cells_done from runs order by run_id").to_pylist()
+    assert rows == [{"run_id": "alive", "status": "running", "cells_done": 16},
+                    {"run_id": "killed", "status": "interrupted", "cells_done": 16}]
+
+
+def test_a_running_record_is_rewritten_by_its_heartbeat(tmp_path, monkeypatch):
+    import time
+
+    from vlalign.lake import runs
+
+    monkeypatch.setattr(runs, "HEARTBEAT_SECONDS", 0.2)
+    lake = Lake.open(tmp_path)
+    with runs.recorded_run(lake, "r", "sweep", {"name": "r"}) as record:
+        record["cells_done"] = 7
+        first = lake.read_json(lake.run_path("r"))["alive_at"]
+        deadline = time.monotonic() + 30
+        while (now := lake.read_json(lake.run_path("r")))["alive_at"] == first and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert now["alive_at"] > first and now["cells_done"] == 7 and now["status"] == "running"
+    assert lake.read_json(lake.run_path("r"))["status"] == "completed"

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
+import time
 from datetime import datetime, timezone
 from typing import Any, Iterator
 
@@ -69,8 +71,32 @@ def start_record(lake: Lake, run_id: str, flow: str, spec: Any) -> dict:
     return record
 
 
+HEARTBEAT_SECONDS = 15.0  # a running run rewrites its record at least this often (``alive_at``)
+STALE_SECONDS = 120.0  # a 'running' record not rewritten for this long is an interrupted run (sql/views.sql)
+_WRITE_LOCK = threading.Lock()  # one writer of a record at a time within a process (the flow, the heartbeat)
+
+
 def write_record(lake: Lake, record: dict) -> None:
-    lake.write_json(lake.run_path(record["run_id"]), record, slack=RECORD_SLACK)
+    """Write the record (atomically), stamped ``alive_at`` (seconds since the epoch)."""
+    with _WRITE_LOCK:
+        record["alive_at"] = time.time()
+        lake.write_json(lake.run_path(record["run_id"]), record, slack=RECORD_SLACK)
+
+
+class _Heartbeat(threading.Thread):
+    """Rewrites a running run's record every HEARTBEAT_SECONDS, with its current counts, so that a run that was
+    killed (kill -9, a lost machine) shows as interrupted, with the cells it had finished, instead of running."""
+
+    def __init__(self, lake: Lake, record: dict):
+        super().__init__(name=f"heartbeat-{record['run_id']}", daemon=True)
+        self.lake, self.record, self.every, self.stop = lake, record, HEARTBEAT_SECONDS, threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(self.every):
+            try:
+                write_record(self.lake, self.record)
+            except Exception as e:  # noqa: BLE001 - a missed beat must not disturb the run
+                log.warning("could not rewrite run record %s: %s", self.record["run_id"], e)
 
 
 def finish_record(lake: Lake, record: dict, error: BaseException | None = None) -> None:
@@ -119,8 +145,11 @@ def add_files(record: dict, kind: str, lake: Lake, paths: list[str]) -> None:
 def recorded_run(lake: Lake, run_id: str, flow: str, spec: Any, on_exit=None) -> Iterator[dict]:
     """A run's record for the duration of the ``with`` block: written 'running' on entry; on exit written
     'completed' (or 'failed' with the first error, which is then re-raised) by :func:`finish_record`, and
-    ``on_exit(lake)`` called (the catalog refresh), whatever happened."""
+    ``on_exit(lake)`` called (the catalog refresh), whatever happened. While the block runs, the record is
+    rewritten every HEARTBEAT_SECONDS with what it holds then (the flow updates ``cells_done`` as cells land)."""
     record = start_record(lake, run_id, flow, spec)
+    heartbeat = _Heartbeat(lake, record)
+    heartbeat.start()
     error: BaseException | None = None
     try:
         yield record
@@ -129,6 +158,8 @@ def recorded_run(lake: Lake, run_id: str, flow: str, spec: Any, on_exit=None) ->
         error = e
         raise
     finally:
+        heartbeat.stop.set()
+        heartbeat.join()
         finish_record(lake, record, error)
         if on_exit is not None:
             on_exit(lake)
