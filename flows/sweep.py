@@ -15,7 +15,7 @@ from vlalign.engine.cells import Embeddings, cell_is_done, plan_cells
 from vlalign.engine.concept_dictionary import concept_domains
 from vlalign.engine.spec import SweepSpec, load_spec, parse_spec, validate_against_world
 from vlalign.flows.extract import run_extraction
-from vlalign.flows.runtime import dask_task_runner
+from vlalign.flows.runtime import configure_environment, dask_task_runner
 from vlalign.lake.catalog import refresh_or_log
 from vlalign.lake.names import check_name
 from vlalign.lake.runs import record_extraction, recorded_run, write_record
@@ -204,6 +204,7 @@ def scheduled_sweep(
     workers: int | None = None,
 ) -> dict:
     """Entry point for deployments (prefect.yaml): the sweep on Dask, a fresh run id per scheduled run."""
+    configure_environment()  # before Dask starts: its worker processes inherit these defaults
     from prefect.runtime import flow_run
 
     rid = run_id or f"{resolve_spec(spec).name if spec else 'emoji-default'}-{flow_run.scheduled_start_time:%Y%m%dT%H%M}"
