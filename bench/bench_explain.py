@@ -1,4 +1,5 @@
-"""One feature-pair explanation (integrated Jacobians, vlalign.methods.attribution) of mobilenetv2 x minilm-l6 on CPU.
+"""One feature-pair explanation (integrated Jacobians, vlalign.engine.explain.explain_pair) of mobilenetv2 x minilm-l6
+on CPU.
 
 The linear map is fitted on base pairs of the embedded emoji set (google, en) that exclude the explained
 emoji; their embedding is timed separately. Then the pair is explained at each step count given, printing
@@ -20,7 +21,9 @@ import numpy as np
 
 
 def main() -> None:
-    from vlalign.methods import attribution as X
+    from vlalign.engine.explain import explain_pair
+    from vlalign.methods.attribution import DEFAULT_STEPS, top_pairs
+    from vlalign.report.explain_figure import plot_explanation
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="default steps only, one pair")
@@ -43,7 +46,7 @@ def main() -> None:
     if args.base_size is None:
         args.base_size = 64 if args.quick else 256
     items = [s for s in args.items.split(",") if s][: 1 if args.quick else None]
-    steps_list = [X.DEFAULT_STEPS] if args.quick else [int(s) for s in (args.steps or "64,4,8,16,32,128").split(",")]
+    steps_list = [DEFAULT_STEPS] if args.quick else [int(s) for s in (args.steps or "64,4,8,16,32,128").split(",")]
     print(f"threads {args.threads}, load average {os.getloadavg()[0]:.2f}, torch {torch.__version__}")
 
     t = time.perf_counter()
@@ -60,20 +63,20 @@ def main() -> None:
     print(f"embed {args.base_size} base pairs: {time.perf_counter() - t:.2f} s")
     index = {i: k for k, i in enumerate(ids)}
 
-    X.explain_pair(imgs[index[items[0]]], caps[index[items[0]]], base_pairs=base, steps=2, threads=args.threads)
+    explain_pair(imgs[index[items[0]]], caps[index[items[0]]], base_pairs=base, steps=2, threads=args.threads)
     opts = dict(vision_layer=args.vision_layer, text_layer=args.text_layer, rule=args.rule, threads=args.threads)
     print(f"{'item':<18} {'caption':<16} {'T':>2} {'grid':>5} {'steps':>5} {'seconds':>8} {'score':>8} "
           f"{'target':>8} {'residual':>10} {'relative':>9}")
     for item in items:
         img, cap = imgs[index[item]], caps[index[item]]
         for steps in steps_list:
-            ex = X.explain_pair(img, cap, base_pairs=base, steps=steps, **opts)
+            ex = explain_pair(img, cap, base_pairs=base, steps=steps, **opts)
             print(f"{item:<18} {cap[:16]:<16} {len(ex.tokens):>2} {ex.grid[0]:>2}x{ex.grid[1]:<2} {steps:>5} "
                   f"{ex.seconds:>8.2f} {ex.score:>8.4f} {ex.target:>8.4f} {ex.residual:>10.2e} "
                   f"{ex.relative_residual:>9.2e}")
             if args.png and steps == steps_list[0]:
-                p = X.plot_explanation(ex, img, os.path.join(args.png, item.replace("/", "_") + ".png"))
-                print("  top pairs:", [(r, c, tok, round(v, 4)) for r, c, tok, v in X.top_pairs(ex, 3)], "->", p)
+                p = plot_explanation(ex, img, os.path.join(args.png, item.replace("/", "_") + ".png"))
+                print("  top pairs:", [(r, c, tok, round(v, 4)) for r, c, tok, v in top_pairs(ex, 3)], "->", p)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from prefect.futures import as_completed
 
 from vlalign.datasets.readers import DatasetSource
 from vlalign.encoders import preflight, weights_digest
+from vlalign.encoders.cache import preload_encoders
 from vlalign.lake.store import Lake
 from vlalign.tasks.extract import embed_shard_task, ingest_items, plan_extraction
 
@@ -69,8 +70,6 @@ class Preload:
         log = get_run_logger()
 
         def warm() -> None:
-            from vlalign.tasks.extract import preload_encoders
-
             try:
                 runner.client.run(preload_encoders, fresh, device)  # returns at once: loads in a thread
             except Exception as e:  # noqa: BLE001 - an optimisation only

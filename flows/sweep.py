@@ -9,27 +9,20 @@ import time
 from prefect import flow, get_run_logger
 from prefect.futures import as_completed
 
-from vlalign.datasets.prompts import (
-    alias_items,
-    aliases_dataset,
-    concept_dictionary,
-    members_table,
-    prompt_items,
-    prompts_dataset,
-)
-from vlalign.datasets.readers import EMOJI_DOMAINS, DatasetSource
+from vlalign.datasets.prompts import prompt_items, prompts_dataset
+from vlalign.datasets.readers import DatasetSource
 from vlalign.encoders import get_encoder
 from vlalign.engine.cells import Embeddings, cell_is_done, english_only_reason, plan_cells
+from vlalign.engine.concept_dictionary import concept_domains
 from vlalign.engine.spec import SweepSpec
 from vlalign.engine.world import CheckedSpec, check_spec, main_selections
 from vlalign.flows.extract import run_extraction
-from vlalign.flows.runtime import dask_task_runner
+from vlalign.flows.runtime import configure_environment, dask_task_runner
 from vlalign.lake.catalog import refresh_or_log
-from vlalign.lake.digest import digest_json
 from vlalign.lake.names import check_name
 from vlalign.lake.runs import record_extraction, recorded_run, write_record
 from vlalign.lake.store import Lake
-from vlalign.tasks.analysis import pair_items, score_cell
+from vlalign.tasks.analysis import pair_items, score_cell, write_concepts
 from vlalign.tasks.extract import ingest_prompts
 
 
@@ -62,14 +55,6 @@ def _encoder_parts(sweep: SweepSpec, ds_name: str, main: list, sizes: dict) -> d
         for v in (sweep.concepts.vision_encoders or sweep.vision_encoders):
             parts[v] |= set(concept_domains(sweep, ds_name, main)) & have
     return parts
-
-
-def concept_domains(sweep: SweepSpec, ds_name: str, main: list) -> list[str]:
-    """The visual domains whose images a concept averages: the spec's, else every emoji style, else the main ones."""
-    ds = next(d for d in sweep.datasets if d.name == ds_name)
-    if sweep.concepts.domains:
-        return list(sweep.concepts.domains)
-    return list(EMOJI_DOMAINS) if ds.format == "emoji" else sorted({d for d, _ in main})
 
 
 def prepare_cells(sweep: SweepSpec, sizes: dict, lake: Lake, record: dict, device=None, batch_size=None) -> list:
@@ -131,19 +116,10 @@ def _embed_text_dataset(sweep: SweepSpec, lake: Lake, name: str, items, texts: l
 def _concept_inputs(sweep: SweepSpec, ds, lake: Lake, main: list, record: dict, device, batch_size) -> tuple:
     """The data set's concept dictionary: its members table in the lake, and its aliases embedded by every
     text encoder of the study (a text-only data set ``<dataset>.aliases-<digest>``)."""
-    domains = concept_domains(sweep, ds.name, main)
-    items = lake.read_table(lake.items_path(ds.name), columns=["image_id", "domain", "lang", "caption", "label"])
-    d = concept_dictionary(ds.format, items, domains)
-    members = members_table(d)
-    mdigest = digest_json(members.to_pylist())
-    mpath = lake.path("concepts", f"dataset={ds.name}", f"{mdigest}.parquet")
-    if (lake.read_metadata(mpath) or {}).get("digest") != mdigest:
-        lake.write_table(mpath, members, {"digest": mdigest})
+    d = write_concepts(lake.root, ds.name, ds.format, concept_domains(sweep, ds.name, main))
     texts = list(sweep.concepts.text_encoders or sweep.text_encoders)
-    aliases = _embed_text_dataset(sweep, lake, aliases_dataset(ds.name, d), alias_items(d), texts, record, device,
-                                  batch_size)
-    present = sorted(set(members["domain"].to_pylist()))  # the domains that hold images of some concept
-    return present, mpath, mdigest, aliases
+    aliases = _embed_text_dataset(sweep, lake, d.aliases_dataset, d.alias_items, texts, record, device, batch_size)
+    return d.present, d.members_path, d.members_digest, aliases
 
 
 @flow(name="plan-sweep")
@@ -228,6 +204,7 @@ def scheduled_sweep(
     workers: int | None = None,
 ) -> dict:
     """Entry point for deployments (prefect.yaml): the sweep on Dask, a fresh run id per scheduled run."""
+    configure_environment()  # before Dask starts: its worker processes inherit these defaults
     from prefect.runtime import flow_run  # the flow run's context, only where a deployment runs this flow
 
     checked = check_spec(spec)  # before Dask starts

@@ -6,6 +6,7 @@ from prefect import task
 
 from vlalign.engine.analysis import compute_cell, write_cell
 from vlalign.engine.cells import Cell, cell_is_done
+from vlalign.engine.concept_dictionary import ConceptDictionary, write_concept_dictionary
 from vlalign.engine.pairing import write_pairs
 from vlalign.lake.store import Lake
 
@@ -28,3 +29,10 @@ def score_cell(cell: Cell) -> dict:
         if not reused:
             write_cell(cell, compute_cell(cell))
     return {"cell_id": cell.cell_id, "label": cell.label, "reused": reused}
+
+
+@task(name="write_concepts")
+def write_concepts(lake_root: str, dataset: str, fmt: str, domains: list[str]) -> ConceptDictionary:
+    """The concept dictionary of a data set's items, its members table written to the lake
+    (:func:`vlalign.engine.concept_dictionary.write_concept_dictionary`)."""
+    return write_concept_dictionary(Lake.open(lake_root), dataset, fmt, domains)

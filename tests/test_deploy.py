@@ -42,7 +42,7 @@ def prefect_env(home: Path, api_url: str) -> dict[str, str]:
         DO_NOT_TRACK="1",
         PREFECT_UI_ENABLED="false",
         PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="1",  # create the runs within a second of deploying
-        VLALIGN_HOME=str(home.parent),  # `prefect deploy` imports the flow (flows/ sets defaults from it)
+        VLALIGN_HOME=str(home.parent),  # where scheduled_sweep (configure_environment) puts its defaults
         HF_HUB_OFFLINE="1",
         PYTHONUNBUFFERED="1",
     )

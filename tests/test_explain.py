@@ -1,4 +1,5 @@
-"""Feature-pair attributions with integrated Jacobians (vlalign.methods.attribution).
+"""Feature-pair attributions with integrated Jacobians (vlalign.methods.attribution: the math; the towers in
+vlalign.encoders.differentiable, the explanation of items in vlalign.engine.explain).
 
 Toy models with closed-form attributions run always; the real-encoder tests (mobilenetv2 x minilm-l6,
 offline weights) skip when those encoders are not installed. Kept small: ~30 s on 2 otherwise idle CPU cores."""
@@ -11,7 +12,11 @@ torch = pytest.importorskip("torch")
 
 from conftest import emoji_names, emoji_pngs  # noqa: E402
 
+from vlalign.encoders import differentiable as D  # noqa: E402
+from vlalign.engine import explain as E  # noqa: E402
+from vlalign.lake.schemas import ATTRIBUTIONS_SCHEMA  # noqa: E402
 from vlalign.methods import attribution as X  # noqa: E402
+from vlalign.report.explain_figure import plot_explanation  # noqa: E402
 
 
 # ------------------------------------------------------------------ toy models (closed form)
@@ -129,12 +134,12 @@ def test_table_and_top_pairs_on_a_synthetic_explanation(tmp_path):
     assert X.top_pairs(ex, 1) == [(1, 1, "cat", 2.0)]
     assert X.top_pairs(ex, 1, special=True) == [(1, 2, "[CLS]", 5.0)]
     assert X.top_pairs(ex, 1, by="negative", special=True) == [(0, 0, "[SEP]", -1.0)]
-    tab = X.explanation_table(ex, "google/en/1f431")
-    assert tab.schema == X.EXPLANATION_SCHEMA and tab.num_rows == 18
+    tab = E.explanation_table(ex, "google/en/1f431")
+    assert tab.schema == ATTRIBUTIONS_SCHEMA and tab.num_rows == 18
     row = [r for r in tab.to_pylist() if r["attribution"] == 2.0][0]
     assert (row["token"], row["token_index"], row["row"], row["col"]) == ("cat", 1, 1, 1)
     assert ex.token_maps()[1, 1, 1] == 2.0
-    png = X.plot_explanation(ex, None, tmp_path / "x.png")
+    png = plot_explanation(ex, None, tmp_path / "x.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -171,13 +176,13 @@ def test_towers_reproduce_the_encoders(cat):
 
     png, caption = cat
     venc = load_encoder("mobilenetv2", device="cpu", threads=2)
-    head, tail, li = X._vision_parts(venc, None)
+    head, tail, li = D.vision_parts(venc, None)
     with torch.no_grad():
         got = tail(head(venc._backend.prepare([png]))).numpy()
     np.testing.assert_allclose(got, venc.encode([png]), atol=1e-4)
     tenc = load_encoder("minilm-l6", device="cpu", threads=2)
     for layer in (0, 3, 5):
-        tower = X._TextTower(tenc, layer)
+        tower = D.TextTower(tenc, layer)
         b, tokens, emb = tower.prepare(caption)
         with torch.no_grad():
             again = tower(b.expand(2, *b.shape[1:])).numpy()
@@ -185,16 +190,16 @@ def test_towers_reproduce_the_encoders(cat):
         np.testing.assert_allclose(again, np.repeat(emb.numpy(), 2, axis=0), atol=1e-5)
     assert tokens == ["[CLS]", "cat", "face", "[SEP]"]
     with pytest.raises(ValueError, match="text_layer"):
-        X._TextTower(tenc, 6)  # the last layer's output: a zero reference has no normalised mean
-    assert X._TextTower(tenc, -1).layer == 5
+        D.TextTower(tenc, 6)  # the last layer's output: a zero reference has no normalised mean
+    assert D.TextTower(tenc, -1).layer == 5
     with pytest.raises(ValueError, match="vision_layer"):
-        X._vision_parts(venc, 7)
+        D.vision_parts(venc, 7)
 
 
 @real
 def test_completeness_on_real_encoders(cat, base_pairs):
     png, caption = cat
-    exs = {steps: X.explain_pair(png, caption, base_pairs=base_pairs, steps=steps, threads=2)
+    exs = {steps: E.explain_pair(png, caption, base_pairs=base_pairs, steps=steps, threads=2)
            for steps in dict.fromkeys((4, 16, 64, X.DEFAULT_STEPS))}
     rel = {steps: ex.relative_residual for steps, ex in exs.items()}
     ex = exs[X.DEFAULT_STEPS]
@@ -209,10 +214,10 @@ def test_completeness_on_real_encoders(cat, base_pairs):
     assert abs(ex.attributions.sum() - ex.target - ex.residual) < 1e-9
     assert ex.score == pytest.approx(ex.s_ra_b + ex.s_a_rb - ex.s_ra_rb + ex.target)
     # an earlier block: a 14x14 grid
-    ex14 = X.explain_pair(png, caption, base_pairs=base_pairs, steps=2, vision_layer=4, text_layer=3, threads=2)
+    ex14 = E.explain_pair(png, caption, base_pairs=base_pairs, steps=2, vision_layer=4, text_layer=3, threads=2)
     assert ex14.grid == (14, 14) and ex14.attributions.shape == (196, 4) and ex14.text_layer == 3
     # a white-image reference and the normalised (cosine) score
-    exw = X.explain_pair(png, caption, base_pairs=base_pairs, steps=16, vision_reference="white",
+    exw = E.explain_pair(png, caption, base_pairs=base_pairs, steps=16, vision_reference="white",
                          normalize_image=True, threads=2)
     assert -1 <= exw.score <= 1 and exw.relative_residual < 5e-2 and exw.vision_reference == "white"
 
@@ -221,22 +226,22 @@ def test_completeness_on_real_encoders(cat, base_pairs):
 def test_aligned_needs_equal_dims(cat):
     png, caption = cat
     with pytest.raises(ValueError, match="base_pairs"):
-        X.explain_pair(png, caption, steps=2)
+        E.explain_pair(png, caption, steps=2)
 
 
 @real
 def test_explain_items_writes_png_and_table(tmp_path):
     import pyarrow.parquet as pq
 
-    table, expls = X.explain_items(["google/en/1f431"], base_size=16, steps=4, out_dir=tmp_path, threads=2)
-    assert table.schema == X.EXPLANATION_SCHEMA and table.num_rows == 49 * 4
+    table, expls = E.explain_items(["google/en/1f431"], base_size=16, steps=4, out_dir=tmp_path, threads=2)
+    assert table.schema == ATTRIBUTIONS_SCHEMA and table.num_rows == 49 * 4
     assert set(table["item_id"].to_pylist()) == {"google/en/1f431"} and expls[0].mapped
     assert (tmp_path / "google_en_1f431.png").read_bytes()[:4] == b"\x89PNG"
     assert pq.read_table(tmp_path / "explanations.parquet").equals(table)
     with pytest.raises(ValueError, match="domain/lang/emoji"):
-        X.explain_items(["1f431"], base_size=0)
+        E.explain_items(["1f431"], base_size=0)
     with pytest.raises(ValueError, match="no emoji item"):
-        X.explain_items(["google/en/nope"], base_size=0)
+        E.explain_items(["google/en/nope"], base_size=0)
 
 
 def test_cli_explain_prints_the_residual_and_writes_png_and_parquet(tmp_path):

@@ -354,7 +354,7 @@ def test_explain_takes_its_base_from_the_runs_cell_and_explains_its_best_matched
     """`vlalign explain --run`: the base set is the run's matching cell's base (the linear-regression baseline
     refitted on it reproduces the stored accuracy of that cell), and `--top N` explains N matched queries."""
     from vlalign.cli.main import main
-    from vlalign.flows.explain import base_set, best_matched, load_run
+    from vlalign.engine.explain_inputs import base_set, best_matched, load_run
     from vlalign.methods.baselines import baseline_scores
     from vlalign.methods.matching import assignment_match, matching_accuracy
 

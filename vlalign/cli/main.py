@@ -22,6 +22,9 @@ import json
 import os
 import sys
 
+from vlalign.cli.args import checked_name, nonempty, positive_float, positive_int
+from vlalign.cli.explain import add_parser as add_explain_parser
+from vlalign.cli.explain import cmd_explain
 from vlalign.cli.output import print_table
 from vlalign.lake.sqldoor import DEFAULT_LIMITS
 
@@ -32,56 +35,18 @@ def _csv(s: str | None) -> list[str] | None:
     return [x.strip() for x in s.split(",") if x.strip()]
 
 
-def _positive_int(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
-
-
-def _positive_float(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
-    if not v > 0 or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {s!r}")
-    return v
-
-
-def _name(what: str):
-    def check(s: str) -> str:
-        from vlalign.lake.names import check_name
-
-        try:
-            return check_name(s, what)
-        except ValueError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
-
-    return check
-
-
-def _nonempty(s: str) -> str:
-    if not s.strip():
-        raise argparse.ArgumentTypeError("expected a non-empty value")
-    return s
-
-
 def _add_cluster_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--lake", type=_nonempty, default=os.environ.get("VLALIGN_LAKE", "lake"), help="lake root: a folder or fsspec URL (default ./lake, or $VLALIGN_LAKE)")
+    p.add_argument("--lake", type=nonempty, default=os.environ.get("VLALIGN_LAKE", "lake"), help="lake root: a folder or fsspec URL (default ./lake, or $VLALIGN_LAKE)")
     p.add_argument("--dask-address", default=os.environ.get("VLALIGN_DASK_ADDRESS"), help="scheduler address of an existing Dask cluster (default: a LocalCluster)")
-    p.add_argument("--workers", type=_positive_int, default=None, help="LocalCluster worker processes (default: min(2, cores))")
+    p.add_argument("--workers", type=positive_int, default=None, help="LocalCluster worker processes (default: min(2, cores))")
     p.add_argument("--device", default=None, help="torch device for encoders (default: cuda if available, else cpu)")
-    p.add_argument("--batch-size", type=_positive_int, default=None, help="encoder batch size (default: 8 on CPU, 64 on CUDA)")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="encoder batch size (default: 8 on CPU, 64 on CUDA)")
 
 
 def _add_dataset_args(p: argparse.ArgumentParser) -> None:
     from vlalign.datasets.formats import FORMAT_NAMES
 
-    p.add_argument("--dataset", type=_name("--dataset"), default="emoji", help="data set name ('emoji' is embedded; others need --format F --images PATH ...)")
+    p.add_argument("--dataset", type=checked_name("--dataset"), default="emoji", help="data set name ('emoji' is embedded; others need --format F --images PATH ...)")
     p.add_argument("--format", default=None, choices=FORMAT_NAMES, help="data set format, see `vlalign datasets` (default: emoji for 'emoji', else coco)")
     p.add_argument("--annotations", default=None, help="coco, karpathy: the JSON file; xtd: the caption files' folder or pattern; imagefolder: class names (optional)")
     p.add_argument("--images", default=None, help="the image folder; webdataset: tar shards ('data-{000..009}.tar', a folder, one .tar); img2dataset, hf-imagefolder: the data set's folder")
@@ -103,68 +68,47 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("extract", help="embed a data set with some encoders (sharded, resumable)")
     _add_dataset_args(p)
     p.add_argument("--encoders", required=True, help="comma-separated encoder names (see `vlalign encoders`)")
-    p.add_argument("--shard-size", type=_positive_int, default=256, help="units per shard (default 256)")
+    p.add_argument("--shard-size", type=positive_int, default=256, help="units per shard (default 256)")
     _add_cluster_args(p)
 
     p = sub.add_parser("run", help="the main job: the default sweep on the embedded data set")
     p.add_argument("--spec", default=None, help="a sweep spec (default: the built-in default spec)")
-    p.add_argument("--run-id", type=_name("--run-id"), default=None)
+    p.add_argument("--run-id", type=checked_name("--run-id"), default=None)
     _add_cluster_args(p)
 
     p = sub.add_parser("sweep", help="run a sweep from a YAML spec")
     p.add_argument("spec")
-    p.add_argument("--run-id", type=_name("--run-id"), default=None)
+    p.add_argument("--run-id", type=checked_name("--run-id"), default=None)
     _add_cluster_args(p)
 
     p = sub.add_parser("resume", help="finish a run that failed or was killed; computes only what is missing")
-    p.add_argument("run_id", type=_name("RUN_ID"))
+    p.add_argument("run_id", type=checked_name("RUN_ID"))
     _add_cluster_args(p)
 
     p = sub.add_parser("query", help="run read-only SQL over the lake's tables")
     p.add_argument("sql")
     p.add_argument("--format", default="table", choices=["table", "csv", "json"],
                    help="table (at most 10,000 rows shown), or csv / json (every row, streamed)")
-    p.add_argument("--timeout", type=_positive_float, default=DEFAULT_LIMITS.seconds, metavar="SECONDS",
+    p.add_argument("--timeout", type=positive_float, default=DEFAULT_LIMITS.seconds, metavar="SECONDS",
                    help=f"stop the query after this long (default {DEFAULT_LIMITS.seconds:g})")
     p.add_argument("--memory-limit", default=DEFAULT_LIMITS.memory, metavar="SIZE",
                    help=f"DuckDB's memory limit for the query, e.g. 2GB (default {DEFAULT_LIMITS.memory})")
-    p.add_argument("--lake", type=_nonempty, default=os.environ.get("VLALIGN_LAKE", "lake"))
+    p.add_argument("--lake", type=nonempty, default=os.environ.get("VLALIGN_LAKE", "lake"))
 
     p = sub.add_parser("verify", help="check every file the runs list against its checksum and identity; "
                                       "--repair recomputes the damaged ones")
-    p.add_argument("run_ids", nargs="*", type=_name("RUN_ID"), help="only these runs' files (default: every run)")
+    p.add_argument("run_ids", nargs="*", type=checked_name("RUN_ID"), help="only these runs' files (default: every run)")
     p.add_argument("--repair", action="store_true",
                    help="set damaged files aside in <lake>/_damaged/ and resume the runs that listed them")
     _add_cluster_args(p)
 
     p = sub.add_parser("report", help="summary, plots and an HTML page (report.html) of a run")
-    p.add_argument("run_id", nargs="?", type=_name("RUN_ID"), default=None, help="default: the latest run")
-    p.add_argument("--lake", type=_nonempty, default=os.environ.get("VLALIGN_LAKE", "lake"))
-    p.add_argument("--out", type=_nonempty, default=None,
+    p.add_argument("run_id", nargs="?", type=checked_name("RUN_ID"), default=None, help="default: the latest run")
+    p.add_argument("--lake", type=nonempty, default=os.environ.get("VLALIGN_LAKE", "lake"))
+    p.add_argument("--out", type=nonempty, default=None,
                    help="folder for the PNGs and report.html (default: <lake>/reports/run=<RUN_ID>/)")
 
-    p = sub.add_parser("explain", help="feature-pair attributions (integrated Jacobians) of image-caption pairs")
-    p.add_argument("--item", action="append", default=None, type=_nonempty,
-                   help="an item id of the data set, e.g. google/en/1f431 for emoji (repeat for several)")
-    p.add_argument("--top", type=_positive_int, default=None,
-                   help="explain the N best-matched query pairs of the run's (or default split's) cell")
-    p.add_argument("--run", type=_name("--run"), default=None,
-                   help="take the base set (and the encoders' embeddings) from this sweep run's matching cell "
-                        "(default: the default split, as `vlalign run` makes it)")
-    p.add_argument("--dataset", type=_name("--dataset"), default=None, help="the data set (default: the run's first; emoji)")
-    p.add_argument("--domain", default=None, help="--top: the queries' domain (default: the main grid's first)")
-    p.add_argument("--lang", default=None, help="--top: the queries' language (default: the main grid's first)")
-    p.add_argument("--vision", default="mobilenetv2", help="vision encoder (mobilenetv2, efficientnet-lite*)")
-    p.add_argument("--text", default="minilm-l6", help="text encoder (a BERT-like sentence-transformers model)")
-    p.add_argument("--steps", type=int, default=None, help="integration steps (default: the library's, 64)")
-    p.add_argument("--seed", type=int, default=None, help="the cell's seed (default: the spec's first)")
-    p.add_argument("--base-size", type=int, default=None,
-                   help="instead of a cell's base: N seeded random emoji pairs (0: the encoders are aligned)")
-    p.add_argument("--show", type=int, default=5, help="(region, token) pairs printed per item")
-    p.add_argument("--out", type=_nonempty, required=True, help="folder for the PNGs and explanations.parquet")
-    p.add_argument("--lake", type=_nonempty, default=os.environ.get("VLALIGN_LAKE", "lake"),
-                   help="the lake that holds the run and gets the `attributions` table (a run explain-<digest>)")
-    p.add_argument("--threads", type=int, default=None)
+    add_explain_parser(sub)
 
     p = sub.add_parser("server", help="the background Prefect API server vlalign keeps for later commands")
     p.add_argument("action", choices=["status", "stop"])
@@ -265,107 +209,6 @@ def cmd_spec(args) -> int:
     print(f"{args.spec or DEFAULT_SPEC}: OK, run id {spec.default_run_id} ({len(spec.datasets)} data set(s), "
           f"{len(spec.vision_encoders)} x {len(spec.text_encoders)} encoders, {len(spec.settings())} setting(s))")
     return 0
-
-
-def cmd_explain(args) -> int:
-    """Explain image-caption pairs; print the base set, each score, the completeness residual and top pairs."""
-    from vlalign.lake.store import Lake
-    from vlalign.methods.attribution import DEFAULT_STEPS, explain_items, top_pairs
-
-    steps = args.steps or DEFAULT_STEPS
-    if steps < 1 or (args.base_size is not None and args.base_size < 0) or args.show < 0:
-        raise ValueError("--steps must be >= 1, --base-size and --show >= 0")
-    if not args.item and not args.top:
-        raise ValueError("give --item ID (repeatable) or --top N")
-    lake = Lake.open(args.lake)
-    margins: dict[str, tuple[float, bool]] = {}
-    if args.base_size is not None:  # the old way: a seeded random emoji base, no cell
-        if args.run or args.top or (args.dataset or "emoji") != "emoji":
-            raise ValueError("--base-size draws a random base from the embedded emoji set: it goes with neither "
-                             "--run, --top nor another --dataset")
-        items, rows, bases, source = list(args.item), None, None, f"{args.base_size} random emoji pairs, seed {args.seed or 0}"
-    else:
-        items, rows, bases, source, margins = _explain_inputs(args, lake)
-    from vlalign.lake.catalog import refresh_catalog
-    from vlalign.lake.digest import digest_json
-    from vlalign.lake.runs import add_files, recorded_run
-
-    settings = {"dataset": args.dataset or "emoji", "items": items, "vision": args.vision, "text": args.text,
-                "steps": steps, "base_size": args.base_size, "seed": args.seed, "run": args.run, "base": source}
-    run_id = f"explain-{digest_json(settings)[:12]}"
-    print(f"base set: {source}")
-    with recorded_run(lake, run_id, "explain", settings, on_exit=refresh_catalog) as record:
-        table, explanations = explain_items(items, args.vision, args.text, base_size=args.base_size or 0,
-                                            seed=args.seed or 0, steps=steps, out_dir=args.out, threads=args.threads,
-                                            rows=rows, bases=bases)
-        path = lake.attributions_path(run_id)
-        lake.write_table(path, table, {"settings": settings})
-        add_files(record, "attributions", lake, [path])
-    for item, ex in zip(items, explanations):
-        matched = ""
-        if item in margins:
-            m, ok = margins[item]
-            matched = f"; {'matched' if ok else 'NOT matched'} among the cell's queries, margin {m:+.4f}"
-        print(f"{item}: score {ex.score:.4f}; attributions sum to {float(ex.attributions.sum()):.4f} = target "
-              f"{ex.target:.4f} (s(a,b) - s(r_a,b) - s(a,r_b) + s(r_a,r_b)); residual {ex.residual:.2e} "
-              f"(relative {ex.relative_residual:.1e}, {steps} steps, {ex.seconds:.1f}s){matched}")
-        for row, col, token, value in top_pairs(ex, args.show):
-            print(f"    token {token!r:>14} at region ({row}, {col}): {value:+.4f}")
-    print(f"written: {args.out}/ (one PNG per item, explanations.parquet)")
-    print(f"lake: {lake.root} run {run_id} (vlalign query \"select * from attributions where run_id = '{run_id}'\")")
-    return 0
-
-
-def _explain_inputs(args, lake):
-    """(item ids, their rows, {(domain, lang): base pairs}, a line about the base, {item: (margin, matched)}) from
-    the run's cells (--run) or the default split's."""
-    from vlalign.flows.explain import (
-        base_set,
-        best_matched,
-        default_spec,
-        find_items,
-        item_of,
-        load_run,
-        main_selection,
-        spec_items,
-    )
-
-    run = None
-    if args.run:
-        record, spec = load_run(lake, args.run)
-        run = (args.run, record)
-    else:
-        spec = default_spec()
-    dataset = args.dataset or spec.datasets[0].name
-    seed = spec.seeds[0] if args.seed is None else args.seed
-    args.seed = seed
-    items_table = spec_items(lake, spec, dataset, ingest=run is None)
-    wanted = list(args.item or [])
-    rows = find_items(items_table, wanted, dataset) if wanted else {}
-    groups = {(r["domain"], r["lang"]) for r in rows.values()}
-    top_sel = None
-    if args.top:
-        top_sel = main_selection(spec, items_table, dataset)
-        top_sel = (args.domain or top_sel[0], args.lang or top_sel[1])
-        groups.add(top_sel)
-    sets = {g: base_set(lake, spec, dataset, g[0], g[1], args.vision, args.text, seed, run=run, items=items_table,
-                        threads=args.threads) for g in sorted(groups)}
-    margins = {}
-    if top_sel:
-        bs = sets[top_sel]
-        caps = dict(zip(bs.data.ids, bs.data.captions))
-        for image_id, margin, ok in best_matched(bs, args.top):
-            iid = item_of(items_table, image_id, caps[image_id], top_sel[1])
-            margins[iid] = (margin, ok)
-            if iid not in rows:
-                wanted.append(iid)
-        rows.update(find_items(items_table, [i for i in wanted if i not in rows], dataset))
-    base_ids = {g: set(bs.base_ids) for g, bs in sets.items()}
-    for iid, r in rows.items():
-        if r["image_id"] in base_ids[(r["domain"], r["lang"])]:
-            print(f"note: {iid} is itself one of the base pairs the map is fitted on")
-    source = "; ".join(bs.describe() for bs in sets.values())
-    return wanted, rows, {g: bs.pairs for g, bs in sets.items()}, source, margins
 
 
 def cmd_server(args) -> int:

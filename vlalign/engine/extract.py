@@ -18,7 +18,9 @@ shards of their plan, so a shard outside the plan is never read.
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -29,7 +31,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from vlalign.lake.digest import digest_values, finish, hasher, update
+from vlalign.datasets.readers import DatasetError, DatasetSource, ingest_batches
+from vlalign.encoders.cache import auto_batch_size, load_encoder
+from vlalign.lake.digest import digest_json, digest_values, finish, hasher, update
+from vlalign.lake.items import ItemsWriter
 from vlalign.lake.schemas import REJECT_SCHEMA
 from vlalign.lake.store import Lake
 
@@ -352,3 +357,96 @@ def read_shards(lake: Lake, specs: list[ShardSpec]) -> tuple[list[str], np.ndarr
     emb = np.concatenate(arrays)
     order = np.argsort(np.asarray(ids, dtype=object), kind="stable")
     return [ids[i] for i in order], emb[order]
+
+
+# -- the steps of an extraction, as the tasks (vlalign.tasks.extract) run them -----------------------------------
+
+def ingest_dataset(lake: Lake, source: DatasetSource) -> dict:
+    """Read a data set into canonical items in the lake (rewritten only when its content changed).
+
+    The reader's batches stream into a temporary Parquet file (one row group each, every batch sorted by
+    image_id, item_id; emoji and coco are one batch), with the digest computed as they pass; the read kept
+    by the sweep's validation is used when there is one (vlalign.datasets.readers.ingest_batches). The new index is
+    validated in full before anything in the lake changes: a data set that reads as empty (an empty
+    annotations file, a filter that matches nothing) raises and leaves the lake's items and rejects as they were."""
+    with ItemsWriter() as w:
+        for batch in ingest_batches(source):
+            w.add(batch.items.sort_by([("image_id", "ascending"), ("item_id", "ascending")]), batch.rejects)
+        if w.rows == 0:
+            raise DatasetError(
+                f"data set {source.name!r}: no usable items ({w.n_rejects} rejected on read, e.g. "
+                f"{w.first_reason or 'the source is empty'}); nothing in the lake was changed"
+            )
+        if w.duplicates:
+            raise DatasetError(f"data set {source.name!r}: item ids are not unique; nothing in the lake was changed")
+        return w.commit(lake, source.name, source.to_dict())
+
+
+def plan_dataset_shards(
+    lake: Lake,
+    dataset: str,
+    encoders: list,  # EncoderSpec
+    digests: dict[str, str],
+    shard_size: int,
+    domains: list[str] | None = None,
+    langs: list[str] | None = None,
+    parts: dict[str, list[str]] | None = None,
+) -> tuple[list[ShardSpec], list[tuple[ShardSpec, str]]]:
+    """(all shards, [(shard still to compute, why: 'missing' or the verification failure)]) for every encoder over
+    the selected domains/languages (``parts``: {encoder: its domains or languages}, to embed some parts with some
+    encoders only)."""
+    items = lake.read_table(lake.items_path(dataset), columns=["image_id", "domain", "image", "image_bytes",
+                                                               "caption_id", "lang", "caption"])
+    if domains:
+        items = items.filter(pc.is_in(items["domain"], pa.array(domains)))
+    if langs:
+        items = items.filter(pc.is_in(items["lang"], pa.array(langs)))
+    if items.num_rows == 0:
+        raise ValueError(f"data set {dataset!r}: no items left for domains={domains} langs={langs}")
+    planned = []
+    for enc in encoders:
+        planned += [s for s in plan_shards(lake, dataset, items, enc, digests[enc.name], shard_size)
+                    if parts is None or enc.name not in parts or s.part in parts[enc.name]]
+    todo = []
+    for s in planned:
+        _, why = verify_shard(lake, s)
+        if why is not None:
+            todo.append((s, why))
+    return planned, todo
+
+
+def compute_shard(spec: ShardSpec, batch_size: int | None = None, device: str | None = None,
+                  threads: int | None = None) -> dict:
+    """Embed one shard unless it is done; the encoder is loaded once per process and reused.
+
+    The shard's lock is held while it is computed: a concurrent run that planned the same shard waits,
+    then finds it done and computes nothing."""
+    lake = Lake.open(spec.lake_root)
+    with lake.lock(f"shard-{digest_json(spec.path)}"):
+        if shard_is_done(lake, spec):  # written meanwhile by another run
+            return {"path": spec.path, "encoder": spec.encoder, "rows": 0, "rejects": 0, "seconds": 0.0, "reused": True}
+        batch_size = batch_size or auto_batch_size(device)
+        encoder = load_encoder(spec.encoder, device=device, threads=threads or worker_threads(), batch_size=batch_size)
+        return embed_shard(lake, spec, encoder, batch_size=batch_size)
+
+
+@functools.lru_cache(maxsize=1)
+def worker_threads() -> int | None:
+    """This worker's share of its host's cores: cores / (task slots of all workers on the same host).
+
+    Dask's nanny starts workers with OMP/MKL/OpenBLAS threads = 1; torch is pinned here instead, so workers
+    sharing a machine do not oversubscribe its cores. None outside a Dask worker."""
+    try:
+        from distributed import get_worker  # Dask: heavy, and only inside a worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):
+        return None
+    host = worker.address.rsplit(":", 1)[0]
+    try:
+        infos = worker.client.scheduler_info(n_workers=-1)["workers"].values()
+        slots = (sum(w.get("nthreads", 1) for w in infos if w.get("host") == host.split("://")[-1])
+                 or worker.state.nthreads)
+    except Exception:  # an old scheduler or a transient error: assume this worker is alone on its host
+        slots = worker.state.nthreads
+    return max(1, (os.cpu_count() or 1) // max(1, slots))

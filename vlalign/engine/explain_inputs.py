@@ -1,4 +1,5 @@
-"""Where `vlalign explain` takes its base pairs and its items from: a run's matching cell, or the default's.
+"""What `vlalign explain` explains and fits its linear map on: the items, and the base pairs of each item's domain
+and language.
 
 The base set of an explanation is the base of one matching cell: the main grid's first setting (base size,
 query size, base selection, stretch) of the run's spec, for the explained item's domain and language, the two
@@ -9,28 +10,32 @@ Without a run, the spec is the built-in default (``vlalign run``): if the lake h
 otherwise the shards the cell needs are embedded here, in this process, as the sweep would (same shard
 identities, so a later sweep reuses them), and the default split is made from them.
 
-This module runs in one process and starts neither Prefect nor Dask: an explanation needs two encoders.
+The older way, for the embedded emoji set only (:func:`emoji_rows`): ``base_size`` pairs drawn at random (seeded)
+from the explained emoji's domain and language, never an explained emoji, embedded here.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from vlalign.datasets.readers import read_emoji
 from vlalign.encoders import get_encoder, load_encoder, weights_digest
 from vlalign.engine.analysis import Paired, Split, make_split, paired
 from vlalign.engine.cells import Embeddings, MatchCell, plan_cells
-from vlalign.engine.extract import embed_shard, plan_shards, shard_is_done
+from vlalign.engine.extract import embed_shard, ingest_dataset, plan_shards, shard_is_done
 from vlalign.engine.pairing import write_pairs
-from vlalign.engine.spec import DEFAULT_SPEC, SweepSpec, load_spec, parse_spec
+from vlalign.engine.spec import SweepSpec, load_spec, parse_spec
 from vlalign.lake.runs import RunRecordError, read_run
 from vlalign.lake.store import Lake
 from vlalign.methods.attribution import fit_linear_map
+
+Bases = dict[tuple[str, str], tuple[np.ndarray, np.ndarray] | None]  # {(domain, lang): (X_base, Y_base) or None}
 
 ITEM_COLUMNS = ["item_id", "image_id", "image", "image_bytes", "caption_id", "caption", "lang", "domain"]
 
@@ -87,9 +92,7 @@ def spec_items(lake: Lake, spec: SweepSpec, dataset: str, *, ingest: bool) -> pa
     if dataset not in names:
         raise ExplainInputError(f"--dataset {dataset!r}: the spec has data sets {names}")
     if not lake.exists(lake.items_path(dataset)) and ingest:
-        from vlalign.tasks.extract import ingest_items
-
-        ingest_items.fn(lake.root, spec.datasets[names.index(dataset)].source())
+        ingest_dataset(lake, spec.datasets[names.index(dataset)].source())
     return lake_items(lake, dataset)
 
 
@@ -99,7 +102,8 @@ def main_selection(spec: SweepSpec, items: pa.Table, dataset: str) -> tuple[str,
     pairs = sorted(set(zip(items["domain"].to_pylist(), items["lang"].to_pylist())))
     sel = [(d, lg) for d, lg in pairs if (not ds.domains or d in ds.domains) and (not ds.langs or lg in ds.langs)]
     if not sel:
-        raise ExplainInputError(f"data set {dataset!r}: no items in the spec's domains {ds.domains} and langs {ds.langs}")
+        raise ExplainInputError(f"data set {dataset!r}: no items in the spec's domains {ds.domains} "
+                                f"and langs {ds.langs}")
     return sel[0]
 
 
@@ -122,14 +126,15 @@ def base_set(lake: Lake, spec: SweepSpec, dataset: str, domain: str, lang: str, 
     ``seed``) under ``spec``. With ``run`` (run id, record): the run's cell, whose shards must be in the lake.
     Without: the missing shards are embedded here first. ``items``: the data set's lake items (:func:`spec_items`)
     if the caller has read them already."""
+    whose = f"run {run[0]}" if run else "the default spec"
     for flag, name, have in (("--vision", vision, spec.vision_encoders), ("--text", text, spec.text_encoders)):
         if name not in have:
-            raise ExplainInputError(f"{flag} {name!r}: not an encoder of {'run ' + run[0] if run else 'the default spec'} "
-                                    f"(it has {list(have)})")
+            raise ExplainInputError(f"{flag} {name!r}: not an encoder of {whose} (it has {list(have)})")
     if seed not in spec.seeds:
-        raise ExplainInputError(f"--seed {seed}: {'run ' + run[0] if run else 'the default spec'} has seeds {list(spec.seeds)}")
+        raise ExplainInputError(f"--seed {seed}: {whose} has seeds {list(spec.seeds)}")
     if not spec.has_matching:
-        raise ExplainInputError(f"{'run ' + run[0] if run else 'the spec'} has no matching cells (analyses.matching is empty)")
+        raise ExplainInputError(f"{'run ' + run[0] if run else 'the spec'} has no matching cells "
+                                "(analyses.matching is empty)")
     if items is None:
         items = spec_items(lake, spec, dataset, ingest=run is None)
     embeddings = {}
@@ -193,5 +198,99 @@ def item_of(items: pa.Table, image_id: str, captions: tuple[str, ...], lang: str
     return ids[0]
 
 
-__all__ = ["BaseSet", "ExplainInputError", "base_set", "best_matched", "default_spec", "find_items", "item_of",
-           "lake_items", "load_run", "main_selection", "spec_items", "DEFAULT_SPEC"]
+@dataclass
+class ExplainInputs:
+    """What one `vlalign explain` explains: the item ids, their rows ({item id: a canonical item row}) and base pairs
+    ({(domain, lang): (X_base, Y_base)}; both None: the seeded random emoji base, :func:`emoji_rows`), a line
+    that says where the base comes from, the seed, and {item id: (margin, matched)} of the ``top`` queries."""
+
+    items: list[str]
+    rows: dict[str, dict] | None
+    bases: Bases | None
+    source: str
+    seed: int | None
+    margins: dict[str, tuple[float, bool]] = field(default_factory=dict)
+
+
+def cell_inputs(lake: Lake, item_ids: Sequence[str], top: int | None, *, run_id: str | None, dataset: str | None,
+                domain: str | None, lang: str | None, vision: str, text: str, seed: int | None,
+                threads: int | None = None, log: Callable[[str], None] = print) -> ExplainInputs:
+    """The items (``item_ids``, then the ``top`` best-matched queries of the ``domain``/``lang`` cell, by default the
+    main grid's first) and the base pairs of each from the run's cells (``run_id``), or the default split's. The
+    dataset and seed default to the spec's first."""
+    run = None
+    if run_id:
+        record, spec = load_run(lake, run_id)
+        run = (run_id, record)
+    else:
+        spec = default_spec()
+    dataset = dataset or spec.datasets[0].name
+    seed = spec.seeds[0] if seed is None else seed
+    items_table = spec_items(lake, spec, dataset, ingest=run is None)
+    wanted = list(item_ids or [])
+    rows = find_items(items_table, wanted, dataset) if wanted else {}
+    groups = {(r["domain"], r["lang"]) for r in rows.values()}
+    top_sel = None
+    if top:
+        top_sel = main_selection(spec, items_table, dataset)
+        top_sel = (domain or top_sel[0], lang or top_sel[1])
+        groups.add(top_sel)
+    sets = {g: base_set(lake, spec, dataset, g[0], g[1], vision, text, seed, run=run, items=items_table,
+                        threads=threads, log=log) for g in sorted(groups)}
+    margins = {}
+    if top_sel:
+        bs = sets[top_sel]
+        caps = dict(zip(bs.data.ids, bs.data.captions))
+        for image_id, margin, ok in best_matched(bs, top):
+            iid = item_of(items_table, image_id, caps[image_id], top_sel[1])
+            margins[iid] = (margin, ok)
+            if iid not in rows:
+                wanted.append(iid)
+        rows.update(find_items(items_table, [i for i in wanted if i not in rows], dataset))
+    base_ids = {g: set(bs.base_ids) for g, bs in sets.items()}
+    for iid, r in rows.items():
+        if r["image_id"] in base_ids[(r["domain"], r["lang"])]:
+            log(f"note: {iid} is itself one of the base pairs the map is fitted on")
+    source = "; ".join(bs.describe() for bs in sets.values())
+    return ExplainInputs(wanted, rows, {g: bs.pairs for g, bs in sets.items()}, source, seed, margins)
+
+
+def emoji_rows(item_ids: Sequence[str], vision: str, text: str, base_size: int, seed: int, want_bases: bool,
+                device: str, threads: int | None) -> tuple[dict[str, dict], Bases]:
+    """Rows of emoji items of the embedded set, and (want_bases) seeded random base pairs per (domain, lang):
+    ``base_size`` pairs of the same domain and language, never an explained emoji, embedded here."""
+    parsed = []
+    for iid in item_ids:
+        parts = str(iid).split("/")
+        if len(parts) != 3:
+            raise ValueError(f"item ids look like 'google/en/1f431' (domain/lang/emoji), got {iid!r}")
+        parsed.append(parts)
+    groups: dict[tuple[str, str], list[str]] = {}
+    for d, lang, e in parsed:
+        groups.setdefault((d, lang), []).append(e)
+    explained = {e for _, _, e in parsed}
+    rows: dict[str, dict] = {}
+    bases: Bases = {}
+    for (d, lang), eids in groups.items():
+        items = read_emoji(domains=[d], langs=[lang]).items
+        ids = items["item_id"].to_pylist()
+        imgs, caps = items["image_bytes"].to_pylist(), items["caption"].to_pylist()
+        index = {iid: k for k, iid in enumerate(ids)}
+        for e in eids:
+            iid = f"{d}/{lang}/{e}"
+            if iid not in index:
+                raise ValueError(f"no emoji item {iid!r} in the embedded set")
+            k = index[iid]
+            rows[iid] = {"image": None, "image_bytes": imgs[k], "caption": caps[k], "domain": d, "lang": lang}
+        if want_bases and base_size > 0:
+            pool = [k for k, iid in enumerate(ids) if iid.rsplit("/", 1)[1] not in explained]
+            if len(pool) < base_size:
+                raise ValueError(f"{d}/{lang}: only {len(pool)} base pairs available, base_size is {base_size}")
+            pick = np.random.default_rng(seed).choice(len(pool), size=base_size, replace=False)
+            chosen = [pool[k] for k in sorted(pick)]
+            venc = load_encoder(vision, device=device, threads=threads)
+            tenc = load_encoder(text, device=device, threads=threads)
+            bases[(d, lang)] = (venc.encode([imgs[k] for k in chosen]), tenc.encode([caps[k] for k in chosen]))
+        else:
+            bases[(d, lang)] = None
+    return rows, bases
