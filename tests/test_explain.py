@@ -233,7 +233,10 @@ def test_aligned_needs_equal_dims(cat):
 def test_explain_items_writes_png_and_table(tmp_path):
     import pyarrow.parquet as pq
 
-    table, expls = E.explain_items(["google/en/1f431"], base_size=16, steps=4, out_dir=tmp_path, threads=2)
+    from vlalign.report.explain_figure import plot_explanation
+
+    table, expls = E.explain_items(["google/en/1f431"], base_size=16, steps=4, out_dir=tmp_path, threads=2,
+                                   plot=plot_explanation)
     assert table.schema == ATTRIBUTIONS_SCHEMA and table.num_rows == 49 * 4
     assert set(table["item_id"].to_pylist()) == {"google/en/1f431"} and expls[0].mapped
     assert (tmp_path / "google_en_1f431.png").read_bytes()[:4] == b"\x89PNG"

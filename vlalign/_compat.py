@@ -44,7 +44,7 @@ _lib = None  # keep the Library fragment alive: dropping it would unregister the
 
 
 def _has_op(qualname: str) -> bool:
-    import torch
+    import torch  # heavy and optional here: only the encoders need it
 
     try:
         torch._C._dispatch_find_schema_or_throw(qualname, "")
@@ -80,7 +80,7 @@ def ensure_torchvision() -> bool:
         if _done:
             return _patched
         try:
-            import torch
+            import torch  # heavy and optional here: only the encoders need it
         except ImportError:  # no torch: nothing to fix
             _done = True
             return False

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from vlalign.datasets.wordprops import polysemy, word_frequency, wordnet_available
 from vlalign.engine.cells import Cell, CKACell, ClassifyCell, ConceptCell, Embeddings, MatchCell
 from vlalign.engine.extract import read_shards
 from vlalign.lake.catalog import run_sql
@@ -22,6 +23,7 @@ from vlalign.lake.store import Lake
 from vlalign.methods import baselines as bl
 from vlalign.methods.cka import cka, cka_bootstrap
 from vlalign.methods.classify import classify, top1_accuracy
+from vlalign.methods.concepts import breakdown, concept_alignment, dispersion
 from vlalign.methods.matching import assignment_match, matching_accuracy, qap_match
 from vlalign.methods.measures import mutual_knn
 from vlalign.methods.preprocess import select_base, stretch, stretch_by
@@ -367,9 +369,6 @@ def concept_inputs(cell: ConceptCell):
 def run_concept_cell(cell: ConceptCell) -> dict[str, list[dict]]:
     """P@1/10/100 of every (mapping, retrieval), and their breakdowns by image dispersion, word frequency and
     polysemy (the primary name's; polysemy only where an offline WordNet is present)."""
-    from vlalign.datasets.wordprops import polysemy, word_frequency, wordnet_available
-    from vlalign.methods.concepts import breakdown, concept_alignment, dispersion
-
     common = {"cell_id": cell.cell_id, "dataset": cell.dataset, "vision_encoder": cell.vision.name,
               "text_encoder": cell.text.name}
     concepts, means, per_concept, alias_emb, alias_concept, names = concept_inputs(cell)

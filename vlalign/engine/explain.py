@@ -43,7 +43,8 @@ from vlalign.methods.attribution import (
     fit_linear_map,
     integrated_pair_attributions,
 )
-from vlalign.report.explain_figure import plot_explanation
+
+Plot = Callable[[Explanation, Any, Path], Any]  # (explanation, image source, PNG path): writes the picture
 
 __all__ = ["ExplainRun", "explain_items", "explain_pair", "explanation_table", "run_explain"]
 
@@ -63,7 +64,7 @@ class ExplainRun:
 def run_explain(lake: Lake, item_ids: Sequence[str], *, top: int | None = None, run: str | None = None,
                 dataset: str | None = None, domain: str | None = None, lang: str | None = None,
                 vision: str = "mobilenetv2", text: str = "minilm-l6", steps: int = DEFAULT_STEPS,
-                seed: int | None = None, base_size: int | None = None, out_dir: str | Path,
+                seed: int | None = None, base_size: int | None = None, out_dir: str | Path, plot: Plot | None = None,
                 threads: int | None = None, log: Callable[[str], None] = print) -> ExplainRun:
     """Explain ``item_ids`` and the ``top`` best-matched queries, with the base pairs of ``run``'s matching cell (the
     default split's without a run), or with ``base_size`` seeded random emoji pairs instead (no cell; 0: the
@@ -83,7 +84,7 @@ def run_explain(lake: Lake, item_ids: Sequence[str], *, top: int | None = None, 
     log(f"base set: {inputs.source}")
     with recorded_run(lake, run_id, "explain", settings, on_exit=refresh_catalog) as record:
         table, explanations = explain_items(inputs.items, vision, text, base_size=base_size or 0,
-                                            seed=inputs.seed or 0, steps=steps, out_dir=out_dir, threads=threads,
+                                            seed=inputs.seed or 0, steps=steps, out_dir=out_dir, plot=plot, threads=threads,
                                             rows=inputs.rows, bases=inputs.bases)
         path = lake.attributions_path(run_id)
         lake.write_table(path, table, {"settings": settings})
@@ -94,7 +95,8 @@ def run_explain(lake: Lake, item_ids: Sequence[str], *, top: int | None = None, 
 def explain_items(item_ids: Sequence[str], vision: str = "mobilenetv2", text: str = "minilm-l6", *,
                   base_size: int = 256, seed: int = 0, steps: int = DEFAULT_STEPS, vision_layer: int | None = None,
                   text_layer: int | None = None, rule: str = DEFAULT_RULE, vision_reference: str = "zero",
-                  out_dir: str | Path | None = None, threads: int | None = None, device: str = "cpu",
+                  out_dir: str | Path | None = None, plot: Plot | None = None, threads: int | None = None,
+                  device: str = "cpu",
                   rows: dict[str, dict] | None = None,
                   bases: Bases | None = None,
                   ) -> tuple[pa.Table, list[Explanation]]:
@@ -106,7 +108,8 @@ def explain_items(item_ids: Sequence[str], vision: str = "mobilenetv2", text: st
     only), ``base_size`` pairs are drawn (seeded) from the same domain and language, never an explained emoji, and
     embedded with the two encoders (:func:`vlalign.engine.explain_inputs.emoji_rows`); base_size=0 treats the
     encoders as aligned.
-    With out_dir: one PNG per item (the item id with '/' as '_') and explanations.parquet there.
+    With out_dir: explanations.parquet there, and with ``plot`` (the report's picture of an explanation, e.g.
+    :func:`vlalign.report.explain_figure.plot_explanation`) one PNG per item (the item id with '/' as '_').
     Returns the explanation table (ATTRIBUTIONS_SCHEMA, all items) and the explanations."""
     if rows is None:
         rows, random_bases = emoji_rows(item_ids, vision, text, base_size, seed, bases is None, device, threads)
@@ -127,8 +130,8 @@ def explain_items(item_ids: Sequence[str], vision: str = "mobilenetv2", text: st
                           vision_reference=vision_reference, device=device, threads=threads)
         expls.append(ex)
         tables.append(explanation_table(ex, iid))
-        if out is not None:
-            plot_explanation(ex, images[iid], out / f"{_file_name(iid)}.png")
+        if out is not None and plot is not None:
+            plot(ex, images[iid], out / f"{_file_name(iid)}.png")
     table = pa.concat_tables(tables) if tables else ATTRIBUTIONS_SCHEMA.empty_table()
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)

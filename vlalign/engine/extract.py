@@ -31,7 +31,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from vlalign.datasets.readers import DatasetError, DatasetSource, ingest_batches
+from vlalign.datasets.readers import DatasetError, DatasetSource, image_ref, ingest_batches, load_image_input
+from vlalign.encoders import decode_image
 from vlalign.encoders.cache import auto_batch_size, load_encoder
 from vlalign.lake.digest import digest_json, digest_values, finish, hasher, update
 from vlalign.lake.items import ItemsWriter
@@ -255,8 +256,6 @@ def shard_inputs(lake: Lake, spec: ShardSpec) -> tuple[list[str], list]:
 
     An image is not read here: inline bytes, a path, or a tar member's byte range (vlalign.datasets.readers.image_ref),
     read one at a time by :func:`embed_shard`, so that an unreadable one is that unit's reject only."""
-    from vlalign.datasets.readers import image_ref
-
     items_path = lake.items_path(spec.dataset)
     table = part_units(lake, items_path, spec.modality, spec.part)
     if table is None:
@@ -274,9 +273,6 @@ def shard_inputs(lake: Lake, spec: ShardSpec) -> tuple[list[str], list]:
 
 def embed_shard(lake: Lake, spec: ShardSpec, encoder, batch_size: int = 32) -> dict:
     """Embed one shard with a loaded encoder and write it (and its rejects) atomically. Returns a summary."""
-    from vlalign.datasets.readers import load_image_input
-    from vlalign.encoders import decode_image
-
     t0 = time.perf_counter()
     ids, inputs = shard_inputs(lake, spec)
     rejects = []

@@ -39,7 +39,6 @@ import os
 import posixpath
 import re
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -47,6 +46,7 @@ import duckdb
 import pyarrow as pa
 from fsspec import AbstractFileSystem
 
+from vlalign.lake.limits import DEFAULT_LIMITS, Limits
 from vlalign.lake.views import create_views
 
 __all__ = ["QueryError", "Limits", "open_door", "admit", "run_query", "open_query", "ReadOnlyFileSystem",
@@ -57,26 +57,6 @@ _TOO_DEEP = ("refused: the query is nested too deeply (DuckDB's limit is 1000 le
              "subqueries); write it with fewer nested subqueries or expressions")
 
 
-def _default_memory() -> str:
-    """Half the machine's memory, at most 4 GiB (DuckDB's own default is 80% of the machine)."""
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        total = 8 << 30
-    return f"{max(256, min(4096, total // 2 // (1 << 20)))}MiB"
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Bounds on one query: wall-clock ``seconds``, DuckDB's ``memory`` limit (no spilling, so a query that needs
-    more fails), and ``batch_rows``, the rows handed out per batch when results are streamed."""
-
-    seconds: float = 600.0
-    memory: str = _default_memory()
-    batch_rows: int = 10_000
-
-
-DEFAULT_LIMITS = Limits()
 
 ADMITTED_TYPES = frozenset({"SELECT"})
 

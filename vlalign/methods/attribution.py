@@ -166,7 +166,7 @@ def integrated_pair_attributions(f, g, a, r_a, b, r_b, group_a, group_b, *, step
     features of each group (e.g. channels of a position); group_b: the T masks (T, *B) (1 on the
     features of token t). Returns A (P, T) float64 numpy and (f(a), f(r_a), g(b), g(r_b)) as numpy."""
     import torch  # heavy: only when attributions are computed
-    from torch.func import jvp, vjp
+    from torch.func import jvp, vjp  # (torch, as above)
 
     nodes, weights = quadrature(steps, rule)
     da, db = a - r_a, b - r_b

@@ -61,6 +61,7 @@ def _qap_classify(
     bx: np.ndarray, by: np.ndarray, qx: np.ndarray, cy: np.ndarray, *, kernel: Kernel, restarts: int, seed: int,
     n_jobs: int, options: dict[str, object],
 ) -> np.ndarray:
+    # scikit-learn takes about a second to import: only the QAP method's k-means needs it
     from sklearn.cluster import KMeans
     from sklearn.exceptions import ConvergenceWarning
 

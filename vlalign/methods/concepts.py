@@ -297,7 +297,7 @@ def concept_targets(alias_emb: object, alias_concept: object, n_concepts: int) -
     (a zero embedding stays zero). Every concept must have at least one alias."""
     emb = validate_matrix(alias_emb, "alias_emb")
     ac = _check_alias_concept(alias_concept, emb.shape[0], n_concepts)
-    import scipy.sparse as sp
+    import scipy.sparse as sp  # a slow import that only this function needs
 
     counts = np.bincount(ac, minlength=n_concepts).astype(np.float64)
     avg = sp.csr_matrix((1.0 / counts[ac], (ac, np.arange(ac.size))), shape=(n_concepts, ac.size))

@@ -116,6 +116,7 @@ def select_base_kmeans(
     argmax_i cos(x_i, c_k) (the paper's code; a zero row has cosine 0). The k-means fit itself is Euclidean
     either way.
     """
+    # scikit-learn takes about a second to import: only k-means base selection needs it
     from sklearn.cluster import KMeans
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.metrics import pairwise_distances_argmin

@@ -23,7 +23,7 @@ def plot_explanation(expl: Explanation, image_bytes: Any = None, path: str | Pat
     import matplotlib  # heavy: imported only when a figure is drawn
 
     matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: only when a picture is drawn
 
     if expl.image is not None:
         img = expl.image
