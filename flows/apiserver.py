@@ -15,11 +15,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+
+from filelock import FileLock
 
 STATE = "vlalign-api.json"
 LEASE = "vlalign-api.lease"
@@ -28,7 +32,7 @@ TOUCH_EVERY = 10.0  # seconds between lease touches while a command runs
 
 
 def healthy(url: str, timeout: float = 2.0) -> bool:
-    import httpx
+    import httpx  # imported by Prefect anyway; kept out of `vlalign --help` and the commands that run no flow
 
     try:
         return httpx.get(f"{url}/health", timeout=timeout).status_code == 200
@@ -37,8 +41,6 @@ def healthy(url: str, timeout: float = 2.0) -> bool:
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -71,8 +73,6 @@ class HomeServer:
 
     def ensure(self, timeout: float = 90.0) -> str:
         """The URL of the home server, started now if none answers."""
-        from filelock import FileLock
-
         self.home.mkdir(parents=True, exist_ok=True)
         with FileLock(str(self.home / "vlalign-api.lock")):
             self.touch()
@@ -132,8 +132,6 @@ class HomeServer:
 
     def stop(self) -> bool:
         """Stop the home server if one runs (``vlalign server stop``); True if one was stopped."""
-        import signal
-
         try:
             state = json.loads(self.state_path.read_text())
         except (OSError, ValueError):
@@ -149,7 +147,7 @@ class HomeServer:
 
 def serve(port: int, keep: float, lease: Path) -> None:
     """Run Prefect's API app with uvicorn until the lease has been idle for ``keep`` seconds."""
-    import uvicorn
+    import uvicorn  # only in the server's own process
 
     config = uvicorn.Config("prefect.server.api.server:create_app", factory=True, host="127.0.0.1", port=port,
                             log_level="error", lifespan="on")

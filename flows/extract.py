@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 from prefect import flow, get_run_logger
+from prefect.context import FlowRunContext
 from prefect.futures import as_completed
 
 from vlalign.datasets.readers import DatasetSource
 from vlalign.encoders import preflight, weights_digest
 from vlalign.encoders.cache import preload_encoders
+from vlalign.lake.catalog import refresh_or_log
+from vlalign.lake.digest import digest_json
+from vlalign.lake.runs import record_extraction, recorded_run
 from vlalign.lake.store import Lake
 from vlalign.tasks.extract import embed_shard_task, ingest_items, plan_extraction
 
@@ -55,10 +60,6 @@ class Preload:
 
     @classmethod
     def start(cls, lake: Lake, dataset: str, specs, device: str | None) -> "Preload":
-        import threading
-
-        from prefect.context import FlowRunContext
-
         ctx = FlowRunContext.get()
         runner = getattr(ctx, "task_runner", None)
         if runner is None or not hasattr(runner, "client"):  # not a DaskTaskRunner: nothing to warm
@@ -87,7 +88,7 @@ class Preload:
 def run_extraction(
     dataset: DatasetSource,
     encoders: list[str],
-    lake_root: str = "lake",
+    lake: Lake,
     shard_size: int = 256,
     domains: list[str] | None = None,
     langs: list[str] | None = None,
@@ -105,10 +106,9 @@ def run_extraction(
     log = get_run_logger()
     specs = preflight(encoders)  # fails on unknown or unloadable names before any shard runs
     digests = {s.name: weights_digest(s) for s in specs}
-    lake = Lake.open(lake_root)
     warm = Preload.start(lake, dataset.name, specs, device)  # workers load models while this process ingests
-    ingested = ingested or ingest_items(lake.root, dataset)
-    planned, todo = plan_extraction(lake.root, dataset.name, specs, digests, shard_size, domains, langs, parts)
+    ingested = ingested or ingest_items(lake, dataset)
+    planned, todo = plan_extraction(lake, dataset.name, specs, digests, shard_size, domains, langs, parts)
     warm.join()
     log.info(
         "%s: %d items (%d rejected on read); %d shards planned for %d encoders, %d already in the lake, %d to compute",
@@ -154,16 +154,12 @@ def extract_flow(
 ) -> dict:
     """:func:`run_extraction` as a run of its own, with a run record (``extract-<dataset>-<digest>``) that lists
     the files it used, so its items, rejects and embeddings appear in the SQL tables."""
-    from vlalign.lake.catalog import refresh_or_log
-    from vlalign.lake.digest import digest_json
-    from vlalign.lake.runs import record_extraction, recorded_run
-
     lake = Lake.open(lake_root)
     lake.clean_tmp()
     settings = {"dataset": dataset.to_dict(), "encoders": encoders, "shard_size": shard_size, "domains": domains, "langs": langs}
     run_id = f"extract-{dataset.name[:100]}-{digest_json(settings)[:10]}"
     log = get_run_logger()
     with recorded_run(lake, run_id, "extract", settings, on_exit=lambda lk: refresh_or_log(lk, log)) as record:
-        result = run_extraction(dataset, encoders, lake_root, shard_size, domains, langs, batch_size, device, threads)
+        result = run_extraction(dataset, encoders, lake, shard_size, domains, langs, batch_size, device, threads)
         record_extraction(record, lake, result)
     return {**{k: v for k, v in result.items() if k != "planned"}, "run_id": run_id}

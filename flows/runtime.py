@@ -41,6 +41,7 @@ def prefect_api(keep: float | None = None) -> Iterator[str]:
        stops by itself after ``keep`` seconds without use (``$VLALIGN_API_KEEP``, default 1800); a command
        in progress keeps it alive. ``keep=0`` (or ``VLALIGN_API_KEEP=0``): a temporary server for this
        command only, stopped at its end (the tests' choice)."""
+    # Prefect reads its settings when first imported: this module is imported before configure_environment runs
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     url = os.environ.get("PREFECT_API_URL")
@@ -49,13 +50,13 @@ def prefect_api(keep: float | None = None) -> Iterator[str]:
         return
     keep = float(os.environ.get("VLALIGN_API_KEEP", "1800")) if keep is None else keep
     if keep > 0:
-        from vlalign.flows.apiserver import HomeServer
+        from vlalign.flows.apiserver import HomeServer  # (Prefect, as above)
 
         server = HomeServer(Path(os.environ["PREFECT_HOME"]), keep)
         url = server.ensure()
         server.hold()
     else:
-        from prefect.server.api.server import SubprocessASGIServer
+        from prefect.server.api.server import SubprocessASGIServer  # (Prefect, as above)
 
         server = SubprocessASGIServer()
         server.start(timeout=90)
@@ -76,7 +77,7 @@ def prefect_api(keep: float | None = None) -> Iterator[str]:
 def _flush_api_logs() -> None:
     """Send queued flow/task logs while the server still runs (otherwise the exit hook retries for a minute)."""
     try:
-        from prefect.logging.handlers import APILogHandler
+        from prefect.logging.handlers import APILogHandler  # (Prefect, as above)
 
         APILogHandler().flush()
     except Exception:  # never let log shipping break a finished run
@@ -91,7 +92,7 @@ WORKER_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOL
 
 def configure_worker_environment() -> None:
     """Environment of the worker processes a LocalCluster spawns: Dask's defaults plus WORKER_MALLOC_ENV."""
-    import dask
+    import dask  # (Dask, like Prefect, after configure_environment)
 
     env = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}))
     env.update(WORKER_MALLOC_ENV)
@@ -100,7 +101,7 @@ def configure_worker_environment() -> None:
 
 def dask_task_runner(address: str | None = None, n_workers: int | None = None, threads_per_worker: int = 1):
     """A DaskTaskRunner on an existing scheduler (``address``) or on a new LocalCluster of processes."""
-    from prefect_dask import DaskTaskRunner
+    from prefect_dask import DaskTaskRunner  # (Prefect, as above)
 
     if address:
         return DaskTaskRunner(address=address)

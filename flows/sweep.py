@@ -70,7 +70,7 @@ def prepare_cells(sweep: SweepSpec, sizes: dict, lake: Lake, record: dict, devic
         parts = _encoder_parts(sweep, ds.name, main[ds.name], sizes[ds.name])
         domains = sorted({p for e in sweep.vision_encoders for p in parts[e]})
         langs = sorted({p for e in sweep.text_encoders for p in parts[e]})
-        ext = run_extraction(source, encoders, lake.root, sweep.shard_size, domains, langs,
+        ext = run_extraction(source, encoders, lake, sweep.shard_size, domains, langs,
                              batch_size or sweep.batch_size, device, parts={k: sorted(v) for k, v in parts.items()})
         record_extraction(record, lake, ext)
         for name in encoders:
@@ -79,7 +79,7 @@ def prepare_cells(sweep: SweepSpec, sizes: dict, lake: Lake, record: dict, devic
                 shards = [s for s in ext["planned"] if s.encoder == enc.name and s.part == part]
                 embeddings[(ds.name, name, part)] = Embeddings.of(lake, name, enc.lake_name, part, shards)
         selections = sorted({(d, lang) for d in domains for lang in langs if (d, lang) in sizes[ds.name]})
-        pairs[ds.name] = {(d, lang): pair_items(lake.root, ds.name, d, lang) for d, lang in selections}
+        pairs[ds.name] = {(d, lang): pair_items(lake, ds.name, d, lang) for d, lang in selections}
         if sweep.classification:
             classes: dict[str, set] = {f: set() for f in sweep.classification.label_fields}
             for sel in main[ds.name]:
@@ -101,8 +101,8 @@ def _embed_text_dataset(sweep: SweepSpec, lake: Lake, name: str, items, texts: l
                         batch_size) -> dict[str, tuple]:
     """Store a derived text-only data set (class prompts, concept aliases) as ``name`` and embed it with every
     encoder in ``texts`` (missing shards only): {encoder: (Embeddings, items path, items digest)}."""
-    ingested = ingest_prompts(lake.root, name, items)
-    ext = run_extraction(DatasetSource(name, "prompts"), texts, lake.root, sweep.shard_size, None, ["en"],
+    ingested = ingest_prompts(lake, name, items)
+    ext = run_extraction(DatasetSource(name, "prompts"), texts, lake, sweep.shard_size, None, ["en"],
                          batch_size or sweep.batch_size, device, ingested=ingested)
     record_extraction(record, lake, ext)
     out = {}
@@ -116,7 +116,7 @@ def _embed_text_dataset(sweep: SweepSpec, lake: Lake, name: str, items, texts: l
 def _concept_inputs(sweep: SweepSpec, ds, lake: Lake, main: list, record: dict, device, batch_size) -> tuple:
     """The data set's concept dictionary: its members table in the lake, and its aliases embedded by every
     text encoder of the study (a text-only data set ``<dataset>.aliases-<digest>``)."""
-    d = write_concepts(lake.root, ds.name, ds.format, concept_domains(sweep, ds.name, main))
+    d = write_concepts(lake, ds.name, ds.format, concept_domains(sweep, ds.name, main))
     texts = list(sweep.concepts.text_encoders or sweep.text_encoders)
     aliases = _embed_text_dataset(sweep, lake, d.aliases_dataset, d.alias_items, texts, record, device, batch_size)
     return d.present, d.members_path, d.members_digest, aliases

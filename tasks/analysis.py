@@ -12,9 +12,9 @@ from vlalign.lake.store import Lake
 
 
 @task(name="pair_items")
-def pair_items(lake_root: str, dataset: str, domain: str, lang: str) -> tuple[str, str]:
-    """sql/pairs.sql over the lake's items (:func:`vlalign.engine.analysis.write_pairs`): (path, digest)."""
-    return write_pairs(Lake.open(lake_root), dataset, domain, lang)
+def pair_items(lake: Lake, dataset: str, domain: str, lang: str) -> tuple[str, str]:
+    """sql/pairs.sql over the lake's items (:func:`vlalign.engine.pairing.write_pairs`): (path, digest)."""
+    return write_pairs(lake, dataset, domain, lang)
 
 
 @task(name="score_cell", task_run_name="{cell.kind}-{cell.vision.name}-{cell.text.name}")
@@ -23,8 +23,7 @@ def score_cell(cell: Cell) -> dict:
 
     The cell's lock is held while it is computed: a concurrent run that needs the same cell waits, then
     finds it done and computes nothing."""
-    lake = Lake.open(cell.lake_root)
-    with lake.lock(f"cell-{cell.cell_id}"):
+    with cell.lake.lock(f"cell-{cell.cell_id}"):
         reused = cell_is_done(cell)
         if not reused:
             write_cell(cell, compute_cell(cell))
@@ -32,7 +31,7 @@ def score_cell(cell: Cell) -> dict:
 
 
 @task(name="write_concepts")
-def write_concepts(lake_root: str, dataset: str, fmt: str, domains: list[str]) -> ConceptDictionary:
+def write_concepts(lake: Lake, dataset: str, fmt: str, domains: list[str]) -> ConceptDictionary:
     """The concept dictionary of a data set's items, its members table written to the lake
     (:func:`vlalign.engine.concept_dictionary.write_concept_dictionary`)."""
-    return write_concept_dictionary(Lake.open(lake_root), dataset, fmt, domains)
+    return write_concept_dictionary(lake, dataset, fmt, domains)

@@ -1,4 +1,4 @@
-"""Extraction tasks: thin wrappers that open the lake and call the library (vlalign.engine.extract)."""
+"""Extraction tasks: thin wrappers around the library (vlalign.engine.extract), given the lake the flow opened."""
 
 from __future__ import annotations
 
@@ -12,20 +12,20 @@ from vlalign.lake.store import Lake
 
 
 @task(name="ingest_items")
-def ingest_items(lake_root: str, source: DatasetSource) -> dict:
+def ingest_items(lake: Lake, source: DatasetSource) -> dict:
     """Read a data set into canonical items in the lake (:func:`vlalign.engine.extract.ingest_dataset`)."""
-    return ingest_dataset(Lake.open(lake_root), source)
+    return ingest_dataset(lake, source)
 
 
 @task(name="ingest_prompts")
-def ingest_prompts(lake_root: str, name: str, items: pa.Table) -> dict:
+def ingest_prompts(lake: Lake, name: str, items: pa.Table) -> dict:
     """Store a data set's class prompts (vlalign.datasets.prompts) as the text-only data set ``name``."""
-    return store_items(Lake.open(lake_root), name, items, [], {"format": "prompts", "name": name})
+    return store_items(lake, name, items, [], {"format": "prompts", "name": name})
 
 
 @task(name="plan_shards")
 def plan_extraction(
-    lake_root: str,
+    lake: Lake,
     dataset: str,
     encoders: list,  # EncoderSpec
     digests: dict[str, str],
@@ -36,8 +36,7 @@ def plan_extraction(
 ) -> tuple[list[ShardSpec], list[ShardSpec]]:
     """(all shards, shards still to compute) (:func:`vlalign.engine.extract.plan_dataset_shards`); a shard that
     failed verification is logged."""
-    planned, todo = plan_dataset_shards(Lake.open(lake_root), dataset, encoders, digests, shard_size, domains, langs,
-                                        parts)
+    planned, todo = plan_dataset_shards(lake, dataset, encoders, digests, shard_size, domains, langs, parts)
     for s, why in todo:
         if why != "missing":
             get_run_logger().warning("shard %s failed verification: %s; recomputing it", s.path, why)

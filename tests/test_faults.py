@@ -96,7 +96,7 @@ def wordllama_plan(lake: Lake, dataset: str) -> list:
 def ingest(lake_root: Path, source: DatasetSource) -> dict:
     from vlalign.tasks.extract import ingest_items
 
-    return ingest_items.fn(str(lake_root), source)
+    return ingest_items.fn(Lake.open(lake_root), source)
 
 
 # ----------------------------------------------------------------------------------------------- 1. corrupt shards
@@ -307,10 +307,10 @@ def test_non_finite_or_constant_embeddings_give_null_results_with_a_note(fault, 
             _write_shard_by_hand(lake, s, e)
             assert verify_shard(lake, s)[1] is None  # the shards themselves are valid
         emb[name] = (enc, specs)
-    pairs_path, pairs_digest = pair_items.fn(lake.root, "cells", "cells", "en")
+    pairs_path, pairs_digest = pair_items.fn(lake, "cells", "cells", "en")
     v = Embeddings.of(lake, "mobilenetv2", venc.lake_name, "cells", emb["vision"][1])
     t = Embeddings.of(lake, "wordllama", tenc.lake_name, "en", emb["text"][1])
-    common = dict(lake_root=lake.root, dataset="cells", domain="cells", lang="en", pairs_path=pairs_path,
+    common = dict(lake=lake, dataset="cells", domain="cells", lang="en", pairs_path=pairs_path,
                   pairs_digest=pairs_digest, vision=v, text=t)
     cka_cell = CKACell(**common, kernel="linear", shuffled=True, bootstrap=10)
     match_cell = MatchCell(**common, base_size=4, query_size=4, base_selection="random",
@@ -374,8 +374,8 @@ def test_a_cell_whose_every_pair_was_rejected_gives_a_null_row_with_a_note(tmp_p
             embed_shard(lake, s, AllNaNEncoder("", np.nan), batch_size=4)
         _write_shard_by_hand(lake, s, np.zeros((0, 8), np.float32), ids=[])  # a valid shard with no rows left
         assert verify_shard(lake, s)[1] is None
-    pairs_path, pairs_digest = pair_items.fn(lake.root, "lost", "lost", "en")
-    common = dict(lake_root=lake.root, dataset="lost", domain="lost", lang="en", pairs_path=pairs_path,
+    pairs_path, pairs_digest = pair_items.fn(lake, "lost", "lost", "en")
+    common = dict(lake=lake, dataset="lost", domain="lost", lang="en", pairs_path=pairs_path,
                   pairs_digest=pairs_digest,
                   vision=Embeddings.of(lake, "mobilenetv2", venc.lake_name, "lost", vspecs),
                   text=Embeddings.of(lake, "wordllama", tenc.lake_name, "en", tspecs))

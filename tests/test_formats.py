@@ -32,6 +32,7 @@ from vlalign.datasets.readers import (
 )
 from vlalign.lake.digest import digest_values
 from vlalign.lake.schemas import ITEM_SCHEMA
+from vlalign.lake.store import Lake
 
 CORRUPT = b"this is not an image, whatever its name says" * 4
 
@@ -494,7 +495,7 @@ def test_emoji_ingest_digest_is_unchanged(tmp_path):
     """The streaming ingest writes the emoji items with the digest of every lake before it."""
     from vlalign.tasks.extract import ingest_items
 
-    out = ingest_items.fn(str(tmp_path / "lake"), DatasetSource("emoji"))
+    out = ingest_items.fn(Lake.open(tmp_path / "lake"), DatasetSource("emoji"))
     assert out["digest"] == "9529924e7c3c93bc" and out["items"] == 38120 and out["rejects"] == 0
 
 
@@ -521,7 +522,7 @@ def test_ingest_streams_shards_into_row_groups_with_the_whole_table_digest(tmp_p
     make_shards(tmp_path / "shards")
     source = DatasetSource("wds", "webdataset", images=str(tmp_path / "shards"))
     calls = count_reads(monkeypatch, "webdataset")
-    out = ingest_items.fn(str(tmp_path / "lake"), source)
+    out = ingest_items.fn(Lake.open(tmp_path / "lake"), source)
     assert calls == [1] and out["items"] == 5 and out["rejects"] == 5
     f = pq.ParquetFile(out["path"])
     assert f.num_row_groups == 2  # one per shard, written as each arrived
@@ -530,7 +531,7 @@ def test_ingest_streams_shards_into_row_groups_with_the_whole_table_digest(tmp_p
     assert old_items_digest(items) == out["digest"] == Lake.open(tmp_path / "lake").read_metadata(out["path"])["digest"]
     assert pq.read_table(out["rejects_path"]).num_rows == 5
     mtime = os.stat(out["path"]).st_mtime_ns
-    again = ingest_items.fn(str(tmp_path / "lake"), source)
+    again = ingest_items.fn(Lake.open(tmp_path / "lake"), source)
     assert again["digest"] == out["digest"] and os.stat(out["path"]).st_mtime_ns == mtime  # unchanged: not rewritten
 
 
@@ -544,7 +545,7 @@ def test_one_read_per_process_while_the_files_are_unchanged(tmp_path, monkeypatc
     assert read_dataset(source, domains=["pets"]).items.equals(first.items)
     check_dataset(source)
     assert calls == [1]
-    ingest_items.fn(str(tmp_path / "lake"), source)  # takes the kept read, then forgets it
+    ingest_items.fn(Lake.open(tmp_path / "lake"), source)  # takes the kept read, then forgets it
     assert calls == [1]
     read_dataset(source)
     assert calls == [2]
@@ -565,7 +566,7 @@ def test_a_sweeps_validations_and_ingest_share_one_read(tmp_path, monkeypatch):
     calls = count_reads(monkeypatch, "imagefolder")
     sizes = validate_against_world(spec)
     assert validate_against_world(spec) == sizes == {"d": {("d", "en"): 8}}
-    out = ingest_items.fn(str(tmp_path / "lake"), spec.datasets[0].source())
+    out = ingest_items.fn(Lake.open(tmp_path / "lake"), spec.datasets[0].source())
     assert calls == [1] and out["items"] == 8
 
 

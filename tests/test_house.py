@@ -5,6 +5,7 @@ function without a reason."""
 from __future__ import annotations
 
 import ast
+import importlib
 import importlib.util
 import pkgutil
 from pathlib import Path
@@ -20,7 +21,10 @@ TOP_MODULES = {"vlalign._compat": "lake"}  # environment workarounds: as low as 
 
 def _modules() -> dict[str, Path]:
     mods = {"vlalign": Path(vlalign.__file__)}
-    for m in pkgutil.walk_packages(vlalign.__path__, "vlalign."):
+    # flows/ and tasks/ install as vlalign.flows and vlalign.tasks (a package-dir mapping): walk them too
+    for m in [*pkgutil.walk_packages(vlalign.__path__, "vlalign."), *(
+            info for pkg in ("vlalign.flows", "vlalign.tasks")
+            for info in pkgutil.walk_packages(importlib.import_module(pkg).__path__, pkg + "."))]:
         spec = importlib.util.find_spec(m.name)
         if spec and spec.origin and spec.origin.endswith(".py"):
             mods[m.name] = Path(spec.origin)

@@ -29,7 +29,7 @@ def _emb(name="e", part="p"):
 
 
 def _cell(tmp_path, pairs_path, **kw):
-    common = dict(lake_root=str(tmp_path), dataset="d", domain="q", lang="en", pairs_path=pairs_path,
+    common = dict(lake=Lake.open(tmp_path), dataset="d", domain="q", lang="en", pairs_path=pairs_path,
                   pairs_digest="x", vision=_emb("v", "q"), text=_emb("t", "en"))
     return MatchCell(**{**common, **kw})
 

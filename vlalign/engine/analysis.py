@@ -89,7 +89,7 @@ def paired(lake: Lake, pairs_path: str, digest: str, vision: Embeddings, text: E
 
 def paired_embeddings(cell: Cell) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(image ids, X (n, d1), Y (n, d2)) of the cell's own selection."""
-    p = paired(Lake.open(cell.lake_root), cell.pairs_path, cell.pairs_digest, cell.vision, cell.text)
+    p = paired(cell.lake, cell.pairs_path, cell.pairs_digest, cell.vision, cell.text)
     return p.ids, p.x, p.y
 
 
@@ -226,7 +226,7 @@ def run_match_cell(cell: MatchCell) -> tuple[list[dict], list[dict]]:
 
     if cell.skip:
         return noted(cell.skip)
-    lake = Lake.open(cell.lake_root)
+    lake = cell.lake
     query = paired(lake, cell.pairs_path, cell.pairs_digest, cell.vision, cell.text)
     base = None if cell.base is None else paired(lake, cell.base.pairs_path, cell.base.pairs_digest,
                                                   cell.base.vision, cell.base.text)
@@ -291,7 +291,7 @@ def class_prompts(lake: Lake, cell: ClassifyCell) -> tuple[list[str], np.ndarray
 
 def run_classify_cell(cell: ClassifyCell) -> list[dict]:
     """Top-1 accuracy of every classification method on the cell's query images (those with a label)."""
-    lake = Lake.open(cell.lake_root)
+    lake = cell.lake
     common = {
         "cell_id": cell.cell_id, "dataset": cell.dataset, "domain": cell.domain, "lang": cell.lang,
         "vision_encoder": cell.vision.name, "text_encoder": cell.text.name, "label_field": cell.label_field,
@@ -334,7 +334,7 @@ def run_classify_cell(cell: ClassifyCell) -> list[dict]:
 def concept_inputs(cell: ConceptCell):
     """(concepts, image means (C, d1), images per concept, alias embeddings (A, d2), alias concept index (A,),
     primary name per concept): the concepts that have at least one embedded image and one embedded alias."""
-    lake = Lake.open(cell.lake_root)
+    lake = cell.lake
     members = lake.read_table(cell.members_path)
     if (lake.read_metadata(cell.members_path) or {}).get("digest") != cell.members_digest:
         raise RuntimeError(f"{cell.members_path}: does not match digest {cell.members_digest}; rerun the sweep")
@@ -411,7 +411,7 @@ def run_concept_cell(cell: ConceptCell) -> dict[str, list[dict]]:
 def write_cell(cell: Cell, rows: dict[str, list[dict]]) -> list[str]:
     """Write a cell's result files, each carrying the cell's identity. The first table is written last,
     so the cell counts as done (:func:`vlalign.engine.cells.cell_is_done`) only when all of them are in place."""
-    lake = Lake.open(cell.lake_root)
+    lake = cell.lake
     paths = cell.paths()
     for table in reversed(cell.tables):
         lake.write_table(paths[table], pa.Table.from_pylist(rows[table], schema=RESULT_SCHEMAS[table]),

@@ -58,11 +58,12 @@ ENGINE_MODULES: dict[str, tuple[str, ...]] = {
 # a change that is shown to compute identical numbers (the default run on an older lake computes 0 cells,
 # tests/test_engine_version.py); any other change to the math moves the version by itself.
 ENGINE_LINEAGE: dict[str, dict[str, str]] = {
-    # 0.2: the library moved into subpackages (vlalign.methods, .engine, ...); same code, same numbers.
-    "cka": {"14d54e47da1f07c7": "17818ab91b23ca6f"},
-    "matching": {"65073459268047d0": "3532328c6e6cfc73"},
-    "concepts": {"33f6c3e745c012c3": "479703d750b94290"},
-    "classification": {"abbcb5a4a3b99972": "e321d8a624e7e986"},
+    # 0.2: the library moved into subpackages (vlalign.methods, .engine, ...); same code, same numbers. Then cells
+    # carry the Lake they read (cell.lake) instead of its root (Lake.open(cell.lake_root)); same numbers.
+    "cka": {"14d54e47da1f07c7": "17818ab91b23ca6f", "6e6fbe4c9ecce2e2": "17818ab91b23ca6f"},
+    "matching": {"65073459268047d0": "3532328c6e6cfc73", "8c9cb0400243690d": "3532328c6e6cfc73"},
+    "concepts": {"33f6c3e745c012c3": "479703d750b94290", "b059ee0b44315201": "479703d750b94290"},
+    "classification": {"abbcb5a4a3b99972": "e321d8a624e7e986", "d46f7cc6b1348f47": "e321d8a624e7e986"},
 }
 
 
@@ -135,7 +136,7 @@ class Embeddings:
 class Cell:
     """What every cell shares: where it reads (not part of its identity) and the data it reads (part of it)."""
 
-    lake_root: str
+    lake: Lake  # where it reads and writes (not part of its identity)
     dataset: str
     domain: str
     lang: str
@@ -167,8 +168,7 @@ class Cell:
         return f"{self.kind} {self.dataset}/{self.domain}/{self.lang} {self.vision.name} x {self.text.name}"
 
     def paths(self) -> dict[str, str]:
-        lake = Lake.open(self.lake_root)
-        return {t: lake.result_path(t, self.cell_id) for t in self.tables}
+        return {t: self.lake.result_path(t, self.cell_id) for t in self.tables}
 
 
 @dataclass(frozen=True)
@@ -351,7 +351,7 @@ class ConceptCell(Cell):
 
 def cell_is_done(cell: Cell) -> bool:
     """Every result file of the cell exists and carries the cell's identity."""
-    lake = Lake.open(cell.lake_root)
+    lake = cell.lake
     return all((lake.read_metadata(p) or {}).get("identity") == cell.identity for p in cell.paths().values())
 
 
@@ -397,7 +397,7 @@ class _Plan:
 
     def common(self, ds: str, domain: str, lang: str) -> dict:
         path, digest = self.pairs[ds][(domain, lang)]
-        return dict(lake_root=self.lake.root, dataset=ds, domain=domain, lang=lang, pairs_path=path, pairs_digest=digest)
+        return dict(lake=self.lake, dataset=ds, domain=domain, lang=lang, pairs_path=path, pairs_digest=digest)
 
     def match(self, ds, domain, lang, v, t, s, seed, matching=None, retrieval=None, baselines=None, **extra) -> MatchCell:
         spec = self.spec

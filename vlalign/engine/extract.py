@@ -59,7 +59,7 @@ class Units:
 
 @dataclass(frozen=True)
 class ShardSpec:
-    lake_root: str
+    lake: Lake  # where it lives (not part of its identity)
     dataset: str
     encoder: str  # catalog name
     lake_name: str  # encoder name incl. pooling, as used in lake paths
@@ -89,11 +89,11 @@ class ShardSpec:
 
     @property
     def path(self) -> str:
-        return Lake.open(self.lake_root).shard_path(self.dataset, self.lake_name, self.part, self.shard_size, self.shard)
+        return self.lake.shard_path(self.dataset, self.lake_name, self.part, self.shard_size, self.shard)
 
     @property
     def rejects_path(self) -> str:
-        return Lake.open(self.lake_root).shard_path(
+        return self.lake.shard_path(
             self.dataset, self.lake_name, self.part, self.shard_size, self.shard, kind="rejects")
 
     @property
@@ -159,7 +159,7 @@ def plan_shards(
             digest = digest_values(units.ids[start:stop] + units.content_keys[start:stop])
             specs.append(
                 ShardSpec(
-                    lake_root=lake.root,
+                    lake=lake,
                     dataset=dataset,
                     encoder=encoder.name,
                     lake_name=encoder.lake_name,
@@ -417,7 +417,7 @@ def compute_shard(spec: ShardSpec, batch_size: int | None = None, device: str | 
 
     The shard's lock is held while it is computed: a concurrent run that planned the same shard waits,
     then finds it done and computes nothing."""
-    lake = Lake.open(spec.lake_root)
+    lake = spec.lake
     with lake.lock(f"shard-{digest_json(spec.path)}"):
         if shard_is_done(lake, spec):  # written meanwhile by another run
             return {"path": spec.path, "encoder": spec.encoder, "rows": 0, "rejects": 0, "seconds": 0.0, "reused": True}
