@@ -7,6 +7,8 @@ import json
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from conftest import make_coco
 
 from vlalign.cli.main import main
@@ -380,3 +382,52 @@ def test_protocol_presets_are_named_settings_and_explicit_keys_win():
     mixed = parse_spec(doc)
     assert mixed.qap_kernel == "linear" and mixed.kmeans_metric == "euclidean" and mixed.stretch_scope == "pool"
     assert len({default.default_run_id, paper.default_run_id, mixed.default_run_id}) == 3
+
+
+# ------------------------------------------------------------------ hostile spec files: one line, bounded time
+def test_a_yaml_alias_bomb_is_refused_before_it_is_expanded(tmp_path):
+    rows = ['a: &a ["x","x","x","x","x","x","x","x","x"]']
+    rows += [f"{n}: &{n} [{','.join(['*' + p] * 9)}]" for p, n in zip("abcdefgh", "bcdefghi")]
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(rows) + "\n")
+    assert path.stat().st_size < 700
+    with pytest.raises(SpecError, match="more than 100,000 values once its YAML aliases are expanded"):
+        load_spec(path)
+
+
+@pytest.mark.parametrize("content, reason", [
+    (b"[" * 100_000, "nested too deeply"),
+    (b"name: x\n\xff\xfe\n", "not UTF-8 text"),
+    (b"name: [unclosed\n", "not valid YAML"),
+    (b"x" * (2 << 20), "a spec is at most"),
+])
+def test_unreadable_spec_files_get_one_line_naming_the_file(tmp_path, content, reason):
+    path = tmp_path / "s.yaml"
+    path.write_bytes(content)
+    with pytest.raises(SpecError, match=reason) as e:
+        load_spec(path)
+    assert str(path) in str(e.value) and "\n" not in str(e.value)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+                    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=12), kids, max_size=4),
+                    max_leaves=30))
+def test_any_document_gives_a_spec_or_a_spec_error(doc):
+    """Random JSON-like documents (and random values under the real keys) never raise anything but SpecError."""
+    for candidate in (doc, {"name": "x", "datasets": doc}, {"name": "x", "vision_encoders": doc, "analyses": doc}):
+        try:
+            parse_spec(candidate)
+        except SpecError:
+            pass
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=300))
+def test_any_bytes_give_a_spec_or_a_spec_error(tmp_path_factory, data):
+    path = tmp_path_factory.mktemp("bytes") / "s.yaml"
+    path.write_bytes(data)
+    try:
+        load_spec(path)
+    except SpecError:
+        pass

@@ -529,9 +529,34 @@ def json_schema() -> dict:
     return SweepSpec.model_json_schema()
 
 
+MAX_SPEC_BYTES = 1 << 20  # a spec is a short text file
+MAX_SPEC_VALUES = 100_000  # values in a spec once YAML aliases are expanded (a real spec has a few hundred)
+
+
+def _expanded_size(doc: Any, limit: int) -> int:
+    """How many values ``doc`` holds with every shared (aliased) list or mapping counted each time it appears, up to
+    ``limit`` (then the count stops). Linear in the distinct nodes: a YAML alias bomb is measured, not expanded."""
+    sizes: dict[int, int] = {}
+    order, todo = [], [doc]
+    while todo:  # the distinct containers, parents before children (iterative: deep nesting is no problem)
+        node = todo.pop()
+        if isinstance(node, (dict, list)) and id(node) not in sizes:
+            sizes[id(node)] = 0
+            order.append(node)
+            todo.extend(node.values() if isinstance(node, dict) else node)
+    for node in reversed(order):  # children first
+        children = node.values() if isinstance(node, dict) else node
+        sizes[id(node)] = min(limit, 1 + sum(sizes.get(id(c), 1) for c in children))
+    return sizes.get(id(doc), 1)
+
+
 def parse_spec(doc: Any, where: str = "spec") -> SweepSpec:
     """Validate a spec mapping (structure and values, no I/O) and return a SweepSpec. Every problem is
-    reported, one line each, in one SpecError; `where` names the top level in messages."""
+    reported, one line each, in one SpecError; `where` names the top level in messages. A document that expands
+    to more than MAX_SPEC_VALUES values (YAML aliases of aliases) is refused before it is walked."""
+    if _expanded_size(doc, MAX_SPEC_VALUES + 1) > MAX_SPEC_VALUES:
+        raise SpecError(f"{where}: holds more than {MAX_SPEC_VALUES:,} values once its YAML aliases are expanded; "
+                        "a spec names data sets, encoders and settings, and needs far fewer")
     try:
         return SweepSpec.model_validate(doc)
     except ValidationError as e:
@@ -543,10 +568,16 @@ def load_spec(path: str | Path | None = None) -> SweepSpec:
     path = Path(path) if path else DEFAULT_SPEC
     if not path.is_file():
         raise SpecError(f"spec file {path} does not exist")
+    if path.stat().st_size > MAX_SPEC_BYTES:
+        raise SpecError(f"{path}: {path.stat().st_size:,} bytes; a spec is at most {MAX_SPEC_BYTES:,} bytes")
     try:
-        doc = yaml.safe_load(path.read_text())
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise SpecError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
+    except RecursionError:
+        raise SpecError(f"{path}: nested too deeply to read") from None
     except yaml.YAMLError as e:
-        raise SpecError(f"{path}: not valid YAML: {e}") from e
+        raise SpecError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
     try:
         return parse_spec(doc)
     except SpecError as e:
