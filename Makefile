@@ -3,7 +3,7 @@ VENV   := .venv
 STAMP  := $(VENV)/.installed
 INPUTS := requirements/lock.txt requirements/constraints.txt pyproject.toml scripts/setup.sh
 
-.PHONY: setup run test bench lock clean-lake
+.PHONY: setup run test bench lock clean-lake readme
 
 setup: $(STAMP)
 
@@ -18,6 +18,10 @@ test: $(STAMP)
 	bash scripts/install_chromium.sh   # headless Chromium for the report test: apt-get as root (CI), else a hint
 	bash scripts/install_wordnet.sh    # WordNet for the polysemy breakdown: apt-get as root (CI), else a hint
 	$(VENV)/bin/python -m pytest -q --durations=15 $(PYTEST_ARGS)
+
+# The README's results block, from the default run in ./lake (after `make run`).
+readme: $(STAMP)
+	$(VENV)/bin/python scripts/readme_results.py --lake lake
 
 bench: $(STAMP)
 	for b in bench/bench_*.py; do echo "== $$b"; $(VENV)/bin/python $$b --quick || exit 1; done
