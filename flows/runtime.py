@@ -8,6 +8,7 @@ the parent and exports its URL, so the worker processes (which inherit the envir
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from pathlib import Path
 from typing import Iterator
@@ -31,6 +32,30 @@ def configure_environment(home: str | os.PathLike | None = None) -> None:
         os.environ.setdefault(k, v)
 
 
+class _NoTraceback(logging.Filter):
+    """Drop the traceback of Prefect's "task/flow failed" records: the command prints the error once, in one line
+    (VLALIGN_DEBUG=1 keeps them)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info:
+            error = record.exc_info[1]
+            record.exc_info, record.exc_text = None, None
+            message = record.getMessage()
+            if error is not None and str(error) not in message:
+                record.msg, record.args = f"{message.rstrip(':')}: {type(error).__name__}: {error}", ()
+        return True
+
+
+def quiet_tracebacks() -> None:
+    """Prefect's console logs without tracebacks (a failed task or flow is one line), unless VLALIGN_DEBUG is set."""
+    if os.environ.get("VLALIGN_DEBUG"):
+        return
+    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs"):
+        for handler in logging.getLogger(name).handlers:
+            if not any(isinstance(f, _NoTraceback) for f in handler.filters):
+                handler.addFilter(_NoTraceback())
+
+
 @contextlib.contextmanager
 def prefect_api(keep: float | None = None) -> Iterator[str]:
     """The Prefect API every flow of this process (and its Dask workers) reports to.
@@ -44,6 +69,7 @@ def prefect_api(keep: float | None = None) -> Iterator[str]:
     # Prefect reads its settings when first imported: this module is imported before configure_environment runs
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
+    quiet_tracebacks()
     url = os.environ.get("PREFECT_API_URL")
     if url:
         yield url

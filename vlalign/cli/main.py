@@ -44,6 +44,22 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"vlalign {args.cmd}: error: {e}", file=sys.stderr)
         return 2
+    except (OSError, RuntimeError) as e:
+        # the machine or a run failed (a full disk, a failed cell): one line naming the file, what is kept and how
+        # to go on; VLALIGN_DEBUG=1 shows the traceback
+        if os.environ.get("VLALIGN_DEBUG"):
+            raise
+        print(f"vlalign {args.cmd}: failed: {_one_line(e)} (VLALIGN_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 1
+
+
+def _one_line(e: BaseException) -> str:
+    """An error in one line, with the file an OSError names (``[Errno 28] No space left on device: 'path'``)."""
+    if isinstance(e, OSError) and e.strerror:
+        where = " ".join(f"'{f}'" for f in (e.filename, e.filename2) if f)
+        return f"{e.strerror}" + (f": {where}" if where else "") + (f" [errno {e.errno}]" if e.errno else "")
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 if __name__ == "__main__":

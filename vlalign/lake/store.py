@@ -343,11 +343,13 @@ def atomic_write_bytes(path: str, data: bytes, tag: str) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(e, OSError) and e.errno and not e.filename:  # a full disk: say which file could not be written
+            raise type(e)(e.errno, e.strerror, path) from e
         raise
 
 
