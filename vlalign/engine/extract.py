@@ -269,7 +269,7 @@ def shard_inputs(lake: Lake, spec: ShardSpec) -> tuple[list[str], list]:
 
 def embed_shard(lake: Lake, spec: ShardSpec, encoder, batch_size: int = 32) -> dict:
     """Embed one shard with a loaded encoder and write it (and its rejects) atomically. Returns a summary."""
-    from vlalign.datasets.readers import load_image_input
+    from vlalign.datasets.readers import image_name, load_image_input
     from vlalign.encoders import decode_image
 
     t0 = time.perf_counter()
@@ -278,13 +278,14 @@ def embed_shard(lake: Lake, spec: ShardSpec, encoder, batch_size: int = 32) -> d
     good_ids, good_inputs = [], []
     for uid, x in zip(ids, inputs):
         if spec.modality == "vision":
+            name = image_name(x, uid)  # its path, its tar member, or the item: what the reason names
             try:
                 x = load_image_input(x)  # a tar member: one byte-range read of its tar
             except OSError as e:  # a missing or truncated tar: this image's problem only
                 rejects.append(_extract_reject(spec, uid, f"cannot read image: {e}"))
                 continue
             try:
-                x = decode_image(x)
+                x = decode_image(x, name=name)
             except Exception as e:  # one bad image (any kind, a decompression bomb too) must not sink the shard
                 rejects.append(_extract_reject(spec, uid, f"cannot decode image: {type(e).__name__}: {e}"))
                 continue
