@@ -587,7 +587,9 @@ def test_spec_keys_of_every_format():
     assert '"split": "test"' in spec.to_json()
     plain = parse_spec(_spec(format="coco", annotations="a.json", images="img"))
     assert '"split"' not in plain.to_json() and '"lang"' not in plain.to_json()  # run ids of older specs unchanged
-    assert parse_spec(_spec(format="webdataset", images="s/data-{000..009}.tar")).datasets[0].source().images == "s/data-{000..009}.tar"
+    # the pattern as given (not expanded); a relative path made absolute, as on the command line
+    assert (parse_spec(_spec(format="webdataset", images="s/data-{000..009}.tar")).datasets[0].source().images
+            == os.path.join(os.getcwd(), "s/data-{000..009}.tar"))
     for doc, line in [
         (_spec(format="xtd", images="img"), "datasets[0]: format 'xtd' needs 'annotations' (the folder (or a pattern) of the caption files)"),
         (_spec(format="webdataset"), "datasets[0]: format 'webdataset' needs 'images' (tar shards: a brace pattern, a folder of .tar files, or one .tar)"),

@@ -86,6 +86,9 @@ def key_problems(fmt: str, annotations: str | None, images: str | None, split: s
                "split": "it has no splits", "annotations": "it reads no annotations file",
                "images": "its images are embedded"}[k]
         out.append(f"format {fmt!r} takes no {k!r}: {why}")
+    for k in ("annotations", "images"):
+        if given[k] and "\x00" in given[k]:
+            out.append(f"{k!r} {given[k]!r}: a path cannot hold a NUL character")
     if lang is not None and "lang" in f.takes and not is_safe_name(lang):
         out.append(f"lang {lang!r}: not a safe name (it becomes a folder name in the lake); use letters, digits, "
                    "'.', '_' or '-'")

@@ -14,9 +14,11 @@ Importing this module checks that every format named in formats.py has a reader,
 A reader yields its items in batches (a tar shard, a parquet file, a chunk of lines), so a data set's image
 bytes are never all in memory. Before work starts only cheap checks run (:func:`check_source`: the keys suit
 the format, the files exist, the structure is sound; then the read: a stat per image, the schema, the ids). A
-bad single item (a missing image file, an empty caption, a duplicate id) becomes a reject row with its reason
-(stage ``read``); image bytes are checked only where they are decoded, by the extraction shard (a corrupt image
-is a reject at stage ``extract:<encoder>``).
+bad single item (a missing image file, an empty caption, a field of the wrong type, a duplicate id) becomes a
+reject row with its reason (stage ``read``); image bytes are checked only where they are decoded, by the
+extraction shard (a corrupt image is a reject at stage ``extract:<encoder>``). Whatever the files hold, a read
+ends in bounded time and memory with items and rejects, or with one DatasetError (a line naming the file and
+the key or line): the checks of each field are :mod:`vlalign.datasets.format_readers.fields`.
 
 One read per process: :func:`read_dataset` keeps what it read (keyed by the source and a fingerprint of its
 files: size and mtime of the annotation files, the image folder's listing), so a sweep's validations and
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from contextlib import contextmanager
 from typing import Callable, Iterator, Protocol
 
 import pyarrow as pa
@@ -46,6 +49,7 @@ from vlalign.datasets.format_readers.base import (
     DatasetError,
     DatasetSource,
     ReadResult,
+    image_name,
     image_ref,
     image_source,
     load_image_input,
@@ -56,7 +60,8 @@ from vlalign.lake.schemas import ITEM_SCHEMA
 
 __all__ = [  # the entry points; DatasetSource, the image references and the emoji set's names re-exported
     "DATA_DIR", "EMOJI_DIR", "EMOJI_DOMAINS", "EMOJI_LANGS", "READERS", "DatasetError", "DatasetSource",
-    "FormatReader", "ReadResult", "check_dataset", "check_source", "forget_reads", "image_ref", "image_source",
+    "FormatReader", "ReadResult", "check_dataset", "check_source", "forget_reads", "image_name", "image_ref",
+    "image_source",
     "ingest_batches", "iter_batches", "load_image_input", "read_dataset", "read_emoji", "reader_for",
 ]
 
@@ -111,7 +116,8 @@ def check_source(source: DatasetSource) -> None:
                             None if source.lang == "en" else source.lang)
     if problems:
         raise DatasetError(f"data set {source.name!r}: " + "; ".join(problems))
-    READERS[source.format].check(source)
+    with _os_errors_named(source):
+        READERS[source.format].check(source)
 
 
 def iter_batches(source: DatasetSource) -> Iterator[ReadResult]:
@@ -121,10 +127,22 @@ def iter_batches(source: DatasetSource) -> Iterator[ReadResult]:
 
 
 def _stream(source: DatasetSource) -> Iterator[ReadResult]:
-    for batch in reader_for(source.format)(source):
-        for r in batch.rejects:
-            r.setdefault("dataset", source.name)
-        yield batch
+    with _os_errors_named(source):
+        for batch in reader_for(source.format)(source):
+            for r in batch.rejects:
+                r.setdefault("dataset", source.name)
+            yield batch
+
+
+@contextmanager
+def _os_errors_named(source: DatasetSource) -> Iterator[None]:
+    """An OSError while a reader lists or reads the source's files (no permission, a folder that vanished, a
+    network error) as the DatasetError of the data set: one line, the file named by the OSError itself."""
+    try:
+        yield
+    except OSError as e:
+        raise DatasetError(f"data set {source.name!r} (format {source.format}): cannot read its files: "
+                           f"{type(e).__name__}: {e}") from e
 
 
 # -- one read per process: the read kept, keyed by the source and a fingerprint of its files ------------------
@@ -135,7 +153,8 @@ _KEPT_LOCK = threading.Lock()
 
 
 def _kept_key(source: DatasetSource) -> tuple:
-    return (source, READERS[source.format].fingerprint(source))
+    with _os_errors_named(source):
+        return (source, READERS[source.format].fingerprint(source))
 
 
 def _read_kept(source: DatasetSource) -> list[ReadResult]:

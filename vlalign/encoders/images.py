@@ -65,9 +65,21 @@ def _read(x: Any) -> bytes:
         return fh.read()
 
 
-def decode_image(x: Any) -> "Image.Image":
+class _Named(io.BytesIO):
+    """Image data that PIL's messages call by its name ('cannot identify image file ...'), not by its object."""
+
+    def __init__(self, data: bytes, name: str):
+        super().__init__(data)
+        self.label = name
+
+    def __repr__(self) -> str:
+        return repr(self.label)
+
+
+def decode_image(x: Any, name: str | None = None) -> "Image.Image":
     """An RGB PIL image from a PIL image, PNG/JPEG/... bytes, a path (or fsspec URL) or an HxW(x3/4)
-    uint8 array. Transparent images are composited onto white. Raises ImageDecodeError."""
+    uint8 array. Transparent images are composited onto white. Raises ImageDecodeError, whose message
+    names the input: its path, else ``name`` (what the caller calls bytes: a tar member, an item) and size."""
     what = type(x).__name__
 
     def fail(problem: str, e: BaseException | None = None) -> ImageDecodeError:
@@ -85,7 +97,7 @@ def decode_image(x: Any) -> "Image.Image":
             raise fail("unsupported array shape or dtype", e) from e
     elif isinstance(x, (bytes, bytearray, memoryview)):
         data = bytes(x)
-        what = f"{len(data)} bytes"
+        what = f"{name}, {len(data)} bytes" if name else f"{len(data)} bytes"
     elif isinstance(x, (str, os.PathLike)):
         what = str(x)
         try:
@@ -100,7 +112,7 @@ def decode_image(x: Any) -> "Image.Image":
     try:
         with _bombs_refused():
             if data is not None:
-                img = Image.open(io.BytesIO(data))
+                img = Image.open(_Named(data, what))
             img.load()
     except Exception as e:  # noqa: BLE001 - PIL raises many types (OSError, SyntaxError, EOFError, ...)
         raise fail(_problem(e), e) from e

@@ -31,7 +31,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from vlalign.datasets.readers import DatasetError, DatasetSource, image_ref, ingest_batches, load_image_input
+from vlalign.datasets.readers import (
+    DatasetError,
+    DatasetSource,
+    image_name,
+    image_ref,
+    ingest_batches,
+    load_image_input,
+)
 from vlalign.encoders import decode_image
 from vlalign.encoders.cache import auto_batch_size, load_encoder
 from vlalign.lake.digest import digest_json, digest_values, finish, hasher, update
@@ -279,13 +286,14 @@ def embed_shard(lake: Lake, spec: ShardSpec, encoder, batch_size: int = 32) -> d
     good_ids, good_inputs = [], []
     for uid, x in zip(ids, inputs):
         if spec.modality == "vision":
+            name = image_name(x, uid)  # its path, its tar member, or the item: what the reason names
             try:
                 x = load_image_input(x)  # a tar member: one byte-range read of its tar
             except OSError as e:  # a missing or truncated tar: this image's problem only
                 rejects.append(_extract_reject(spec, uid, f"cannot read image: {e}"))
                 continue
             try:
-                x = decode_image(x)
+                x = decode_image(x, name=name)
             except Exception as e:  # one bad image (any kind, a decompression bomb too) must not sink the shard
                 rejects.append(_extract_reject(spec, uid, f"cannot decode image: {type(e).__name__}: {e}"))
                 continue

@@ -15,23 +15,27 @@ Canonical items (one row per caption; an image with several captions appears on 
     sublabel     string   a finer class label, if any (emoji: CLDR subcategory, e.g. "animal-mammal")
     domain       string   visual style or source set (emoji: google | twitter)
 
-A bad single item (a missing image file, an empty caption, a duplicate id) becomes a reject row with its reason
-(stage ``read``, :func:`reject_row`); a data set that cannot be read at all raises :class:`DatasetError`.
+A bad single item (a missing image file, an empty caption, a field of the wrong type, a duplicate id) becomes a
+reject row with its reason (stage ``read``, :func:`reject_row`); a data set that cannot be read at all raises
+:class:`DatasetError`, one line naming the file, the key or line, and what was wrong. Every input is read in
+bounded time and memory (the bounds and the field checks: :mod:`vlalign.datasets.format_readers.fields`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 from urllib.parse import quote, unquote
 
 import fsspec
 import pyarrow as pa
 from fsspec.implementations.local import LocalFileSystem
 
+from vlalign.datasets.format_readers.fields import MAX_FILE_BYTES, MAX_LINE_BYTES, MAX_SHOWN, shown, text_problem
 from vlalign.lake.schemas import ITEM_SCHEMA
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")  # in the order a sample's image is chosen
@@ -39,7 +43,22 @@ CHUNK = 10_000  # items per batch for formats read from one big file
 
 
 class DatasetError(ValueError):
-    """A data set that cannot be read at all (as opposed to single bad items, which become rejects)."""
+    """A data set that cannot be read at all (as opposed to single bad items, which become rejects). The message
+    is one line: a line break from a file name or a parser's message is written as an escape."""
+
+    def __init__(self, message: str = "", *args):
+        super().__init__(str(message).replace("\r", "\\r").replace("\n", "\\n"), *args)
+
+
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")  # s3://, gs://, file://, pipe:, simplecache::, data:
+
+
+def absolute(path: str | None) -> str | None:
+    """A local path made absolute against the working folder, as given otherwise (not normalised: '..' and
+    symbolic links stay); an absolute path, a URL, a list of shard lists ('a.tar::b.tar'), '' and None unchanged."""
+    if not path or os.path.isabs(path) or "::" in path or _URL.match(path):
+        return path
+    return os.path.join(os.getcwd(), path)
 
 
 @dataclass(frozen=True)
@@ -56,6 +75,12 @@ class DatasetSource:
     lang: str = "en"  # the language of the captions (formats with captions in one language)
     # karpathy: train|val|test|restval (comma-separated for several); hf-imagefolder: a split folder
     split: str | None = None
+
+    def __post_init__(self) -> None:
+        # one rule for the command line and a spec: a local path as the user gave it, made absolute against the
+        # working folder (what the items, the run record and a Dask worker in another folder see); URLs unchanged
+        for key in ("annotations", "images"):
+            object.__setattr__(self, key, absolute(getattr(self, key)))
 
     def to_dict(self) -> dict:
         """The source as a mapping (run settings, items metadata); ``split``, added later, only when set, so that
@@ -91,13 +116,23 @@ class Batch:
 
     def add(self, item_id: str, image_id: str, image: str, caption_id: str, caption: str, lang: str | None = None,
             label: str | None = None) -> None:
+        """An item; a reject instead when one of its strings cannot be stored (too long, not valid Unicode: a
+        file name on disk that is not UTF-8), whatever the reader checked before."""
+        for what, text in (("item id", item_id), ("image id", image_id), ("image", image),
+                           ("caption id", caption_id), ("caption", caption), ("label", label)):
+            why = text_problem(text, what) if text is not None else None
+            if why:
+                self.reject(item_id, image_id, caption_id, why)
+                return
         for k, v in (("item_id", item_id), ("image_id", image_id), ("image", image), ("image_bytes", None),
                      ("caption_id", caption_id), ("caption", caption), ("lang", lang or self.source.lang),
                      ("label", label), ("sublabel", None), ("domain", self.domain)):
             self.cols[k].append(v)
 
     def reject(self, item_id: str | None, image_id: str | None, caption_id: str | None, reason: str) -> None:
-        self.rejects.append({"dataset": self.source.name, **reject_row("read", item_id, image_id, caption_id, reason)})
+        """A reject row (its ids and reason as a table can store them: escaped, at most MAX_SHOWN characters)."""
+        self.rejects.append({"dataset": self.source.name, **reject_row(
+            "read", shown(item_id), shown(image_id), shown(caption_id), shown(reason, 4 * MAX_SHOWN))})
 
     def result(self) -> ReadResult:
         return ReadResult(pa.table(self.cols, schema=ITEM_SCHEMA), self.rejects)
@@ -106,42 +141,106 @@ class Batch:
 # -- the cheap checks of files and captions --------------------------------------------------------------------
 
 
-def caption_text(value: Any) -> str | None:
-    """A caption: the stripped string, or None when it is missing or blank."""
-    return value.strip() or None if isinstance(value, str) else None
-
-
 def fail(source: DatasetSource, what: str) -> DatasetError:
     return DatasetError(f"data set {source.name!r} (format {source.format}): {what}")
 
 
-def read_lines(path: Path) -> list[str]:
-    """The lines of a text file (UTF-8, BOM and trailing blank lines dropped)."""
+def line_of(data: bytes, pos: int) -> int:
+    """The line number (from 1) of byte ``pos`` of ``data``."""
+    return data.count(b"\n", 0, pos) + 1
+
+
+def json_value(data: bytes | str) -> tuple[Any, str | None]:
+    """(the parsed JSON value, None), or (None, why not) in one line: not JSON (the parser's line and column),
+    not UTF-8 (the line), or nested deeper than the parser's recursion allows."""
     try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise DatasetError(f"cannot read {str(path)!r}: {type(e).__name__}: {e}") from e
+        return json.loads(data), None
+    except UnicodeDecodeError as e:
+        return None, f"not UTF-8 at line {line_of(data, e.start)} ({e.reason}, byte {e.start})"
+    except RecursionError:
+        return None, "nested too deeply (more levels of lists or objects than the JSON parser allows)"
+    except ValueError as e:  # JSONDecodeError (its line and column); an integer of more digits than int() takes
+        return None, str(e)
+
+
+def read_bytes(path: str | Path, what: str) -> bytes:
+    """The bytes of a file read whole, at most MAX_FILE_BYTES; DatasetError naming the file otherwise."""
+    try:
+        size = os.path.getsize(path)
+        if size > MAX_FILE_BYTES:
+            raise DatasetError(f"{what} {str(path)!r} is {size} bytes: files read whole are limited to "
+                               f"{MAX_FILE_BYTES} bytes")
+        with open(path, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    except (OSError, ValueError) as e:
+        if isinstance(e, DatasetError):
+            raise
+        raise DatasetError(f"cannot read {what} {str(path)!r}: {type(e).__name__}: {e}") from e
+    if len(data) > MAX_FILE_BYTES:
+        raise DatasetError(f"{what} {str(path)!r} is more than {MAX_FILE_BYTES} bytes: files read whole are limited")
+    return data
+
+
+def read_lines(path: Path) -> list[str]:
+    """The lines of a text file (UTF-8, BOM and trailing blank lines dropped); DatasetError naming the file and
+    the line that is not UTF-8."""
+    data = read_bytes(path, "text file")
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    try:
+        lines = data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"cannot read {str(path)!r}: line {line_of(data, e.start)} is not UTF-8 ({e.reason}, "
+                           f"byte {e.start})") from None
     while lines and not lines[-1].strip():
         lines.pop()
     return lines
 
 
 def load_json(source: DatasetSource, path: str, what: str) -> Any:
+    """A JSON file read whole (at most MAX_FILE_BYTES); DatasetError naming the file and where it is broken."""
     try:
-        with open(path, "rb") as f:
-            return json.load(f)
-    except (OSError, ValueError) as e:
-        raise fail(source, f"cannot parse {what} {path!r}: {type(e).__name__}: {e}") from e
+        value, why = json_value(read_bytes(path, what))
+    except DatasetError as e:
+        raise fail(source, str(e)) from None
+    except MemoryError:
+        raise fail(source, f"cannot parse {what} {path!r}: not enough memory") from None
+    if why:
+        raise fail(source, f"cannot parse {what} {path!r}: {why}")
+    return value
+
+
+_CR = re.compile(rb"(?<=\r)(?!\n)")  # after a lone CR: text mode's universal newlines end a line there too
+
+
+def file_lines(path: str | Path) -> Iterator[tuple[int, bytes | None]]:
+    """(line number, bytes of the line with its end) of a file read line by line as text mode would split it
+    (\\n, \\r\\n or \\r), the UTF-8 BOM dropped; None for a line longer than MAX_LINE_BYTES, which is skipped
+    (never held in memory). Decoding is the caller's: a line that is not UTF-8 is that line's problem."""
+    n = 0
+    with open(path, "rb") as f:
+        while line := f.readline(MAX_LINE_BYTES + 1):
+            if len(line) > MAX_LINE_BYTES:
+                while line and not line.endswith(b"\n"):
+                    line = f.readline(MAX_LINE_BYTES)
+                n += 1
+                yield n, None
+                continue
+            if n == 0 and line.startswith(b"\xef\xbb\xbf"):
+                line = line[3:]
+            for part in _CR.split(line) if b"\r" in line else (line,):
+                n += 1
+                yield n, part
 
 
 def need_dir(source: DatasetSource, path: str | None, what: str) -> Path:
-    if not path or not Path(path).is_dir():
+    if not path or not os.path.isdir(path):  # os.path: False for any OSError (a name too long, no permission)
         raise fail(source, f"{what} {path!r} does not exist or is not a folder")
     return Path(path)
 
 
 def need_file(source: DatasetSource, path: str | None, what: str) -> Path:
-    if not path or not Path(path).is_file():
+    if not path or not os.path.isfile(path):
         raise fail(source, f"{what} {path!r} does not exist or is not a file")
     return Path(path)
 
@@ -152,7 +251,7 @@ def is_image_name(name: str) -> bool:
 
 def missing_file(path: Path) -> str | None:
     """None if ``path`` is a file, else the reason (a stat: the bytes are checked where they are decoded)."""
-    return None if path.is_file() else f"missing image file: {path}"
+    return None if os.path.isfile(path) else f"missing image file: {path}"
 
 
 # -- files local or remote (fsspec), and their fingerprints ----------------------------------------------------
@@ -242,6 +341,16 @@ def image_ref(row_image: str | None, row_bytes: bytes | None):
     if row_image is not None and row_image.startswith(TAR_REF):
         return ByteRange.parse(row_image)
     return os.fspath(row_image)
+
+
+def image_name(ref, item: str) -> str:
+    """What a message calls an image reference of :func:`image_ref`: its tar member ('s1.jpg in a.tar'), its
+    path, or for inline bytes the item ('image <item>')."""
+    if isinstance(ref, ByteRange):
+        return f"{ref.member} in {ref.url}"
+    if isinstance(ref, (bytes, bytearray, memoryview)):
+        return f"image {item}"
+    return os.fspath(ref)
 
 
 def load_image_input(x):

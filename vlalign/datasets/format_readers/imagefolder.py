@@ -13,7 +13,6 @@ from vlalign.datasets.format_readers.base import (
     Batch,
     DatasetSource,
     ReadResult,
-    caption_text,
     fail,
     is_image_name,
     load_json,
@@ -22,6 +21,7 @@ from vlalign.datasets.format_readers.base import (
     read_lines,
     stat_keys,
 )
+from vlalign.datasets.format_readers.fields import caption_value, kind
 
 
 def _class_names(source: DatasetSource) -> list[tuple[str, str]]:
@@ -35,8 +35,12 @@ def _class_names(source: DatasetSource) -> list[tuple[str, str]]:
     path = need_file(source, source.annotations, "class names file")
     if path.suffix.lower() == ".json":
         names = load_json(source, str(path), "the class names JSON")
-        if not isinstance(names, dict) or not all(isinstance(v, str) for v in names.values()):
-            raise fail(source, f"{str(path)!r}: expected a JSON object {{folder: class name}}")
+        if not isinstance(names, dict):
+            raise fail(source, f"{str(path)!r}: expected a JSON object {{folder: class name}}, got {kind(names)}")
+        wrong = next((k for k, v in names.items() if not isinstance(v, str)), None)
+        if wrong is not None:
+            raise fail(source, f"{str(path)!r}: the class name of {wrong!r} is {kind(names[wrong])}, "
+                               "not a string (expected a JSON object {folder: class name})")
         missing = [f for f in folders if f not in names]
         if missing:
             raise fail(source, f"{str(path)!r} names no class for folder(s) {missing[:10]}"
@@ -56,7 +60,7 @@ def read(source: DatasetSource) -> Iterator[ReadResult]:
     root = Path(source.images).resolve()
     for folder, name in _class_names(source):
         batch = Batch(source)
-        caption = caption_text(name.replace("_", " "))
+        caption, bad = caption_value(name.replace("_", " "), f"the class name of folder {folder!r}")
         for dirpath, dirnames, files in os.walk(root / folder):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             for f in sorted(files):
@@ -66,7 +70,7 @@ def read(source: DatasetSource) -> Iterator[ReadResult]:
                 image_id = path.relative_to(root).as_posix()
                 if caption is None:
                     batch.reject(image_id, image_id, folder,
-                                 f"empty caption (the class name of folder {folder!r} is empty)")
+                                 bad or f"empty caption (the class name of folder {folder!r} is empty)")
                 else:
                     batch.add(image_id, image_id, str(path), folder, caption, label=name)
         yield batch.result()
@@ -81,6 +85,6 @@ def fingerprint(source: DatasetSource) -> tuple:
     """The stats of the root, the class names file and the class folders (a folder's stat changes when an image
     is added or removed)."""
     paths = [source.images] + ([source.annotations] if source.annotations else [])
-    if source.images and Path(source.images).is_dir():
+    if source.images and os.path.isdir(source.images):
         paths += sorted(e.path for e in os.scandir(source.images) if e.is_dir())
     return stat_keys(paths)

@@ -13,7 +13,6 @@ from vlalign.datasets.format_readers.base import (
     Batch,
     DatasetSource,
     ReadResult,
-    caption_text,
     fail,
     full_url,
     info_key,
@@ -21,6 +20,7 @@ from vlalign.datasets.format_readers.base import (
     tar_member_ref,
     url_fs,
 )
+from vlalign.datasets.format_readers.fields import caption_value, key_value, kind, text_problem
 from vlalign.datasets.format_readers.webdataset import sample_image, tar_samples
 
 
@@ -62,6 +62,22 @@ def _img2dataset_columns(source: DatasetSource, parquet: str) -> list[str]:
     return names
 
 
+def _img2dataset_table(source: DatasetSource, parquet: str):
+    """The columns key, caption, status, error_message (those it has) of an img2dataset parquet."""
+    names = _img2dataset_columns(source, parquet)
+    fs, path = url_fs(parquet)
+    try:
+        with fs.open(path, "rb") as f:
+            return pq.read_table(f, columns=[c for c in ("key", "caption", "status", "error_message") if c in names])
+    except Exception as e:  # noqa: BLE001 - a corrupt or truncated parquet (pyarrow raises several types)
+        raise fail(source, f"cannot read {parquet!r}: {type(e).__name__}: {e}") from e
+
+
+def _text(value) -> str | None:
+    """A status or error message as a reason shows it: a string as it is, another value by its kind."""
+    return value if value is None or isinstance(value, str) else f"<{kind(value)}>"
+
+
 def check(source: DatasetSource) -> None:
     """The layout (one listing) and the first parquet's columns; the others' are checked as they are read."""
     _img2dataset_columns(source, _img2dataset_parts(source)[0][0])
@@ -72,14 +88,11 @@ def read(source: DatasetSource) -> Iterator[ReadResult]:
     error_message; a success row's image is ``key.<ext>`` in the tar (a byte-range reference) or the folder
     beside its parquet. image_id = item_id = caption_id = the key; the caption is the parquet's."""
     seen: dict[str, str] = {}
-    for parquet, kind, where in _img2dataset_parts(source):
-        names = _img2dataset_columns(source, parquet)
-        fs, path = url_fs(parquet)
-        with fs.open(path, "rb") as f:
-            table = pq.read_table(f, columns=[c for c in ("key", "caption", "status", "error_message") if c in names])
+    for parquet, layout, where in _img2dataset_parts(source):
+        table = _img2dataset_table(source, parquet)
         batch = Batch(source)
         cut: dict[str, str] = {}
-        if kind == "tar":
+        if layout == "tar":
             images = {}
             for key, files in tar_samples(where, read=()):
                 if key is None:
@@ -87,6 +100,8 @@ def read(source: DatasetSource) -> Iterator[ReadResult]:
                     continue
                 ext = sample_image(files)
                 name = key.rsplit("/", 1)[-1]
+                if text_problem(key, "key"):  # a member name that is not UTF-8: its row says so
+                    continue
                 if ext is not None:
                     member, offset, size, _ = files[ext]
                     images.setdefault(name, tar_member_ref(where, offset, size, member))
@@ -100,25 +115,25 @@ def read(source: DatasetSource) -> Iterator[ReadResult]:
                 if is_image_name(base):
                     images.setdefault(base.split(".", 1)[0], full_url(dfs, p))
         pname = parquet.rsplit("/", 1)[-1]
-        container = where.rsplit("/", 1)[-1] + ("" if kind == "tar" else "/")
+        container = where.rsplit("/", 1)[-1] + ("" if layout == "tar" else "/")
         cols = {c: table[c].to_pylist() for c in table.column_names}
         n = table.num_rows
         for key, caption, status, error in zip(cols["key"], cols["caption"], cols.get("status", ["success"] * n),
                                                cols.get("error_message", [None] * n)):
-            key = None if key is None else str(key)
+            key, bad_key = (None, None) if key is None else key_value(key, f"key of a row of {pname}")
             if status not in (None, "success"):
-                batch.reject(key, key, key, f"download failed ({status}): {error or 'no error message'}")
+                batch.reject(key, key, key, f"download failed ({_text(status)}): {_text(error) or 'no error message'}")
                 continue
             if key is None:
-                batch.reject(None, None, None, f"a row of {pname} without a key")
+                batch.reject(None, None, None, bad_key or f"a row of {pname} without a key")
                 continue
             if key in seen:
                 batch.reject(key, key, key, f"duplicate key {key!r} (first in {seen[key]})")
                 continue
             seen[key] = pname
-            caption = caption_text(caption)
+            caption, why = caption_value(caption)
             if caption is None:
-                batch.reject(key, key, key, "empty caption")
+                batch.reject(key, key, key, why or "empty caption")
             elif key not in images:
                 batch.reject(key, key, key, cut.get(key) or f"missing image: no {key}.<image ext> in {container}")
             else:

@@ -4,6 +4,7 @@ Read in one piece; ``split`` chooses train|val|test|restval (comma-separated for
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Iterator
 
@@ -12,7 +13,6 @@ from vlalign.datasets.format_readers.base import (
     Batch,
     DatasetSource,
     ReadResult,
-    caption_text,
     fail,
     load_json,
     missing_file,
@@ -20,6 +20,7 @@ from vlalign.datasets.format_readers.base import (
     need_file,
     stat_keys,
 )
+from vlalign.datasets.format_readers.fields import caption_value, key_value, kind, name_value
 
 
 def _karpathy_doc(source: DatasetSource) -> list:
@@ -30,10 +31,30 @@ def _karpathy_doc(source: DatasetSource) -> list:
     return doc["images"]
 
 
+def _image_entry(source: DatasetSource, k: int, im) -> tuple[str, str, str, str | None]:
+    """(image id, filename, filepath, split) of ``images[k]``; DatasetError naming the key that is missing or of
+    the wrong type (an image entry is the index of its captions)."""
+    where = f"{source.annotations!r}: images[{k}]"
+    if not isinstance(im, dict) or not isinstance(im.get("sentences"), list) or "filename" not in im:
+        got = f"an object with keys {sorted(im)[:10]}" if isinstance(im, dict) else kind(im)
+        raise fail(source, f"{where} needs a 'filename' and a 'sentences' list; got {got}")
+    filename, why = name_value(im["filename"], "filename")
+    filepath, bad = name_value(im["filepath"], "filepath") if im.get("filepath") else ("", None)
+    image_id, bad_id = key_value(im["imgid"], "imgid") if "imgid" in im else (Path(filename or "").stem, None)
+    split = im.get("split")
+    if split is not None and not isinstance(split, str):
+        why = why or f"split is {kind(split)}, not a string"
+    if why or bad or bad_id:
+        raise fail(source, f"{where}: {why or bad or bad_id}")
+    return image_id, filename, filepath, split
+
+
 def read(source: DatasetSource) -> Iterator[ReadResult]:
     """Karpathy-split JSON (``dataset_flickr30k.json``, ``dataset_coco.json``): ``{"images": [{"filename",
     "filepath"?, "imgid", "split", "sentences": [{"raw", "sentid"}]}]}``. The image is
-    ``images/<filepath>/<filename>`` (or ``images/<filename>``); image_id = imgid, item/caption id = sentid."""
+    ``images/<filepath>/<filename>`` (or ``images/<filename>``); image_id = imgid, item/caption id = sentid.
+    An image entry with a key missing or of the wrong type stops the read (DatasetError naming it); a sentence
+    that is not {raw: string, sentid: integer or string} is a reject."""
     entries = _karpathy_doc(source)
     splits = {s.strip() for s in source.split.split(",")} if source.split else None
     root = Path(source.images).resolve()
@@ -43,33 +64,37 @@ def read(source: DatasetSource) -> Iterator[ReadResult]:
     selected = 0
     batch = Batch(source)
     for k, im in enumerate(entries):
-        if (not isinstance(im, dict) or not isinstance(im.get("filename"), str)
-                or not isinstance(im.get("sentences"), list)):
-            raise fail(source, f"{source.annotations!r}: images[{k}] needs a 'filename' and a 'sentences' list; "
-                               f"got {str(im)[:200]}")
-        found_splits.add(str(im.get("split")))
-        if splits is not None and im.get("split") not in splits:
+        image_id, filename, filepath, split = _image_entry(source, k, im)
+        found_splits.add(str(split))
+        if splits is not None and split not in splits:
             continue
         selected += 1
-        image_id = str(im["imgid"]) if "imgid" in im else Path(im["filename"]).stem
-        path = root / str(im.get("filepath") or "") / im["filename"]
-        if not path.is_file() and (root / im["filename"]).is_file():  # --images is the filepath folder itself
-            path = root / im["filename"]
+        path = root / filepath / filename
+        if not os.path.isfile(path) and os.path.isfile(root / filename):  # --images is the filepath folder itself
+            path = root / filename
         if image_id in seen_images:
             problem = f"duplicate image id {image_id} (images[{seen_images[image_id]}] has it too)"
         else:
             seen_images[image_id] = k
             problem = missing_file(path)
         for j, sent in enumerate(im["sentences"]):
-            sent = sent if isinstance(sent, dict) else {}
-            sid = str(sent["sentid"]) if "sentid" in sent else f"{image_id}/{j}"
+            sid, why = f"{image_id}/{j}", None
+            if not isinstance(sent, dict):
+                why = f"images[{k}].sentences[{j}] is {kind(sent)}, not an object"
+                sent = {}
+            elif "sentid" in sent:
+                sid, why = key_value(sent["sentid"], f"images[{k}].sentences[{j}].sentid")
+                if why:
+                    batch.reject(None, image_id, None, why)
+                    continue
             if sid in seen_sentences:
                 batch.reject(sid, image_id, sid, f"duplicate sentid {sid}")
                 continue
             seen_sentences.add(sid)
-            caption = caption_text(sent.get("raw"))
-            if problem or caption is None:
-                batch.reject(sid, image_id, sid, problem or "empty caption")
+            caption, bad = caption_value(sent.get("raw"), "caption ('raw')")
+            why = problem or why or bad or (None if caption else "empty caption")
+            if why:
+                batch.reject(sid, image_id, sid, why)
                 continue
             batch.add(sid, image_id, str(path), sid, caption)
         if len(batch) >= CHUNK:
@@ -79,7 +104,6 @@ def read(source: DatasetSource) -> Iterator[ReadResult]:
         raise fail(source, f"no image of split {source.split!r} in {source.annotations!r}; "
                            f"it has {sorted(found_splits)}")
     yield batch.result()
-
 
 
 def check(source: DatasetSource) -> None:

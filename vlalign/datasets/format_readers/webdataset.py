@@ -9,8 +9,8 @@ size; :func:`vlalign.datasets.format_readers.base.tar_member_ref`), which the ex
 
 from __future__ import annotations
 
-import json
 import os
+import re
 import tarfile
 from typing import Iterator
 
@@ -19,21 +19,42 @@ from vlalign.datasets.format_readers.base import (
     Batch,
     DatasetSource,
     ReadResult,
-    caption_text,
     fail,
     full_url,
     info_key,
     is_local,
+    json_value,
     tar_member_ref,
     url_fs,
 )
+from vlalign.datasets.format_readers.fields import MAX_LINE_BYTES, caption_value, text_problem
+
+MAX_SHARDS = 1 << 21  # tar shards a brace pattern may name (2,097,152): more is refused before it is expanded
+_BRACES = re.compile(r"\{([^{}]*)\}")
+_RANGE = re.compile(r"(-?\d+)\.\.(-?\d+)(?:\.\.-?\d+)?")
+
+
+def brace_count(pattern: str) -> int:
+    """An upper bound of how many names a brace pattern expands to, found without expanding it: a range
+    {a..b} (or {a..b..step}) counts b - a + 1, a list {x,y} its items, a range of letters 52."""
+    n = 1
+    for body in _BRACES.findall(pattern):
+        m = _RANGE.fullmatch(body)
+        if m:
+            n *= 10 ** 19 if max(len(m[1]), len(m[2])) > 19 else abs(int(m[2]) - int(m[1])) + 1
+        else:
+            n *= max(body.count(",") + 1, 52 if ".." in body else 1)
+    return n
 
 
 def list_shards(images: str) -> list[str]:
     """The tar shards of ``images``: a brace pattern (``shards/data-{000..009}.tar``, expanded by webdataset), a
-    glob, a folder (its ``*.tar``, sorted) or one tar; local paths or fsspec URLs. Existence is not checked."""
+    glob, a folder (its ``*.tar``, sorted) or one tar; local paths or fsspec URLs. Existence is not checked.
+    ValueError for a pattern that is not balanced or names more than MAX_SHARDS shards."""
     from webdataset.shardlists import expand_urls  # webdataset imports torch: seconds, lazy for start-up
 
+    if "{" in images and brace_count(images) > MAX_SHARDS:
+        raise ValueError(f"the brace pattern {images!r} names more than {MAX_SHARDS} shards")
     urls = list(dict.fromkeys(expand_urls(images))) if ("{" in images or "::" in images) else [images]
     out: list[str] = []
     for u in urls:
@@ -66,9 +87,16 @@ def _file_infos(urls: list[str]) -> dict[str, dict]:
     return out
 
 
+def _shards(source: DatasetSource) -> list[str]:
+    try:
+        return list_shards(source.images)
+    except ValueError as e:  # unbalanced braces, too many shards, a glob fsspec cannot read
+        raise fail(source, f"images {source.images!r}: {e}") from None
+
+
 def check(source: DatasetSource) -> None:
     """The shards exist (one listing per folder)."""
-    shards = list_shards(source.images)
+    shards = _shards(source)
     if not shards:
         raise fail(source, f"no tar shards in {source.images!r} (a brace pattern like 'shards/data-{{000..009}}.tar', "
                            "a folder of .tar files, or one .tar)")
@@ -117,11 +145,11 @@ def tar_samples(url: str, read: tuple[str, ...] = ("txt", "json")) -> Iterator[t
                     if m.offset_data + m.size > size:
                         files["!cut"] = (name, m.offset_data, m.size, None)
                         continue
-                    data = tar.extractfile(m).read() if ext in read else None
-                    files[ext] = (name, m.offset_data, m.size, data)
+                    small = ext in read and m.size <= MAX_LINE_BYTES  # a larger caption is not read: a reject
+                    files[ext] = (name, m.offset_data, m.size, tar.extractfile(m).read() if small else None)
         if end + 2 * tarfile.BLOCKSIZE > size:
             problem = f"ends at {size} bytes without its end-of-archive blocks (truncated?) after {n} members"
-    except (tarfile.TarError, OSError, EOFError) as e:
+    except (tarfile.TarError, OSError, EOFError, ValueError) as e:  # ValueError: a header field tarfile refuses
         problem = f"unreadable after {n} members: {type(e).__name__}: {e}"
     if key is not None:
         yield key, files
@@ -136,20 +164,27 @@ def sample_image(files: dict[str, tuple]) -> str | None:
 def sample_caption(files: dict[str, tuple]) -> tuple[str | None, str | None]:
     """(caption, None) or (None, why not) of a webdataset sample: its .txt, else its .json's caption/text."""
     if "txt" in files:
+        name, _, size, data = files["txt"]
+        if data is None:
+            return None, f"caption {name} is {size} bytes (more than {MAX_LINE_BYTES})"
         try:
-            caption = caption_text(files["txt"][3].decode("utf-8"))
+            caption, why = caption_value(data.decode("utf-8"), "caption (.txt)")
         except UnicodeDecodeError as e:
             return None, f"caption .txt is not UTF-8: {e}"
-        return (caption, None) if caption else (None, "empty caption (.txt)")
+        return (caption, None) if caption else (None, why or "empty caption (.txt)")
     if "json" in files:
-        try:
-            doc = json.loads(files["json"][3])
-        except ValueError as e:
-            return None, f"unreadable .json: {e}"
+        name, _, size, data = files["json"]
+        if data is None:
+            return None, f"{name} is {size} bytes (more than {MAX_LINE_BYTES})"
+        doc, why = json_value(data)
+        if why:
+            return None, f"unreadable .json: {why}"
         if not isinstance(doc, dict) or not ({"caption", "text"} & set(doc)):
             return None, "no caption: the .json has neither 'caption' nor 'text'"
-        caption = caption_text(doc.get("caption")) or caption_text(doc.get("text"))
-        return (caption, None) if caption else (None, "empty caption (.json)")
+        (caption, why), (text, why_text) = (caption_value(doc.get(k), f"{k!r} in the .json")
+                                            for k in ("caption", "text"))
+        caption = caption or text
+        return (caption, None) if caption else (None, why or why_text or "empty caption (.json)")
     return None, f"no caption (.txt, or .json with 'caption' or 'text'); the sample has {sorted(files)}"
 
 
@@ -158,7 +193,7 @@ def read(source: DatasetSource) -> Iterator[ReadResult]:
     ``key.json`` with 'caption' or 'text'). image_id = item_id = caption_id = the key; ``image`` references
     the member's bytes in the tar (read as one byte range by the extraction)."""
     seen: dict[str, str] = {}
-    for shard in list_shards(source.images):
+    for shard in _shards(source):
         batch = Batch(source)
         name = shard.rsplit("/", 1)[-1]
         for key, files in tar_samples(shard):
@@ -167,7 +202,10 @@ def read(source: DatasetSource) -> Iterator[ReadResult]:
                 continue
             ext = sample_image(files)
             caption, why = sample_caption(files)
-            if key in seen:
+            bad_key = text_problem(key, "the sample's key")
+            if bad_key:
+                why = bad_key
+            elif key in seen:
                 why = f"duplicate key {key!r} (first in {seen[key]})"
             elif "!cut" in files:
                 why = f"member {files['!cut'][0]} is cut off: {name} ends before its data does"
@@ -186,6 +224,6 @@ def read(source: DatasetSource) -> Iterator[ReadResult]:
 
 def fingerprint(source: DatasetSource) -> tuple:
     """The listing entries of the shards (size, mtime or ETag): one listing per folder, local or remote."""
-    shards = list_shards(source.images)
+    shards = _shards(source)
     infos = _file_infos(shards)
     return tuple(info_key(u, infos.get(u)) for u in shards)

@@ -4,7 +4,8 @@ image i of the image list ``test_image_names.txt`` (or ``*image_names*.txt``) be
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
+from pathlib import Path, PurePosixPath
 from typing import Iterator
 
 from vlalign.datasets.format_readers.base import (
@@ -12,13 +13,13 @@ from vlalign.datasets.format_readers.base import (
     Batch,
     DatasetSource,
     ReadResult,
-    caption_text,
     fail,
     missing_file,
     need_dir,
     read_lines,
     stat_keys,
 )
+from vlalign.datasets.format_readers.fields import caption_value, name_value
 from vlalign.lake.names import is_safe_name
 
 XTD_IMAGE_LISTS = ("test_image_names.txt",)
@@ -29,16 +30,17 @@ def _xtd_layout(source: DatasetSource) -> tuple[Path, list[tuple[str, Path]]]:
     ann = source.annotations or ""
     if any(c in ann for c in "*?["):
         folder = Path(ann).parent
-        files = sorted(p for p in folder.glob(Path(ann).name) if p.is_file())
-    elif Path(ann).is_dir():
+        files = sorted(p for p in folder.glob(Path(ann).name) if os.path.isfile(p))
+    elif os.path.isdir(ann):
         folder = Path(ann)
-        files = sorted(p for p in folder.glob("*.txt") if p.is_file())
-    elif Path(ann).is_file():
+        files = sorted(p for p in folder.glob("*.txt") if os.path.isfile(p))
+    elif os.path.isfile(ann):
         folder, files = Path(ann).parent, [Path(ann)]
     else:
         raise fail(source, f"annotations {ann!r} does not exist (expected the folder, or a pattern, of the caption "
                            "files test_1kcaptions_<lang>.txt)")
-    lists = [folder / n for n in XTD_IMAGE_LISTS if (folder / n).is_file()] or sorted(folder.glob("*image_names*.txt"))
+    lists = ([folder / n for n in XTD_IMAGE_LISTS if os.path.isfile(folder / n)]
+             or sorted(folder.glob("*image_names*.txt")))
     if len(lists) != 1:
         raise fail(source, f"expected one image list (test_image_names.txt or *image_names*.txt) in {str(folder)!r}, "
                            f"found {[p.name for p in lists]}")
@@ -79,10 +81,13 @@ def read(source: DatasetSource) -> Iterator[ReadResult]:
     ids: list[str] = []
     first: dict[str, int] = {}
     for i, name in enumerate(names):
-        image_id = Path(name).with_suffix("").as_posix() if name else f"line-{i + 1}"
+        _, bad = name_value(name, f"the image name on line {i + 1} of {image_list.name}") if name else (None, None)
+        image_id = _image_id(name) if name and not bad else f"line-{i + 1}"
         ids.append(image_id)
         if not name:
             problems.append(f"empty image name on line {i + 1} of {image_list.name}")
+        elif bad:
+            problems.append(bad)
         elif image_id in first:
             problems.append(f"duplicate image {name!r} (line {i + 1}; "
                             f"first on line {first[image_id] + 1} of {image_list.name})")
@@ -96,9 +101,10 @@ def read(source: DatasetSource) -> Iterator[ReadResult]:
         batch = Batch(source)
         for i, (line, image_id, problem) in enumerate(zip(lines, ids, problems)):
             item_id = f"{lang}/{image_id}"
-            caption = caption_text(line)
+            caption, bad = caption_value(line, f"the caption on line {i + 1} of {path.name}")
             if problem or caption is None:
-                batch.reject(item_id, image_id, item_id, problem or f"empty caption (line {i + 1} of {path.name})")
+                batch.reject(item_id, image_id, item_id,
+                             problem or bad or f"empty caption (line {i + 1} of {path.name})")
             else:
                 batch.add(item_id, image_id, str(root / names[i]), item_id, caption, lang=lang)
             if len(batch) >= CHUNK:
@@ -108,7 +114,14 @@ def read(source: DatasetSource) -> Iterator[ReadResult]:
 
 
 
+def _image_id(name: str) -> str:
+    """The image id of a name in the image list: the name without its extension ('a/b.jpg' -> 'a/b'; a name
+    with no file part, '.' or 'a/', as it is)."""
+    p = PurePosixPath(name)
+    return p.with_suffix("").as_posix() if p.name and p.suffix else p.as_posix()
+
+
 def fingerprint(source: DatasetSource) -> tuple:
     ann = source.annotations or ""
-    folder = Path(ann).parent if (any(c in ann for c in "*?[") or Path(ann).is_file()) else Path(ann)
+    folder = Path(ann).parent if (any(c in ann for c in "*?[") or os.path.isfile(ann)) else Path(ann)
     return stat_keys([str(folder), source.images] + sorted(str(p) for p in folder.glob("*.txt")))
