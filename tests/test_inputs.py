@@ -511,14 +511,15 @@ def test_extract_and_a_sweep_record_the_same_absolute_paths(tmp_path, monkeypatc
     """`vlalign extract` and a sweep spec give the same source for the same relative paths: made absolute
     against the working folder (what the run record and the items' metadata hold); the items' images are
     absolute paths either way."""
-    from vlalign.cli.main import _dataset_source, build_parser
+    from vlalign.cli.data import dataset_source
+    from vlalign.cli.parser import build_parser
     from vlalign.engine.spec import parse_spec
 
     monkeypatch.chdir(tmp_path)
     coco(tmp_path / "c", COCO_DOC)
     args = build_parser().parse_args(["extract", "--dataset", "c", "--format", "coco", "--annotations",
                                       "c/captions.json", "--images", "c/images", "--encoders", "wordllama"])
-    cli = _dataset_source(args)
+    cli = dataset_source(args)
     spec = parse_spec({"name": "s", "datasets": [{"name": "c", "format": "coco", "annotations": "c/captions.json",
                                                   "images": "c/images"}],
                        "vision_encoders": "mobilenetv2", "text_encoders": "wordllama"})
