@@ -278,7 +278,7 @@ class ReadOnlyFileSystem(AbstractFileSystem):
 
 # ------------------------------------------------------------------ the door
 def open_door(catalog_path: str, lake_root: str, fs: AbstractFileSystem | None = None,
-              limits: Limits = DEFAULT_LIMITS) -> duckdb.DuckDBPyConnection:
+              limits: Limits = DEFAULT_LIMITS, tables: set[str] | None = None) -> duckdb.DuckDBPyConnection:
     """A sealed read-only connection over the lake's catalog.
 
     A private in-memory DuckDB (its own instance: two doors never share settings, and a door always sees
@@ -288,7 +288,8 @@ def open_door(catalog_path: str, lake_root: str, fs: AbstractFileSystem | None =
 
     ``fs``: for a lake on an object store (``lake_root`` a URL such as ``s3://bucket/lake``), its fsspec
     filesystem; registered read-only (:class:`ReadOnlyFileSystem`). Without it, a URL root is refused.
-    ``limits.memory``: DuckDB's memory limit, set before the configuration is locked.
+    ``limits.memory``: DuckDB's memory limit, set before the configuration is locked. ``tables``: the public
+    tables to make views of (default: all; making a view reads the footers of its files).
     """
     root = _door_root(lake_root, fs)
     path = os.path.abspath(os.fspath(catalog_path))
@@ -309,7 +310,7 @@ def open_door(catalog_path: str, lake_root: str, fs: AbstractFileSystem | None =
         alias = Path(path).stem  # the name the catalog has when opened directly ('lake')
         con.execute(f"ATTACH {_quote(path)} AS {_ident(alias)} (READ_ONLY)")
         con.execute(f"USE {_ident(alias)}")
-        create_views(con, root)  # the public tables over this root's files (older catalogs store their views)
+        create_views(con, root, tables)  # the public tables over this root's files (older catalogs store theirs)
         dirs = ", ".join(_quote(d) for d in _allowed_directories(root))
         # This order: once external access is off, allowed_directories can no longer be set.
         con.execute(f"SET memory_limit = {_quote(limits.memory)}")
@@ -488,11 +489,16 @@ def open_query(catalog_path: str, lake_root: str, sql: str, params: dict | None 
     most ``limits.memory``; either limit, a refusal or a failure raises QueryError with one line. The connection
     is closed on leaving. ``fs``: the filesystem of an object-store lake (see :func:`open_door`)."""
     root = _door_root(lake_root, fs)
-    con = open_door(catalog_path, lake_root, fs, limits)
+    con = open_door(catalog_path, lake_root, fs, limits, tables=set())
     timer = threading.Timer(limits.seconds, con.interrupt)
     timer.daemon = True
     try:
         (query,) = admit(con, sql)
+        try:  # the views of the tables the admitted SELECT names (making a view reads its files' footers)
+            named = {name.lower() for name in con.get_table_names(query)}
+        except duckdb.Error:  # the parser cannot tell ($parameters, ...): every view
+            named = None
+        create_views(con, root, named)
         try:
             wanted = list(con.extract_statements(query)[0].named_parameters)
         except duckdb.Error:

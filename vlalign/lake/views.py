@@ -94,18 +94,20 @@ def write_lake_files(con: duckdb.DuckDBPyConnection, files: dict[str, list[str]]
         con.executemany(f"INSERT INTO {LAKE_FILES} VALUES (?, ?)", rows)
 
 
-def create_views(con: duckdb.DuckDBPyConnection, root: str) -> bool:
+def create_views(con: duckdb.DuckDBPyConnection, root: str, only: set[str] | None = None) -> bool:
     """On a connection whose current database is a catalog that lists its files relative to the root, create
-    the public views (temporary) over the files under ``root``. False (nothing created) for a catalog made
-    before lake_files existed, whose views are stored in it."""
+    the public views (temporary) over the files under ``root``: all of them, or those named in ``only``. False
+    (nothing created) for a catalog made before lake_files existed, whose views are stored in it."""
     known = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ? AND database_name = "
-                        "current_database()", [LAKE_FILES]).fetchone()[0]
+                        "current_database()", [LAKE_FILES]).fetchall()[0][0]
     if not known:
         return False
     files: dict[str, list[str]] = {}
     for placeholder, rel in con.execute(f"SELECT placeholder, path FROM {LAKE_FILES} ORDER BY placeholder, path").fetchall():
         files.setdefault(placeholder, []).append(f"{root.rstrip('/')}/{rel}")
     for name, stmt in view_statements(files, temp=True):
+        if only is not None and name not in only:
+            continue
         try:
             con.execute(stmt)
         except duckdb.Error as e:  # a damaged file: this view says so when queried, the others still answer
