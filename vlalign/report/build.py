@@ -20,6 +20,7 @@ from pathlib import Path
 from vlalign.lake.store import Lake
 from vlalign.report.cache import cached_figures
 from vlalign.report.html import Section, write_page
+from vlalign.report.plotting import style
 from vlalign.report.rundata import RunData, load_run
 from vlalign.report.studies import STUDIES
 from vlalign.report.studies.correlation import correlations_of
@@ -74,8 +75,9 @@ def plot_run(lake: Lake, run_id: str, out_dir: str | Path | None = None) -> list
 
 
 def plots_of(d: RunData, out: Path) -> list[str]:
-    """Every study's PNGs, written to ``out``, in the page's order."""
-    return [path for study in STUDIES for path in study.figures(d, out)]
+    """Every study's PNGs, written to ``out``, in the page's order, in the report's style (font sizes)."""
+    with style():
+        return [path for study in STUDIES for path in study.figures(d, out)]
 
 
 @dataclass
