@@ -125,8 +125,3 @@ def grouped_bars(ax, groups: list, series: list, stats: dict, labels: list[str] 
     ax.set_xticks(x, labels, rotation=30 if long else 0, ha="right" if long else "center")
     ax.set_ylabel("accuracy (%)")
     ax.grid(axis="y", alpha=0.3)
-
-
-def legend(ax) -> None:
-    """The legend outside the axes, right of them: it never hides a bar."""
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)

@@ -13,7 +13,7 @@ from vlalign.report.queries import CLASSIFICATION, shown
 from vlalign.report.rows import mean, over_seeds, pair_name, sort_key
 from vlalign.report.rundata import RunData
 from vlalign.report.study import Page
-from vlalign.report.tables import NOT_IN_SPEC, as_int, chance_pct, missing, narrow_table, pct
+from vlalign.report.tables import NOT_IN_SPEC, as_int, missing, narrow_table, pct
 
 SUMMARY_RANK = 60
 
@@ -61,7 +61,7 @@ def figures(d: RunData, out: Path) -> list[str]:
                             for c in ("chance", "majority"))
         ncls = next((s["n_classes"] for s in st if s["n_classes"]), None)
         ax.set_title(f"{lf}" + (f" ({ncls:.0f} classes)" if ncls else "")
-                     + f"\nchance {chance_pct(chance)}, majority class {chance_pct(majority)}")
+                     + f"\nchance {pct(chance)}, majority class {pct(majority)}")
         ax.set_xlabel("method")
         if k == 0:
             ax.set_ylabel("vision x text encoder")

@@ -1,6 +1,7 @@
 """Matching: training-free matching of held-out queries, given a base of known pairs, on the main grid (the
-data sets' own domains and languages, the spec's settings): the best pairs per method, the bars per pair, and
-the Matching section (with the retrieval tables and the rows in no study of the spec)."""
+data sets' own domains and languages, the spec's settings), each grid setting apart: the best pairs per method,
+a vision x text heat map per method, and the Matching section (with the retrieval tables and the rows in no
+study of the spec)."""
 
 from __future__ import annotations
 
