@@ -2,7 +2,9 @@
 HTML file to its DOM and to a PNG screenshot, offline and as root.
 
 Use the ``chromium`` fixture (the binary's path; the test is skipped when no Chromium can be had), then
-``dom, png = render(html_path, chromium)``.
+``dom, png = render(html_path, chromium)``, or ``layout(html_path, chromium, width=1400)`` for what the page
+looks like at that width: its height, the font size of every piece of text, the shown and natural width of
+every image.
 
 Environment: ``VLALIGN_CHROMIUM`` names a binary to use; ``VLALIGN_NO_APT`` (any value) forbids the
 ``apt-get install`` fallback.
@@ -10,8 +12,14 @@ Environment: ``VLALIGN_CHROMIUM`` names a binary to use; ``VLALIGN_NO_APT`` (any
 
 from __future__ import annotations
 
+import base64
 import functools
+import html
+import io
+import json
+import math
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -204,3 +212,96 @@ def chromium() -> str:
     if binary is None:
         pytest.skip(SKIP_MESSAGE)
     return binary
+
+
+# Run in a copy of the page (the page itself has no script): measures the laid-out page and writes the result as
+# JSON into a <pre id="vl-layout"> at the end of the body, which --dump-dom then carries out.
+LAYOUT_JS = r"""
+(function () {
+  const out = {width: document.documentElement.scrollWidth, height: document.documentElement.scrollHeight,
+               text: [], images: [], cells: []};
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  const seen = new Set();
+  while (walker.nextNode()) {
+    const el = walker.currentNode.parentElement;
+    if (!walker.currentNode.textContent.trim() || seen.has(el) || el.tagName === "SCRIPT") continue;
+    seen.add(el);
+    out.text.push({tag: el.tagName.toLowerCase(), px: parseFloat(getComputedStyle(el).fontSize),
+                   shown: el.getClientRects().length > 0, text: el.textContent.trim().slice(0, 60)});
+  }
+  for (const img of document.images) {
+    out.images.push({natural: img.naturalWidth, shown: img.getBoundingClientRect().width,
+                     alt: img.getAttribute("alt")});
+  }
+  for (const c of document.querySelectorAll("th, td")) {
+    if (c.getClientRects().length === 0) continue;
+    const range = document.createRange();
+    range.selectNodeContents(c);
+    const tops = new Set(Array.from(range.getClientRects()).filter(q => q.width > 0).map(q => Math.round(q.top)));
+    const text = c.textContent.trim();
+    out.cells.push({tag: c.tagName.toLowerCase(), text: text.slice(0, 60), width: c.getBoundingClientRect().width,
+                    words: text ? text.split(/\s+/).length : 0, lines: tops.size});
+  }
+  const pre = document.createElement("pre");
+  pre.id = "vl-layout";
+  pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+})();
+"""
+
+
+def layout(html_path: str | Path, binary: str | None = None, width: int = 1400,
+           timeout: float = RENDER_TIMEOUT_S) -> dict:
+    """The page at a window ``width`` px wide, as Chromium lays it out: ``{"width", "height"}`` of the document
+    (px), ``"text"``: one ``{"tag", "px" (computed font size), "shown" (laid out, i.e. not in a closed
+    <details>), "text"}`` per element with text of its own, ``"images"``: ``{"natural", "shown" (width, px),
+    "alt"}`` per <img> in document order, ``"cells"``: ``{"tag", "text", "width", "words", "lines"}`` per shown
+    table cell. Measured by a script added to a copy of the page (the page itself stays script-free)."""
+    binary = binary or ensure_chromium()
+    if binary is None:
+        raise RuntimeError(SKIP_MESSAGE)
+    html_path = Path(html_path).resolve()
+    text = html_path.read_text(encoding="utf-8")
+    with tempfile.TemporaryDirectory(prefix="vlalign-chromium-") as tmp:
+        tmp = Path(tmp)
+        copy = tmp / html_path.name
+        copy.write_text(text.replace("</body>", f"<script>{LAYOUT_JS}</script></body>", 1), encoding="utf-8")
+        p = _run(binary, ["--virtual-time-budget=5000", f"--window-size={width},1000", "--dump-dom"], copy.as_uri(),
+                 tmp / "profile", timeout)
+        dom, _ = _wait(p, "--dump-dom", timeout)
+    m = re.search(r'<pre id="vl-layout">(.*?)</pre>', dom, re.S)
+    if m is None:
+        raise RuntimeError(f"the layout script gave no result for {html_path}")
+    return json.loads(html.unescape(m.group(1)))
+
+
+MIN_FONT_KEY = "vlalign:min-font-px"  # the PNG text chunk where vlalign.report.plotting writes a figure's smallest font
+
+
+def readability_problems(html_path: str | Path, binary: str | None = None, width: int = 1400,
+                         max_height: int = 12_000, min_px: float = 10.0) -> list[str]:
+    """What makes the page hard to read at a window ``width`` px wide: the page ``max_height`` px tall or more,
+    or wider than the window; text smaller than ``min_px`` (computed font size); a figure whose smallest font
+    (its PNG's MIN_FONT_KEY chunk), at the width the figure is shown, is smaller than ``min_px``; a table cell
+    broken inside a word (more lines than words). Empty when none."""
+    from PIL import Image
+
+    lay = layout(html_path, binary, width)
+    problems = []
+    if lay["height"] >= max_height:
+        problems.append(f"the page is {lay['height']} px tall (limit {max_height})")
+    if lay["width"] > width:
+        problems.append(f"the page is {lay['width']} px wide, wider than the window ({width})")
+    problems += [f"text of {t['px']} px: <{t['tag']}> {t['text']!r}" for t in lay["text"] if t["px"] < min_px]
+    pngs = re.findall(r'<img src="data:image/png;base64,([^"]+)"', Path(html_path).read_text(encoding="utf-8"))
+    if len(pngs) != len(lay["images"]):
+        problems.append(f"{len(lay['images'])} images laid out, {len(pngs)} PNGs in the page")
+    for img, b64 in zip(lay["images"], pngs):
+        font = float(Image.open(io.BytesIO(base64.b64decode(b64))).info.get(MIN_FONT_KEY, "nan"))
+        shown = font * img["shown"] / img["natural"]
+        if math.isnan(shown) or shown < min_px:
+            problems.append(f"figure {img['alt']!r}: smallest font {shown:.1f} px as shown ({font} px in the PNG, "
+                            f"shown {img['shown']:.0f} of {img['natural']} px wide)")
+    problems += [f"table cell broken inside a word ({c['lines']} lines, {c['words']} words, {c['width']:.0f} px): "
+                 f"{c['text']!r}" for c in lay["cells"] if c["lines"] > max(1, c["words"])]
+    return problems

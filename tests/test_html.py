@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from vlalign.report.html import SCROLL_ROWS, Figure, Section, Table, format_cell, render_page, write_page
+from vlalign.report.html import SCROLL_ROWS, Figure, FigureRow, Section, Table, format_cell, render_page, write_page
 
 try:
     from tests.chromium import chromium, render  # noqa: F401  (the fixture)
@@ -215,3 +215,40 @@ def test_page_renders_in_chromium(tmp_path, chromium):  # noqa: F811
     assert n * 4 > 0.85 * RED_PX * RED_PX, f"only {n * 4} red pixels"
     assert RED_PX - 10 <= max(xs) - min(xs) + 2 <= RED_PX + 10
     assert RED_PX - 10 <= max(ys) - min(ys) + 2 <= RED_PX + 10
+
+
+def test_a_long_table_shows_its_first_rows_and_the_rest_a_click_away():
+    rows = [[f"pair {i}", i / 100] for i in range(30)]
+    sql = "select pair, x from t where run_id = 'it''s' and note = \"$x\""
+    page = render_page("t", [Section("S", [Table("Long", ["pair", "x (%)"], rows, note="about the rows", top=10,
+                                                 sql=sql),
+                                           Table("Hidden", ["pair", "x (%)"], rows, top=0),
+                                           Table("Short", ["pair", "x (%)"], rows[:12], top=10)])])
+    d = parse(page)
+    # the first 10 rows, the whole table in a <details>; the table without preview; the short table whole
+    assert [t["rows"] for t in d.tables] == [10, 30, 30, 12]
+    assert page.count("<details") == 2 and page.count("<summary>") == 2
+    assert "Long (first 10 of 30 rows)" in page and "Show all 30 rows" in page and "Hidden: show all 30 rows" in page
+    assert "<script" not in page.lower()
+    # the query that gives the table, as a shell line: double quotes, $ and backslashes escaped
+    assert ('vlalign query "select pair, x from t where run_id = &#x27;it&#x27;&#x27;s&#x27; and note = '
+            '\\&quot;\\$x\\&quot;"') in page
+    assert page.index("about the rows") < page.index("vl-sql\"") < page.index("<details")
+
+
+def test_units_in_column_titles_decide_how_numbers_are_shown():
+    page = render_page("t", [Section("S", [Table("Units", ["acc (%)", "chance (%)", "CKA (0-1)", "raw"],
+                                                 [[0.153, 0.002, 8.5e-4, 8.5e-4], [1.0, None, -0.0021, 0.5]])])])
+    cells = parse(page).tables[0]["cells"]
+    assert cells[0] == ["15.3", "0.20", "0.001", "8.50e-04"]
+    assert cells[1] == ["100.0", "\u2014", "-0.002", "0.500"]
+
+
+def test_figures_in_a_row_and_cells_that_never_break_inside_a_word(tmp_path):
+    plot = small_plot_png(tmp_path / "plot.png")
+    page = render_page("t", [Section("S", [FigureRow([Figure("A", plot), Figure("B", plot)]),
+                                           Table("T", ["name", "a long column title here", "note"],
+                                                 [["efficientnet-lite1 x minilm-l6", 1, "word " * 20]])])])
+    assert page.count('<div class="vl-row">') == 1 and parse(page).figures == 2
+    assert '<th scope="col" class="num long">a long column title here</th>' in page
+    assert '<td class="wrap">' in page and "overflow-wrap: anywhere" not in page.split("table.vl-table")[1]

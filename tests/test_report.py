@@ -23,13 +23,18 @@ import pyarrow as pa
 import pytest
 
 import vlalign.report.build as report
-from vlalign.lake.views import SQL_DIR, load_sql
 from vlalign.lake.schemas import TABLE_SCHEMAS
+from vlalign.lake.views import SQL_DIR, load_sql
 from vlalign.report import rundata
 from vlalign.report.plan import Plan
 from vlalign.report.rows import measure_name, over_seeds, pair_name
 from vlalign.report.studies import concepts
 from vlalign.report.studies.correlation import CORRELATION_KEYS
+
+try:
+    from tests.chromium import chromium, readability_problems  # noqa: F401  (the fixture)
+except ImportError:  # tests/ itself on sys.path
+    from chromium import chromium, readability_problems  # noqa: F401
 
 RUN = "it's"  # the run under test
 OTHER = "other"  # a second run in the same tables, which no query for RUN may see
@@ -350,15 +355,17 @@ def test_summary_text(bound_query):
         "(chance 2.00%, best = 20x chance; mean [min-max] over 2 seeds)",
         "  matching  relative: best v2 x t1 51.0% [50.0-52.0], v1 x t1 31.0% [30.0-32.0]  "
         "(chance 3.00%, best = 17x chance; mean [min-max] over 2 seeds)",
-        "  retrieval local_cka: R@1 image->text 21.0%, text->image 13.5% (mean over pairs; best v1 x t1 26.0%)",
+        "  retrieval local_cka: R@1 image->text 21.0%, text->image 13.5% (mean over pairs; best v1 x t1 26.0%; "
+        "chance 2.00%)",
         "  cross-domain google->twitter: local_cka 11.0%, relative 26.0%  "
-        "(same domain google->google: local_cka 24.3%, relative 41.0%)",
-        "  cross-lingual de: t1 best relative 36.0% (en 41.0%); skipped 1 text encoder(s), 8 rows: "
-        "t2 (English-only in the catalog)",
+        "(same domain google->google: local_cka 24.3%, relative 41.0%; chance 2.00%)",
+        "  cross-lingual t1: best method relative: de 36.0%; en (main) 41.0%; chance 3.00%",
+        "  cross-lingual skipped: 8 rows, text encoder t2 (English-only in the catalog), in 1 language (de)",
         "  classification label (10 classes): best method relative 66.0% (mean over pairs and seeds; best pair "
         "v2 x t2 71.0%) vs chance 10.0%, majority 20.0%",
-        "  curves (v1 x t1): base 20->50: local_cka 21.0%->41.0%; query 50->100: local_cka 41.0%->31.0%; "
-        "ablation best local_cka kmeans_image+stretch 56.0%, worst local_cka kmeans_image 36.0%",
+        "  curves (v1 x t1): base 20->50: local_cka 21.0%->41.0% (chance 2.00%); query 50->100: local_cka "
+        "41.0%->31.0% (chance 2.00%->1.00%); ablation best local_cka kmeans_image+stretch 56.0%, worst local_cka "
+        "kmeans_image 36.0% (chance 2.00%)",
         "  rejects in emoji: 3 (caption 1, decode 2; vlalign query \"select * from rejects\")",
         "  rejects in o'brien: 3 (decode 3; vlalign query \"select * from rejects\")",
     ]
@@ -471,7 +478,8 @@ def test_write_report_shows_every_study(bound_query, tmp_path):
         assert sec["tables"] and all(n == rows > 0 for n, rows in sec["tables"]), sid
         assert "not in this run's spec" not in sec["text"], sid
     assert len(page.imgs) == len(PNGS) and all(src.startswith("data:image/png;base64,") for src in page.imgs)
-    assert "skipped (2 rows): English-only in the catalog" in page.sections["sec-cross-lingual"]["text"]
+    assert ("Skipped: 8 rows, text encoder t2 (English-only in the catalog), in 1 language (de)"
+            in page.sections["sec-cross-lingual"]["text"])  # one line for the skipped rows
     assert SKIP_NOTE in page.sections["sec-cross-lingual"]["text"]
     assert "in no study of the spec" in page.sections["sec-matching"]["text"]  # the seed-7 row is shown too
     text = path.read_text(encoding="utf-8")
@@ -559,3 +567,55 @@ def test_the_figures_cache_key_covers_every_report_module(tmp_path, monkeypatch)
         assert cache.code_digest() != before, path.relative_to(code)
         path.write_text(text, encoding="utf-8")
     assert cache.code_digest() == before
+
+
+def test_grid_settings_are_kept_apart(bound_query, tmp_path, monkeypatch):
+    """Two base selections in the grid: the summary, the correlations and the page never average over them
+    (local_cka v1 x t1: random 41.0%, kmeans_image 36.0%; the two together would be 38.5%)."""
+    spec = {**SPEC, "base_selection": ["random", "kmeans_image"]}
+    monkeypatch.setattr(report, "load_run", lambda lake, run_id, real=report.load_run: _with_spec(real(lake, run_id),
+                                                                                                  spec))
+    lines = report.summary(LAKE, RUN).splitlines()
+    assert ("  matching local_cka (kmeans_image): best v1 x t1 36.0% [35.0-37.0]  (chance 2.00%, best = 18x chance; "
+            "mean [min-max] over 2 seeds)") in lines
+    assert any(line.startswith("  matching       local_cka (random): best v1 x t1 41.0% [40.0-42.0], ") for line in lines)
+    assert any(line.startswith("  retrieval local_cka (random): R@1 ") for line in lines)  # named, though alone
+    assert not any("38.5%" in line for line in lines)
+    settings = {c["setting"] for c in report.correlations(LAKE, RUN)}
+    assert settings == {"base 50, query 50, random, no stretch, protocol default",
+                        "base 50, query 50, kmeans_image, no stretch, protocol default"}
+    text = report.write_report(SimpleNamespace(root=str(tmp_path), is_local=True), RUN, tmp_path / "out").read_text()
+    matching = text[text.index('id="sec-matching"'):text.index('id="sec-curves"')]
+    assert '<th scope="col">selection</th>' in matching and "38.5" not in matching
+
+
+def _pct_column(table) -> int:
+    """The index of a table's first column in % (or, for CKA rows, its score)."""
+    return next(j for j, c in enumerate(table.columns) if c.endswith("(%)") or c == "score (0-1)")
+
+
+def test_every_query_shown_under_a_table_gives_that_table(bound_query, con):
+    """The `vlalign query` line under each long table, run over the views, gives the table's rows and numbers."""
+    from vlalign.report.html import Table
+    from vlalign.report.studies import STUDIES
+    from vlalign.report.study import Page
+
+    d = report.load_run(LAKE, RUN)
+    sections = [s.section(d, Page(plots=[], summary=report.summary_of(d))) for s in STUDIES]
+    tables = [t for s in sections if s for t in s.items if isinstance(t, Table) and t.sql]
+    assert len(tables) == 7, [t.title for t in tables]  # CKA, matching, retrieval, curves, x-lingual, x-domain, cls
+    for t in tables:
+        res = con.sql(t.sql)
+        got = res.fetchall()
+        assert len(got) == t.n_rows, (t.title, t.sql)
+        j, k = _pct_column(t), next(i for i, c in enumerate(res.columns) if c.endswith("_pct") or c == "cka")
+        scale = 1 if res.columns[k] == "cka" else 100
+        want = sorted(scale * r[j] for r in t.rows)
+        assert sorted(r[k] for r in got) == pytest.approx(want, abs=0.051 if scale == 100 else 5e-4), t.title
+
+
+def test_the_page_reads_at_a_glance_in_chromium(bound_query, tmp_path, chromium):  # noqa: F811
+    """At 1400 px: under 12,000 px tall, no text under 10 px (the figures' at the width they are shown), no table
+    cell broken inside a word."""
+    path = report.write_report(SimpleNamespace(root=str(tmp_path), is_local=True), RUN, tmp_path / "out")
+    assert readability_problems(path, chromium) == []

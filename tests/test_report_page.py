@@ -26,9 +26,9 @@ from vlalign.lake.store import Lake
 pytestmark = pytest.mark.slow
 
 try:
-    from tests.chromium import render
+    from tests.chromium import readability_problems, render
 except ImportError:  # tests/ itself on sys.path
-    from chromium import render
+    from chromium import readability_problems, render
 
 N_IMAGES = 60
 SEEDS = [0, 1]
@@ -190,6 +190,12 @@ def test_write_report_writes_every_plot_and_a_page_that_chromium_renders(swept, 
     px = list(small.get_flattened_data()) if hasattr(small, "get_flattened_data") else list(small.getdata())
     assert sum(p == (255, 255, 255) for p in px) > 0.3 * len(px)
     assert sum(max(p) < 90 for p in px) > 100
+
+
+def test_the_page_reads_at_a_glance_at_1400_px(report_dir, chromium):
+    """Laid out by Chromium 1400 px wide: under 12,000 px tall, no wider than the window, no text under 10 px (a
+    figure's smallest font taken at the width the figure is shown), no table cell broken inside a word."""
+    assert readability_problems(report_dir, chromium, width=1400, max_height=12_000, min_px=10) == []
 
 
 def test_summary_and_cli_report_name_each_study(swept, tmp_path):

@@ -20,6 +20,7 @@ from pathlib import Path
 from vlalign.lake.store import Lake
 from vlalign.report.cache import cached_figures
 from vlalign.report.html import Section, write_page
+from vlalign.report.plotting import style
 from vlalign.report.rundata import RunData, load_run
 from vlalign.report.studies import STUDIES
 from vlalign.report.studies.correlation import correlations_of
@@ -67,15 +68,17 @@ def _copy_to_lake(lake: Lake, run_id: str, paths: list) -> None:
 
 def plot_run(lake: Lake, run_id: str, out_dir: str | Path | None = None) -> list[str]:
     """PNG plots of a run, each only when its data exists: a CKA heat map per measure (cka_<kernel>[_debiased]
-    .png), main-grid matching bars (matching.png), curves.png and ablation.png, the CKA vs matching scatter
-    (scatter.png), cross_lingual.png, cross_domain.png, classification.png and concepts.png. Default folder:
-    <lake>/reports/run=<run_id>/. Returns the paths written."""
+    .png), main-grid matching heat maps, one per method and grid setting (matching.png), curves.png and
+    ablation.png, the CKA vs matching scatter (scatter.png), and the heat maps cross_lingual.png, cross_domain.png
+    and classification.png, and concepts.png. Default folder: <lake>/reports/run=<run_id>/. Returns the paths
+    written."""
     return plots_of(load_run(lake, run_id), _out_dir(lake, run_id, out_dir))
 
 
 def plots_of(d: RunData, out: Path) -> list[str]:
-    """Every study's PNGs, written to ``out``, in the page's order."""
-    return [path for study in STUDIES for path in study.figures(d, out)]
+    """Every study's PNGs, written to ``out``, in the page's order, in the report's style (font sizes)."""
+    with style():
+        return [path for study in STUDIES for path in study.figures(d, out)]
 
 
 @dataclass

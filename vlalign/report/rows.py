@@ -11,10 +11,20 @@ import re
 import statistics
 from typing import Callable, Iterable
 
+SETTING_FIELDS = ("base_size", "query_size", "base_selection", "stretch", "protocol")
+
 
 def measure_name(kernel: str, debiased: bool | None) -> str:
     """A CKA measure's label: the kernel, with ' (debiased)' for the debiased-HSIC estimator."""
     return f"{kernel} (debiased)" if debiased else kernel
+
+
+def measure_title(kernel: str, debiased: bool | None) -> str:
+    """A measure as a reader names it: 'CKA (linear)', 'CKA (rbf, debiased)', 'mutual kNN (k=10)'."""
+    m = re.fullmatch(r"mutual_knn_k(\d+)", kernel)
+    if m:
+        return f"mutual kNN (k={m.group(1)})" + (" (debiased)" if debiased else "")
+    return f"CKA ({kernel}{', debiased' if debiased else ''})"
 
 
 def pair_name(r: dict) -> str:
@@ -29,6 +39,40 @@ def route(r: dict) -> str:
 
 def setting_cols(r: dict) -> tuple:
     return (r["base_size"], r["query_size"], r["base_selection"], r["stretch"])
+
+
+def setting_of(r: dict) -> tuple:
+    """A row's grid setting (SETTING_FIELDS): what results of different settings must never be averaged over."""
+    return tuple(r.get(f) for f in SETTING_FIELDS)
+
+
+def setting_text(s: tuple, fields: Iterable[int] = range(len(SETTING_FIELDS))) -> str:
+    """'base 320, query 500, kmeans_image, stretch, protocol default' (the ``fields`` of it, by index)."""
+    b, q, sel, stretch, protocol = s
+    words = (f"base {b}", f"query {q}", str(sel), "stretch" if stretch else "no stretch", f"protocol {protocol}")
+    return ", ".join(words[i] for i in fields)
+
+
+def setting_labels(settings: Iterable[tuple]) -> dict[tuple, str]:
+    """{setting: its label}, the label naming only what differs between the settings ('' when there is one; a
+    protocol of None, rows that do not record theirs, differs from none)."""
+    settings = list(dict.fromkeys(settings))
+    vary = [i for i in range(len(SETTING_FIELDS))
+            if len({s[i] for s in settings if s[i] is not None or SETTING_FIELDS[i] != "protocol"}) > 1]
+    return {s: setting_text(s, vary) if vary else "" for s in settings}
+
+
+def sort_key(k: tuple) -> tuple:
+    """A table's row order: numbers before text, numbers by value."""
+    return tuple((0, v) if isinstance(v, (int, float)) and not isinstance(v, bool) else (1, str(v)) for v in k)
+
+
+def by_setting(rows: Iterable[dict]) -> dict[tuple, list[dict]]:
+    """The rows of each grid setting, the settings in sort_key order."""
+    out: dict[tuple, list[dict]] = {}
+    for r in rows:
+        out.setdefault(setting_of(r), []).append(r)
+    return dict(sorted(out.items(), key=lambda kv: sort_key(kv[0])))
 
 
 def skip_reason(note: str | None) -> str:

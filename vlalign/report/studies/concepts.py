@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vlalign.report.html import Section, Table
+from vlalign.report.html import Section
 from vlalign.report.plotting import new_figure, save
+from vlalign.report.queries import CONCEPT_BREAKDOWN, shown
 from vlalign.report.rows import pair_name
 from vlalign.report.rundata import RunData
 from vlalign.report.study import Page
-from vlalign.report.tables import missing, pct
+from vlalign.report.tables import missing, narrow_table, pct
 
 SUMMARY_RANK = 80
 
@@ -45,11 +46,11 @@ def figures(d: RunData, out: Path) -> list[str]:
                         key=lambda r: r["bin"])
             ax.plot([f"{r['low']:.2g}-{r['high']:.2g}" for r in rs], [100 * r["p_at_10"] for r in rs], marker="o",
                     label=f"{key[0]} x {key[1]} ({key[2]})")
-        ax.set_title(f"P@10 by {prop.replace('_', ' ')} (bins)", fontsize=9)
+        ax.set_title(f"P@10 by {prop.replace('_', ' ')} (bins)")
         ax.set_xlabel(prop.replace("_", " "))
         ax.set_ylabel("P@10 (%)")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=6)
+    axes[0].legend()
     return [save(fig, out / "concepts.png")]
 
 
@@ -57,17 +58,20 @@ def section(d: RunData, page: Page) -> Section:
     items: list = []
     if d.concepts:
         items += page.figure("concepts.png", "Concept alignment by concept property")
-        items.append(Table("Concept alignment (k-fold; hit: any alias of the concept in the top k)",
-                           ["pair", "mapping", "retrieval", "seed", "concepts", "aliases", "P@1", "P@10", "P@100",
-                            "note"],
-                           [(pair_name(r), r["mapping"], r["retrieval"], r["seed"], r["n_concepts"], r["n_aliases"],
-                             r["p_at_1"], r["p_at_10"], r["p_at_100"], r["note"]) for r in d.concepts]))
-        items.append(Table("P@k by concept property (quantile bins)",
-                           ["pair", "mapping", "retrieval", "property", "bin", "low", "high", "n", "missing", "P@1",
-                            "P@10", "P@100", "note"],
-                           [(pair_name(r), r["mapping"], r["retrieval"], r["property"], r["bin"], r["low"], r["high"],
-                             r["n"], r["n_missing"], r["p_at_1"], r["p_at_10"], r["p_at_100"], r["note"])
-                            for r in d.concept_breakdown]))
+        items.append(narrow_table("Concept alignment (k-fold; hit: any alias of the concept in the top k)",
+                                  ["pair", "mapping", "retrieval", "seed", "concepts", "aliases", "P@1 (%)", "P@10 (%)",
+                                   "P@100 (%)", "note"],
+                                  [(pair_name(r), r["mapping"], r["retrieval"], r["seed"], r["n_concepts"],
+                                    r["n_aliases"], r["p_at_1"], r["p_at_10"], r["p_at_100"], r["note"])
+                                   for r in d.concepts],
+                                  note="The random-orthogonal and shuffled-dictionary maps are the chance level."))
+        items.append(narrow_table("P@k by concept property (quantile bins)",
+                                  ["pair", "mapping", "retrieval", "property", "bin", "low", "high", "n", "missing",
+                                   "P@1 (%)", "P@10 (%)", "P@100 (%)", "note"],
+                                  [(pair_name(r), r["mapping"], r["retrieval"], r["property"], r["bin"], r["low"],
+                                    r["high"], r["n"], r["n_missing"], r["p_at_1"], r["p_at_10"], r["p_at_100"],
+                                    r["note"]) for r in d.concept_breakdown],
+                                  sql=shown(CONCEPT_BREAKDOWN, run_id=d.run_id)))
     else:
         items.append(missing(d, bool(d.spec and d.spec.concepts)))
     return Section("Concepts", items, intro="Concept alignment (Li et al.): each concept's mean image "

@@ -5,14 +5,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vlalign.report.html import Section, Table
-from vlalign.report.plotting import colors, grouped_bars, legend, new_figure, save
-from vlalign.report.rows import over_seeds, pair_name
+from vlalign.report.html import FigureRow, Section
+from vlalign.report.plotting import colors, grouped_bars, new_figure, save
+from vlalign.report.queries import MATCHING, Raw, curve_rows, shown
+from vlalign.report.rows import over_seeds, pair_name, setting_cols, sort_key
 from vlalign.report.rundata import RunData
 from vlalign.report.study import Page
-from vlalign.report.tables import NOT_IN_SPEC, missing, pct, sort_key
+from vlalign.report.tables import NOT_IN_SPEC, chance_pct, missing, narrow_table, pct
 
 SUMMARY_RANK = 70
+
+POINT_KEYS = "base_size, query_size, base_selection, stretch, method"
+KIND_NAMES = {"base_size": "base size", "query_size": "query size", "ablation": "ablation"}
 
 
 def curve_points(d: RunData) -> dict[tuple, dict]:
@@ -32,7 +36,7 @@ def _pairs(d: RunData) -> list[str]:
 
 
 def lines(d: RunData, top: int) -> list[str]:
-    """One line: each curve's first and last point per method, the ablation's best and worst."""
+    """One line: each curve's first and last point per method (chance beside), the ablation's best and worst."""
     cv = d.spec.curves if d.spec else None
     if not cv:
         return [f"  curves: {NOT_IN_SPEC}"] if d.spec else []
@@ -46,15 +50,20 @@ def lines(d: RunData, top: int) -> list[str]:
             continue
         xs = sorted({k[2] for k in st})
         methods = sorted({k[1] for k in st})
+        ends = [next((v["chance"] for k, v in st.items() if k[2] == x and v["chance"] is not None), None)
+                for x in (xs[0], xs[-1])]
+        chance = chance_pct(ends[0]) if ends[0] == ends[1] else f"{chance_pct(ends[0])}->{chance_pct(ends[1])}"
         parts.append(f"{axis} {xs[0]}->{xs[-1]}: " + ", ".join(
             f"{m} {pct(st[(kind, m, xs[0])]['mean']) if (kind, m, xs[0]) in st else 'n/a'}->"
-            f"{pct(st[(kind, m, xs[-1])]['mean']) if (kind, m, xs[-1]) in st else 'n/a'}" for m in methods))
+            f"{pct(st[(kind, m, xs[-1])]['mean']) if (kind, m, xs[-1]) in st else 'n/a'}" for m in methods)
+            + f" (chance {chance})")
     abl = {k: v for k, v in pts.items() if k[0] == "ablation"}
     if abl:
         (_, m, (sel, stretch)), st = max(abl.items(), key=lambda x: x[1]["mean"])
         worst = min(abl.items(), key=lambda x: x[1]["mean"])
         parts.append(f"ablation best {m} {sel}{'+stretch' if stretch else ''} {pct(st['mean'])}, worst "
-                     f"{worst[0][1]} {worst[0][2][0]}{'+stretch' if worst[0][2][1] else ''} {pct(worst[1]['mean'])}")
+                     f"{worst[0][1]} {worst[0][2][0]}{'+stretch' if worst[0][2][1] else ''} {pct(worst[1]['mean'])} "
+                     f"(chance {chance_pct(st['chance'])})")
     return [f"  curves ({', '.join(_pairs(d))}): " + "; ".join(parts)]
 
 
@@ -69,18 +78,22 @@ def figures(d: RunData, out: Path) -> list[str]:
     if abl:
         groups = sorted({g for g, _ in abl}, key=lambda g: (g[0], g[1]))
         methods = sorted({m for _, m in abl})
-        fig, (ax,) = new_figure(1.6 + max(6.0, 1.2 * len(groups) * len(methods) / 2 + 2), 4.0)
+        fig, (ax,) = new_figure(2.2 + 0.35 * len(groups) * max(1, len(methods)), 3.0)
         grouped_bars(ax, groups, methods, abl, labels=[f"{s}\n{'stretch' if st else 'no stretch'}" for s, st in groups])
-        ax.set_title(f"Ablation: base selection x stretch (base {d.plan.first.base_size}, query "
-                     f"{d.plan.first.query_size})\nerror bars min-max over seeds", fontsize=9)
-        legend(ax)
+        chance = [st["chance"] for st in abl.values() if st["chance"] is not None]
+        if chance:
+            ax.axhline(100 * chance[0], color="k", ls="--", lw=1, label=f"chance {chance_pct(chance[0])}")
+        ax.set_xlabel("base selection, stretch")
+        ax.set_title(f"Ablation (base {d.plan.first.base_size}, query {d.plan.first.query_size})\n"
+                     "bars: mean, error bars: min-max over seeds")
+        fig.legend(loc="outside lower center", ncols=len(methods) + 1)
         written.append(save(fig, out / "ablation.png"))
     return written
 
 
 def _plot_curves(d: RunData, pts: dict[tuple, dict], kinds: list[str], out: Path) -> str:
     chance = over_seeds([r for r in d.matching if d.plan.curve_kinds(r)], lambda r: (r["base_size"], r["query_size"]))
-    fig, axes = new_figure(5.0 * len(kinds), 3.8, ncols=len(kinds))
+    fig, axes = new_figure(3.4 * len(kinds), 3.0, ncols=len(kinds))
     f = d.plan.first
     for ax, kind in zip(axes, kinds):
         methods = sorted({p[1] for p in pts if p[0] == kind})
@@ -99,32 +112,38 @@ def _plot_curves(d: RunData, pts: dict[tuple, dict], kinds: list[str], out: Path
         fixed = f"query size {f.query_size}" if kind == "base_size" else f"base size {f.base_size}"
         ax.set_xlabel(kind.replace("_", " "))
         ax.set_ylabel("accuracy (%)")
-        ax.set_title(f"accuracy vs {kind.replace('_', ' ')} ({fixed})\nband: min-max over seeds", fontsize=9)
+        ax.set_title(f"accuracy vs {kind.replace('_', ' ')} ({fixed})")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend()
+    fig.suptitle(f"{', '.join(_pairs(d))}: mean over seeds, band min-max over seeds", x=0.01, ha="left")
     return save(fig, out / "curves.png")
 
 
-def _xlabel(x) -> object:
-    if isinstance(x, tuple):
-        return f"{x[0]}{' + stretch' if x[1] else ''}"
-    return x
-
-
 def section(d: RunData, page: Page) -> Section:
-    items = [*page.figure("curves.png", "Accuracy vs base size and vs query size",
-                          "mean over seeds, band min-max over seeds, dashed: chance"),
-             *page.figure("ablation.png", "Ablation: stretch x base selection", "error bars min-max over seeds")]
-    pts = curve_points(d)
-    if pts:
-        items.append(Table("Curve and ablation points",
-                           ["curve", "method", "x", "seeds", "mean", "min", "max", "chance"],
-                           [(k[0], k[1], _xlabel(k[2]), st["seeds"], st["mean"], st["min"], st["max"], st["chance"])
-                            for k, st in sorted(pts.items(), key=lambda kv: sort_key(kv[0]))],
-                           note="x: the base size, the query size, or base selection + stretch; a point that is also a "
-                                "main-grid setting is the main grid's row."))
+    figs = [*page.figure("curves.png", "Accuracy vs base size and vs query size",
+                         "mean over seeds, band min-max over seeds, dashed: chance"),
+            *page.figure("ablation.png", "Ablation: stretch x base selection", "dashed: chance")]
+    items: list = [FigureRow(figs)] if figs else []
+    rows = [r for r in d.matching if d.plan.curve_kinds(r)]
+    if rows:
+        stats = over_seeds(rows, lambda r: (*setting_cols(r), r["method"]))
+        on = {}
+        for r in rows:
+            on.setdefault((*setting_cols(r), r["method"]), set()).update(d.plan.curve_kinds(r))
+        items.append(narrow_table("Curve and ablation points: accuracy per setting and method",
+                                  ["base", "query", "selection", "stretch", "method", "on", "seeds", "mean (%)",
+                                   "min (%)", "max (%)", "chance (%)"],
+                                  [(*k, ", ".join(KIND_NAMES[x] for x in KIND_NAMES if x in on[k]), st["seeds"],
+                                    st["mean"], st["min"], st["max"], st["chance"])
+                                   for k, st in sorted(stats.items(), key=lambda kv: sort_key(kv[0]))],
+                                  note="on: the curves a setting is a point of (the spec's first setting is a point "
+                                       "of all three, and a main-grid row).",
+                                  sql=shown(MATCHING, keys=Raw(POINT_KEYS), run_id=d.run_id, where=curve_rows(d.plan),
+                                            order=Raw(POINT_KEYS))))
     else:
         items.append(missing(d, bool(d.spec and d.spec.curves)))
     pairs = _pairs(d)
     return Section("Curves", items, intro=("Matching accuracy as the base and the query set grow, and the stretch "
                                            "x selection ablation" + (f" ({', '.join(pairs)})." if pairs else ".")))
+
+

@@ -3,6 +3,7 @@ record; the page's last section."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from vlalign.report.html import Section, Table
@@ -30,6 +31,18 @@ def figures(d: RunData, out: Path) -> list[str]:
     return []
 
 
+def _text(v) -> str:
+    """A record field as text; the spec's JSON with a space after each separator, so that it wraps between items."""
+    if isinstance(v, (dict, list)):
+        return json.dumps(v, separators=(", ", ": "), ensure_ascii=False)
+    if isinstance(v, str) and v.startswith("{"):
+        try:
+            return json.dumps(json.loads(v), separators=(", ", ": "), ensure_ascii=False)
+        except ValueError:
+            pass
+    return str(v)
+
+
 def section(d: RunData, page: Page) -> Section:
     items = []
     rej = [(ds, r["stage"], r["n"]) for ds, rs in d.rejects.items() for r in rs]
@@ -45,5 +58,5 @@ def section(d: RunData, page: Page) -> Section:
                        note="rows shown: distinct results (a result that two cells hold is counted once)."))
     rec = d.record or {}
     items.append(Table("Run record", ["field", "value"],
-                       [(k, None if rec.get(k) is None else str(rec.get(k))) for k in RECORD_FIELDS]))
+                       [(k, None if rec.get(k) is None else _text(rec[k])) for k in RECORD_FIELDS]))
     return Section("Runs and data", items)
