@@ -58,11 +58,16 @@ REQUIRED = {
 # ... and every module of the library's subpackages (a subpackage left out of pyproject's `packages` fails here)
 REQUIRED |= {p.relative_to(REPO).as_posix() for p in (REPO / "vlalign").rglob("*.py")}
 
-# Not copied into the build tree: environments, caches, build outputs, lakes.
-_IGNORE = shutil.ignore_patterns(
-    ".git", ".venv", "venv", "lake", ".prefect", "__pycache__", "*.pyc", "build", "dist", "*.egg-info",
+# Not copied into the build tree: environments, caches, build outputs, and the checkout's own lake (lake/ at its
+# top only: vlalign/lake is the library's lake package).
+_PATTERNS = shutil.ignore_patterns(
+    ".git", ".venv", "venv", ".prefect", "__pycache__", "*.pyc", "build", "dist", "*.egg-info",
     ".pytest_cache", "out", ".cache", "*.tmp",
 )
+
+
+def _IGNORE(folder: str, names: list[str]) -> set[str]:
+    return _PATTERNS(folder, names) | ({"lake"} & set(names) if Path(folder) == REPO else set())
 
 
 def _run(cmd: list[str], env: dict, cwd: Path, timeout: int = TIMEOUT) -> subprocess.CompletedProcess:
