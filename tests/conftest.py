@@ -5,10 +5,13 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -29,13 +32,62 @@ configure_environment(_HOME)
 REPO = Path(__file__).resolve().parent.parent
 
 
+PREFECT_DB = "prefect.db"  # Prefect's database in its home folder (the default database URL)
+_MIGRATED_DB = Path(_HOME) / "prefect-migrated.db"
+
+
 @pytest.fixture(scope="session")
 def prefect_server():
-    """A real Prefect API server (temporary, 127.0.0.1) shared by every test that runs a flow."""
+    """A real Prefect API server (temporary, 127.0.0.1) shared by every test that runs a flow.
+
+    Its database, as it is once the server answers (tables made, nothing run yet), is kept for
+    :func:`seed_prefect_home`."""
+    import sqlite3
+
     from vlalign.flows.runtime import prefect_api
 
     with prefect_api() as url:
+        src, dst = sqlite3.connect(Path(os.environ["PREFECT_HOME"]) / PREFECT_DB), sqlite3.connect(_MIGRATED_DB)
+        try:
+            src.backup(dst)  # a consistent copy of a database in use
+        finally:
+            src.close()
+            dst.close()
         yield url
+
+
+@pytest.fixture
+def seed_prefect_home(prefect_server):
+    """seed(home): put an empty Prefect database with its tables made in the Prefect home folder ``home``, so
+    that a server a test starts there skips making them (5-10 s of every fresh server's start-up)."""
+
+    def seed(home: Path) -> Path:
+        home.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(_MIGRATED_DB, home / PREFECT_DB)
+        return home
+
+    return seed
+
+
+@pytest.fixture
+def flows_on_threads(monkeypatch):
+    """The flows of CLI commands run in this process (`main([...])`) on threads instead of a new LocalCluster,
+    for tests that check nothing about Dask: no cluster to start, and each encoder is loaded once per test
+    session instead of once per worker process. Fails the test if no command asked for a task runner."""
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    import vlalign.flows.runtime
+
+    asked: list[int | None] = []
+
+    def on_threads(address=None, n_workers=None, threads_per_worker=1):
+        assert address is None, "a test on threads names no Dask scheduler"
+        asked.append(n_workers)
+        return ThreadPoolTaskRunner(max_workers=n_workers or 2)
+
+    monkeypatch.setattr(vlalign.flows.runtime, "dask_task_runner", on_threads)
+    yield asked
+    assert asked, "no flow asked vlalign.flows.runtime.dask_task_runner for its task runner"
 
 
 def emoji_pngs(n: int, domain: str = "google") -> list[tuple[str, bytes]]:
@@ -130,12 +182,14 @@ def dask_cluster(prefect_server, tmp_path):
     env = {**os.environ, "PREFECT_API_URL": prefect_server}
     logs = tmp_path / "dask-logs"
     logs.mkdir()
+    # each in a process group of its own, so that teardown can stop a program with every process it started
     sched = subprocess.Popen([str(VENV_BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
-                              "--no-dashboard"], env=env, stdout=open(logs / "scheduler.log", "w"), stderr=subprocess.STDOUT)
+                              "--no-dashboard"], env=env, stdout=open(logs / "scheduler.log", "w"), stderr=subprocess.STDOUT,
+                             start_new_session=True)
     address = f"tcp://127.0.0.1:{port}"
     workers = subprocess.Popen([str(VENV_BIN / "dask"), "worker", address, "--nworkers", "2", "--nthreads", "1",
                                 "--no-dashboard", "--host", "127.0.0.1"], env=env,
-                               stdout=open(logs / "workers.log", "w"), stderr=subprocess.STDOUT)
+                               stdout=open(logs / "workers.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
     from distributed import Client
 
     client = Client(address, timeout=60)
@@ -144,12 +198,21 @@ def dask_cluster(prefect_server, tmp_path):
         yield address, client
     finally:
         client.close()
-        for p in (workers, sched):
-            p.terminate()
-        for p in (workers, sched):
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_group(workers, sched)
 
 
+def stop_group(*procs: subprocess.Popen, grace: float = 3.0) -> None:
+    """SIGTERM to each process, then SIGKILL to the process group of each one still running after ``grace``
+    seconds (the program and the processes it started).
+
+    A worker process that ran torch sometimes takes 8 s to exit after a clean close (its nanny then kills it):
+    nothing a test checks, so teardown does not wait for it."""
+    for p in procs:
+        p.terminate()
+    deadline = time.monotonic() + grace
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)  # still running: its group is still the one it leads
+            p.wait()

@@ -35,8 +35,8 @@ def _wait_gone(pid: int, seconds: float) -> bool:
     return False
 
 
-def test_started_once_reused_then_stops_when_unused(tmp_path, monkeypatch):
-    home = tmp_path / "prefect-home"
+def test_started_once_reused_then_stops_when_unused(tmp_path, monkeypatch, seed_prefect_home):
+    home = seed_prefect_home(tmp_path / "prefect-home")
     monkeypatch.setenv("PREFECT_HOME", str(home))
     first = HomeServer(home, keep=3)
     url = first.ensure()
@@ -65,10 +65,10 @@ def test_started_once_reused_then_stops_when_unused(tmp_path, monkeypatch):
                 os.kill(p, 9)
 
 
-def test_prefect_api_uses_the_home_server_and_leaves_it_running(tmp_path, monkeypatch):
+def test_prefect_api_uses_the_home_server_and_leaves_it_running(tmp_path, monkeypatch, seed_prefect_home):
     from vlalign.flows.runtime import prefect_api
 
-    home = tmp_path / "prefect-home"
+    home = seed_prefect_home(tmp_path / "prefect-home")
     monkeypatch.setenv("PREFECT_HOME", str(home))
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     with prefect_api(keep=30) as url:

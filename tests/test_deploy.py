@@ -58,11 +58,12 @@ def prefect(*args: str, env: dict, timeout: float = 120) -> str:
 
 
 @pytest.fixture
-def server(tmp_path):
-    """`prefect server start` on a free port with its own PREFECT_HOME; yields (api_url, env)."""
+def server(tmp_path, seed_prefect_home):
+    """`prefect server start` on a free port with its own PREFECT_HOME (its database's tables already made);
+    yields (api_url, env)."""
     port = free_port()
     api_url = f"http://127.0.0.1:{port}/api"
-    env = prefect_env(tmp_path / "prefect-home", api_url)
+    env = prefect_env(seed_prefect_home(tmp_path / "prefect-home"), api_url)
     log = open(tmp_path / "server.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"],

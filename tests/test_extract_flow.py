@@ -1,7 +1,10 @@
 """The extraction flow, for real: a Prefect server, Dask worker processes, pretrained encoders, Parquet.
 
 Covers the foundation issue's checks: rejects with reasons, resume computes only missing shards,
-kill -9 of the whole run and of one worker, a separately started `dask scheduler` + `dask worker`."""
+kill -9 of the whole run and of one worker, a separately started `dask scheduler` + `dask worker`.
+The tests of Dask itself (task runs reported from worker processes, kill -9 of the CLI with its cluster, a
+killed worker of a separately started cluster) run on real worker processes; the rejects and resume checks
+run the same flow on threads of this process, which loads each encoder once per test session."""
 
 from __future__ import annotations
 
@@ -20,6 +23,8 @@ from vlalign.lake.store import TMP_MARK, Lake
 pytestmark = pytest.mark.slow
 VENV_BIN = Path(sys.executable).parent
 ENCODERS = ["mobilenetv2", "minilm-l6"]
+# On fresh Dask workers: the text encoder that loads fastest (each worker loads its models again)
+DASK_ENCODERS = ["mobilenetv2", "wordllama"]
 
 
 def shard_files(lake_root: Path) -> dict[str, tuple[int, int]]:
@@ -45,19 +50,23 @@ def units_per_encoder(lake_root: Path) -> dict[str, list[str]]:
     return out
 
 
-def run_extract(source, lake_root, shard_size=4, address=None, workers=2):
+def run_extract(source, lake_root, shard_size=4, address=None, workers=2, encoders=ENCODERS, in_process=False):
+    """The extraction flow on a Dask cluster; ``in_process``: on threads of this process (no cluster)."""
+    from prefect.task_runners import ThreadPoolTaskRunner
+
     from vlalign.flows.extract import extract_flow
     from vlalign.flows.runtime import dask_task_runner
 
-    return extract_flow.with_options(task_runner=dask_task_runner(address, workers))(
-        dataset=source, encoders=ENCODERS, lake_root=str(lake_root), shard_size=shard_size
+    runner = ThreadPoolTaskRunner(max_workers=workers) if in_process else dask_task_runner(address, workers)
+    return extract_flow.with_options(task_runner=runner)(
+        dataset=source, encoders=encoders, lake_root=str(lake_root), shard_size=shard_size
     )
 
 
 def test_flow_embeds_every_item_once_and_records_three_rejects(prefect_server, coco_factory, tmp_path):
     ann, img = coco_factory(n_images=16, captions_per_image=1, corrupt=1, missing=1, empty_captions=1)
     lake_root = tmp_path / "lake"
-    result = run_extract(DatasetSource("tiny", "coco", str(ann), str(img)), lake_root)
+    result = run_extract(DatasetSource("tiny", "coco", str(ann), str(img)), lake_root, in_process=True)
 
     from vlalign.lake.catalog import query
 
@@ -75,14 +84,14 @@ def test_flow_embeds_every_item_once_and_records_three_rejects(prefect_server, c
 
     # a rerun computes nothing and rewrites nothing
     before = shard_files(lake_root)
-    again = run_extract(DatasetSource("tiny", "coco", str(ann), str(img)), lake_root)
+    again = run_extract(DatasetSource("tiny", "coco", str(ann), str(img)), lake_root, in_process=True)
     assert again["shards_computed"] == 0 and shard_files(lake_root) == before
 
     # a lost shard and a killed writer's temporary: only that shard is recomputed, the temporary removed
     victim = sorted(before)[1]
     os.remove(victim)
     Path(victim + TMP_MARK + "dead").write_bytes(b"half a file")
-    third = run_extract(DatasetSource("tiny", "coco", str(ann), str(img)), lake_root)
+    third = run_extract(DatasetSource("tiny", "coco", str(ann), str(img)), lake_root, in_process=True)
     assert third["shards_computed"] == 1
     after = shard_files(lake_root)
     assert {k: v for k, v in after.items() if k != victim} == {k: v for k, v in before.items() if k != victim}
@@ -100,10 +109,10 @@ def test_one_api_server_records_every_task_of_the_run(prefect_server, coco_facto
     from vlalign.flows.extract import extract_flow
     from vlalign.flows.runtime import dask_task_runner
 
-    ann, img = coco_factory(n_images=8, captions_per_image=1)
+    ann, img = coco_factory(n_images=8, captions_per_image=1)  # one text encoder, one item a shard: 8 task runs
     state = extract_flow.with_options(task_runner=dask_task_runner(None, 2))(
-        dataset=DatasetSource("one", "coco", str(ann), str(img)), encoders=ENCODERS,
-        lake_root=str(tmp_path / "lake"), shard_size=2, return_state=True)
+        dataset=DatasetSource("one", "coco", str(ann), str(img)), encoders=["wordllama"],
+        lake_root=str(tmp_path / "lake"), shard_size=1, return_state=True)
     result = state.result()
 
     async def task_runs():
@@ -120,7 +129,7 @@ def test_one_api_server_records_every_task_of_the_run(prefect_server, coco_facto
 def test_truncated_jpeg_is_rejected_at_decode_and_the_rest_embedded(prefect_server, coco_factory, tmp_path):
     ann, img = coco_factory(n_images=6, captions_per_image=1, truncated=1)
     lake_root = tmp_path / "lake"
-    result = run_extract(DatasetSource("t", "coco", str(ann), str(img)), lake_root, workers=1)
+    result = run_extract(DatasetSource("t", "coco", str(ann), str(img)), lake_root, workers=1, in_process=True)
     assert result["rejects"] == 1
     units = units_per_encoder(lake_root)
     assert len(units["mobilenetv2__avg"]) == 5 and len(units["minilm-l6__mean"]) == 6
@@ -141,17 +150,18 @@ def _wait_for(cond, timeout, what):
 
 
 def test_kill_9_of_the_whole_run_then_rerun(prefect_server, coco_factory, tmp_path):
-    ann, img = coco_factory(n_images=40, captions_per_image=1)
+    n = 16  # images, one caption each: n shards of 2 items over the two encoders
+    ann, img = coco_factory(n_images=n, captions_per_image=1)
     lake_root = tmp_path / "lake"
     args = ["extract", "--dataset", "k9", "--format", "coco", "--annotations", str(ann), "--images", str(img),
-            "--encoders", ",".join(ENCODERS), "--shard-size", "2", "--lake", str(lake_root), "--workers", "2"]
+            "--encoders", ",".join(DASK_ENCODERS), "--shard-size", "2", "--lake", str(lake_root), "--workers", "2"]
     env = {**os.environ, "PREFECT_API_URL": prefect_server}
     proc = _cli(args, env, start_new_session=True)
     _wait_for(lambda: len(shard_files(lake_root)) >= 3, 240, "three shards before the kill")
     os.killpg(proc.pid, signal.SIGKILL)  # the CLI, the Dask scheduler and every worker
     proc.wait()
     written_before = shard_files(lake_root)
-    assert 3 <= len(written_before) < 40, "the kill should land mid-run"
+    assert 3 <= len(written_before) < n, "the kill should land mid-run"
 
     rerun = _cli(args, env)
     out, _ = rerun.communicate(timeout=600)
@@ -161,13 +171,14 @@ def test_kill_9_of_the_whole_run_then_rerun(prefect_server, coco_factory, tmp_pa
         assert after[path] == ident, path
     units = units_per_encoder(lake_root)
     for enc, ids in units.items():  # every item exactly once per encoder
-        assert len(ids) == len(set(ids)) == 40, enc
+        assert len(ids) == len(set(ids)) == n, enc
     assert not temporaries(lake_root)
 
 
 def test_existing_cluster_survives_a_killed_worker(dask_cluster, coco_factory, tmp_path):
     address, client = dask_cluster
-    ann, img = coco_factory(n_images=24, captions_per_image=1)
+    n = 12  # images, one caption each: n shards of 2 items over the two encoders
+    ann, img = coco_factory(n_images=n, captions_per_image=1)
     lake_root = tmp_path / "lake"
     pids = list(client.run(os.getpid).values())
     assert len(pids) == 2 and os.getpid() not in pids
@@ -180,12 +191,13 @@ def test_existing_cluster_survives_a_killed_worker(dask_cluster, coco_factory, t
 
     killer = threading.Thread(target=kill_one_worker_mid_run, daemon=True)
     killer.start()
-    result = run_extract(DatasetSource("ext", "coco", str(ann), str(img)), lake_root, shard_size=2, address=address)
+    result = run_extract(DatasetSource("ext", "coco", str(ann), str(img)), lake_root, shard_size=2, address=address,
+                         encoders=DASK_ENCODERS)
     killer.join(timeout=5)
     units = units_per_encoder(lake_root)
     for enc, ids in units.items():
-        assert len(ids) == len(set(ids)) == 24, enc
-    assert result["shards_planned"] == 24
+        assert len(ids) == len(set(ids)) == n, enc
+    assert result["shards_planned"] == n
     assert not temporaries(lake_root)
     with pytest.raises(ProcessLookupError):
         os.kill(pids[0], 0)  # the killed worker really died

@@ -643,9 +643,10 @@ def _query(lake: str, sql: str) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_extract_webdataset_end_to_end(prefect_server, tmp_path):
+def test_extract_webdataset_end_to_end(prefect_server, flows_on_threads, tmp_path):
     """`vlalign extract --format webdataset` with real encoders: every good image embedded from its tar byte
-    range, the corrupt one a reject at stage extract:<encoder>, the bad samples rejects at stage read."""
+    range, the corrupt one a reject at stage extract:<encoder>, the bad samples rejects at stage read. (The
+    flow on threads of this process: nothing here is about Dask.)"""
     from vlalign.cli.main import main
 
     good = make_shards(tmp_path / "shards")
@@ -677,10 +678,10 @@ def test_extract_webdataset_end_to_end(prefect_server, tmp_path):
 
 
 @pytest.mark.slow
-def test_sweep_on_an_imagefolder_reads_it_once(prefect_server, tmp_path, monkeypatch):
+def test_sweep_on_an_imagefolder_reads_it_once(prefect_server, flows_on_threads, tmp_path, monkeypatch):
     """`vlalign sweep` on an imagefolder data set (several images share their class's caption): CKA, matching
-    and zero-shot classification rows, and the reader called once for the whole sweep (the validation and
-    the ingest)."""
+    and zero-shot classification rows, and the reader called once for the whole sweep (two validations and
+    the ingest). (The flow on threads of this process, so a read from any of its tasks is counted too.)"""
     import yaml
 
     from vlalign.cli.main import main

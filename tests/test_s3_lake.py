@@ -203,10 +203,12 @@ def spec_doc(ann, img) -> dict:
 
 
 def run_sweep(doc, lake_root):
-    from vlalign.flows.runtime import dask_task_runner
+    """The sweep flow on threads of this process (the CLI's sweep in s3_sweep is the one on Dask workers)."""
+    from prefect.task_runners import ThreadPoolTaskRunner
+
     from vlalign.flows.sweep import sweep_flow
 
-    return sweep_flow.with_options(task_runner=dask_task_runner(None, 1))(spec=doc, lake_root=lake_root)
+    return sweep_flow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=2))(spec=doc, lake_root=lake_root)
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,11 @@
 """The sweep, for real: results tables, resume after a failed cell and after kill -9, an external Dask
 cluster, and the read-only SQL door. A small COCO-format data set (real emoji images, two captions per
 image) keeps it fast; the embeddings of one uninterrupted reference run are copied into the other lakes so
-every comparison sees identical inputs."""
+every comparison sees identical inputs.
+
+Dask worker processes run where Dask is what is tested (the CLI killed with its cluster, two CLI sweeps at
+once, a separately started cluster, a resume and a rerun); the other sweeps, the reference included, run on
+threads of this process, which loads each encoder once per test session instead of once per worker."""
 
 from __future__ import annotations
 
@@ -40,7 +44,8 @@ def spec_doc(ann: Path, img: Path) -> dict:
 
 
 def run_sweep(doc, lake_root, address=None, run_id=None, in_process=False):
-    """The sweep flow on a Dask cluster; ``in_process``: on threads, so that a test can patch the library."""
+    """The sweep flow on a Dask cluster; ``in_process``: on threads of this process (no cluster to start, the
+    encoders loaded once per session, and a test can patch the library)."""
     from prefect.task_runners import ThreadPoolTaskRunner
 
     from vlalign.flows.runtime import dask_task_runner
@@ -72,7 +77,7 @@ def reference(prefect_server, tmp_path_factory):
     ann, img = make_coco(root / "coco", n_images=70, captions_per_image=2)
     doc = spec_doc(ann, img)
     lake_root = root / "reference-lake"
-    out = run_sweep(doc, lake_root)
+    out = run_sweep(doc, lake_root, in_process=True)
     return doc, lake_root, out
 
 
@@ -245,7 +250,7 @@ def test_a_nightly_rerun_under_a_new_run_id_computes_nothing_and_lists_every_cel
     doc, ref_root, out = reference
     lake_root = tmp_path / "lake"
     copy_lake(ref_root, lake_root)
-    again = run_sweep(doc, lake_root, run_id="tiny-nightly-2")
+    again = run_sweep(doc, lake_root, run_id="tiny-nightly-2", in_process=True)
     assert again["computed"] == 0 and again["cells"] == out["cells"]
     lake = Lake.open(lake_root)
     per_run = query(lake, "select run_id, count(*) as n from cka group by run_id order by run_id").to_pylist()
@@ -258,7 +263,7 @@ def test_one_more_text_encoder_computes_only_its_cells(reference, prefect_server
     copy_lake(ref_root, lake_root)
     bigger = {**doc, "text_encoders": doc["text_encoders"] + ["e5-small"]}
     before = {p: p.stat().st_mtime_ns for p in (lake_root / "results").rglob("*.parquet")}
-    res = run_sweep(bigger, lake_root)
+    res = run_sweep(bigger, lake_root, in_process=True)
     new_cells = 1 * 2 + 1 * len(SEEDS)  # the new column: CKA for 2 kernels, matching for every seed
     assert res["cells"] == out["cells"] + new_cells and res["computed"] == new_cells
     assert {p: p.stat().st_mtime_ns for p in before} == before  # nothing old was rewritten
@@ -339,7 +344,7 @@ def test_cross_dataset_matching_takes_the_base_from_one_data_set_and_the_queries
         "base_size": 20, "query_size": 30, "seeds": [0], "extraction": {"shard_size": 32},
     }
     lake_root = tmp_path / "lake"
-    out = run_sweep(doc, lake_root)
+    out = run_sweep(doc, lake_root, in_process=True)
     assert out["cells"] == 3  # the grid on each data set, and the cross-dataset cell
     rows = query(Lake.open(lake_root), "select dataset, base_domain, query_domain, domain, method, accuracy, note "
                  "from matching where base_domain <> query_domain order by method").to_pylist()
