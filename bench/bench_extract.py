@@ -90,10 +90,10 @@ def main() -> None:
         print(json.dumps({"seconds": secs, "loop_seconds": loop_secs}))
         return
 
+    from vlalign.datalake.store import Lake
     from vlalign.datasets.readers import DatasetSource
     from vlalign.flows.extract import extract_flow
     from vlalign.flows.runtime import configure_environment, dask_task_runner, prefect_api
-    from vlalign.lake.store import Lake
 
     work = tempfile.mkdtemp(prefix="bench-extract-")
     configure_environment(work)

@@ -43,10 +43,10 @@ def main() -> None:
     configure_environment(work)
     from prefect.task_runners import ThreadPoolTaskRunner
 
+    from vlalign.datalake.store import Lake
     from vlalign.engine.analysis import compute_cell
     from vlalign.engine.spec import load_spec, parse_spec, resolve_spec
     from vlalign.flows.sweep import plan_sweep, sweep_flow
-    from vlalign.lake.store import Lake
 
     doc = QUICK if args.quick else (resolve_spec(args.spec).source if args.spec else load_spec().source)
     spec = parse_spec(doc)
@@ -74,7 +74,7 @@ def main() -> None:
     t_direct = time.perf_counter() - t0
 
     # the same numbers both ways
-    from vlalign.lake.catalog import query
+    from vlalign.datalake.catalog import query
 
     flow_acc = {(r["vision_encoder"], r["text_encoder"], r["method"], r["seed"]): r["accuracy"]
                 for r in query(lake, "select * from matching where run_id = $r", {"r": run_id}).to_pylist()}

@@ -335,7 +335,7 @@ def write_parquet_atomic(table, path: Path) -> None:
 
     import pyarrow.parquet as pq
 
-    from vlalign.lake.store import atomic_write_bytes
+    from vlalign.datalake.store import atomic_write_bytes
 
     buf = io.BytesIO()
     stats_cols = [c for c in table.column_names if c != "png"]  # no min/max of PNG blobs

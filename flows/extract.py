@@ -9,13 +9,13 @@ from prefect import flow, get_run_logger
 from prefect.context import FlowRunContext
 from prefect.futures import as_completed
 
+from vlalign.datalake.catalog import refresh_or_log
+from vlalign.datalake.digest import digest_json
+from vlalign.datalake.runs import record_extraction, recorded_run
+from vlalign.datalake.store import Lake
 from vlalign.datasets.readers import DatasetSource
 from vlalign.encoders import preflight, weights_digest
 from vlalign.encoders.cache import preload_encoders
-from vlalign.lake.catalog import refresh_or_log
-from vlalign.lake.digest import digest_json
-from vlalign.lake.runs import record_extraction, recorded_run
-from vlalign.lake.store import Lake
 from vlalign.tasks.extract import embed_shard_task, ingest_items, plan_extraction
 
 

@@ -9,6 +9,10 @@ import time
 from prefect import flow, get_run_logger
 from prefect.futures import as_completed
 
+from vlalign.datalake.catalog import refresh_or_log
+from vlalign.datalake.names import check_name
+from vlalign.datalake.runs import record_extraction, recorded_run, write_record
+from vlalign.datalake.store import Lake
 from vlalign.datasets.prompts import prompt_items, prompts_dataset
 from vlalign.datasets.readers import DatasetSource
 from vlalign.encoders import get_encoder
@@ -18,10 +22,6 @@ from vlalign.engine.spec import SweepSpec
 from vlalign.engine.world import CheckedSpec, check_spec, main_selections
 from vlalign.flows.extract import run_extraction
 from vlalign.flows.runtime import configure_environment, dask_task_runner
-from vlalign.lake.catalog import refresh_or_log
-from vlalign.lake.names import check_name
-from vlalign.lake.runs import record_extraction, recorded_run, write_record
-from vlalign.lake.store import Lake
 from vlalign.tasks.analysis import pair_items, score_cell, write_concepts
 from vlalign.tasks.extract import ingest_prompts
 

@@ -10,8 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from vlalign.datalake.store import Lake
 from vlalign.engine.world import check_spec
-from vlalign.lake.store import Lake
 from vlalign.report.readme import replace_block, results_block
 
 README = Path(__file__).resolve().parent.parent / "README.md"

@@ -1,2 +1,2 @@
-"""The SQL files of the lake, shipped as package data and loaded by name with vlalign.lake.catalog.load_sql:
+"""The SQL files of the lake, shipped as package data and loaded by name with vlalign.datalake.catalog.load_sql:
 pairs, splits, views (where each public table reads from) and report_* (the queries of vlalign report)."""

@@ -75,7 +75,7 @@ FROM read_parquet({attributions}, filename = true, hive_partitioning = false)
 
 -- view: runs
 -- status 'interrupted': a record still saying 'running' that its run stopped rewriting (heartbeat, every 15 s) more
--- than 120 s ago: the run was killed (vlalign.lake.runs.STALE_SECONDS); `vlalign resume RUN_ID` finishes it.
+-- than 120 s ago: the run was killed (vlalign.datalake.runs.STALE_SECONDS); `vlalign resume RUN_ID` finishes it.
 SELECT * EXCLUDE (alive_at) REPLACE (
     CASE WHEN status = 'running' AND coalesce(alive_at, 0) < epoch(now()) - 120 THEN 'interrupted' ELSE status END
     AS status)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pyarrow as pa
 from prefect import get_run_logger, task
 
+from vlalign.datalake.items import store_items
+from vlalign.datalake.store import Lake
 from vlalign.datasets.readers import DatasetSource
 from vlalign.engine.extract import ShardSpec, compute_shard, ingest_dataset, plan_dataset_shards
-from vlalign.lake.items import store_items
-from vlalign.lake.store import Lake
 
 
 @task(name="ingest_items")

@@ -9,11 +9,11 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from vlalign.lake.catalog import QueryError, query, refresh_catalog, run_sql
-from vlalign.lake.runs import start_record, write_record
-from vlalign.lake.schemas import CKA_SCHEMA, ITEM_SCHEMA, TABLE_SCHEMAS, readme_table
-from vlalign.lake.store import Lake
-from vlalign.lake.views import create_views
+from vlalign.datalake.catalog import QueryError, query, refresh_catalog, run_sql
+from vlalign.datalake.runs import start_record, write_record
+from vlalign.datalake.schemas import CKA_SCHEMA, ITEM_SCHEMA, TABLE_SCHEMAS, readme_table
+from vlalign.datalake.store import Lake
+from vlalign.datalake.views import create_views
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -104,7 +104,7 @@ def test_query_errors_are_clear(tmp_path):
 
 def test_readme_lists_every_table_with_the_columns_of_the_schemas():
     readme = (REPO / "README.md").read_text()
-    assert readme_table() in readme, "README's table reference is stale: paste `python -m vlalign.lake.schemas`"
+    assert readme_table() in readme, "README's table reference is stale: paste `python -m vlalign.datalake.schemas`"
 
 
 def test_pairs_and_splits_are_deterministic_by_seed(tmp_path):
@@ -177,8 +177,8 @@ def test_a_run_that_stopped_rewriting_its_record_shows_as_interrupted_with_its_c
     import json
     import time
 
-    from vlalign.lake.runs import STALE_SECONDS
-    from vlalign.lake.views import load_sql
+    from vlalign.datalake.runs import STALE_SECONDS
+    from vlalign.datalake.views import load_sql
 
     assert f"epoch(now()) - {STALE_SECONDS:g}" in load_sql("views")  # the view's bound is the module's
     lake = Lake.open(tmp_path)
@@ -199,7 +199,7 @@ def test_a_run_that_stopped_rewriting_its_record_shows_as_interrupted_with_its_c
 def test_a_running_record_is_rewritten_by_its_heartbeat(tmp_path, monkeypatch):
     import time
 
-    from vlalign.lake import runs
+    from vlalign.datalake import runs
 
     monkeypatch.setattr(runs, "HEARTBEAT_SECONDS", 0.2)
     lake = Lake.open(tmp_path)

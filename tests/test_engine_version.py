@@ -8,9 +8,9 @@ import ast
 
 import pytest
 
+from vlalign.datalake.digest import digest_values
 from vlalign.engine import cells
 from vlalign.engine.cells import ENGINE_LINEAGE, ENGINE_MODULES, _code_of, code_fingerprint, engine_version
-from vlalign.lake.digest import digest_values
 
 ONE = '''"""Doc."""
 import numpy as np

@@ -12,9 +12,9 @@ torch = pytest.importorskip("torch")
 
 from conftest import emoji_names, emoji_pngs  # noqa: E402
 
+from vlalign.datalake.schemas import ATTRIBUTIONS_SCHEMA  # noqa: E402
 from vlalign.encoders import differentiable as D  # noqa: E402
 from vlalign.engine import explain as E  # noqa: E402
-from vlalign.lake.schemas import ATTRIBUTIONS_SCHEMA  # noqa: E402
 from vlalign.methods import attribution as X  # noqa: E402
 from vlalign.report.explain_figure import plot_explanation  # noqa: E402
 
@@ -258,8 +258,8 @@ def test_cli_explain_prints_the_residual_and_writes_png_and_parquet(tmp_path):
     code = main(["explain", "--item", "google/en/1f431", "--base-size", "32", "--steps", "8", "--show", "2",
                  "--out", str(out), "--lake", str(lake)])
     assert code == 0
-    from vlalign.lake.catalog import query
-    from vlalign.lake.store import Lake
+    from vlalign.datalake.catalog import query
+    from vlalign.datalake.store import Lake
 
     rows = query(Lake.open(lake), "select run_id, item_id, count(*) n, sum(attribution) s, any_value(score) sc, "
                  "any_value(residual) r from attributions group by all").to_pylist()

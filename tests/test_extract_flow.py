@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from vlalign.datalake.store import TMP_MARK, Lake
 from vlalign.datasets.readers import DatasetSource
-from vlalign.lake.store import TMP_MARK, Lake
 
 pytestmark = pytest.mark.slow
 VENV_BIN = Path(sys.executable).parent
@@ -68,7 +68,7 @@ def test_flow_embeds_every_item_once_and_records_three_rejects(prefect_server, c
     lake_root = tmp_path / "lake"
     result = run_extract(DatasetSource("tiny", "coco", str(ann), str(img)), lake_root, in_process=True)
 
-    from vlalign.lake.catalog import query
+    from vlalign.datalake.catalog import query
 
     rejects = query(Lake.open(lake_root), "select stage, image_id, reason from rejects order by stage, image_id").to_pylist()
     assert len(rejects) == 3 and result["rejects"] == 3

@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import make_coco
 
+from vlalign.datalake.store import TMP_MARK, Lake
 from vlalign.datasets.readers import DatasetError, DatasetSource
 from vlalign.engine.extract import (
     ShardError,
@@ -47,7 +48,6 @@ from vlalign.engine.extract import (
     shard_inputs,
     verify_shard,
 )
-from vlalign.lake.store import TMP_MARK, Lake
 
 
 def is_disk_full(e: BaseException) -> bool:
@@ -389,7 +389,7 @@ def test_a_cell_whose_every_pair_was_rejected_gives_a_null_row_with_a_note(tmp_p
 def _forget_writers(under: Path) -> None:
     """Release this process's writer locks held on a mount we are about to unmount (test clean-up only:
     the product holds them for the life of the process, by design)."""
-    from vlalign.lake import store as lake_module
+    from vlalign.datalake import store as lake_module
 
     with lake_module._WRITERS_LOCK:
         for key in [k for k in lake_module._WRITERS if k[1].startswith(str(under))]:
@@ -448,7 +448,7 @@ def test_full_disk_leaves_no_half_file_and_the_record_says_failed(message, tmp_p
     not raise and rewrites the run record in place (the error shortened to fit if it is long).
     Kept: no temporary, no file at a new path, an existing file's old bytes; the record parses as JSON
     with status 'failed' and the run's own error."""
-    from vlalign.lake.runs import finish_record, start_record
+    from vlalign.datalake.runs import finish_record, start_record
 
     with tmpfs(tmp_path / "mnt") as mnt:
         lake = Lake.open(mnt / "lake")
@@ -517,7 +517,7 @@ def test_read_only_lake_remounted_mid_run_raises_and_leaves_nothing(tmp_path):
     a separate writable mount, as a lock directory on another disk would).
     Product: write_bytes raises OSError EROFS when opening its temporary; finish_record does not raise.
     Kept: no temporary, no new file, the existing file's bytes and the record as last written."""
-    from vlalign.lake.runs import finish_record, start_record
+    from vlalign.datalake.runs import finish_record, start_record
 
     with tmpfs(tmp_path / "mnt") as mnt:
         (mnt / "lake" / "_locks").mkdir(parents=True)
@@ -557,7 +557,7 @@ def test_fresh_read_only_mount_raises_erofs_and_leaves_nothing(tmp_path):
 # ----------------------------------------------------------------------------------------------- 5. temporaries
 CHILD = """
 import os, sys, time
-from vlalign.lake.store import TMP_MARK, Lake
+from vlalign.datalake.store import TMP_MARK, Lake
 lake = Lake.open(sys.argv[1])
 token = lake.writer_token()
 tmp = lake.path("results", "x.parquet") + TMP_MARK + token + "-abcd"
@@ -830,8 +830,8 @@ def test_verify_names_each_damaged_file_and_repair_sets_them_aside_for_a_rerun(p
     `verify --repair` moves the damaged shards to _damaged/ (nothing deleted) and a rerun recomputes exactly
     those two; verify is then clean (rc 0)."""
     from vlalign.cli.main import main
-    from vlalign.lake.catalog import QueryError, query
-    from vlalign.lake.store import Lake
+    from vlalign.datalake.catalog import QueryError, query
+    from vlalign.datalake.store import Lake
 
     source, pristine_root = pristine
     root = tmp_path / "lake"

@@ -19,6 +19,9 @@ from PIL import Image
 from test_s3_lake import BUCKET as S3_BUCKET  # noqa: F401,F811  (moto's S3 server, module-scoped fixture)
 from test_s3_lake import s3
 
+from vlalign.datalake.digest import digest_values
+from vlalign.datalake.schemas import ITEM_SCHEMA
+from vlalign.datalake.store import Lake
 from vlalign.datasets import readers as readers
 from vlalign.datasets.formats import FORMAT_NAMES, FORMATS
 from vlalign.datasets.readers import (
@@ -30,9 +33,6 @@ from vlalign.datasets.readers import (
     image_source,
     read_dataset,
 )
-from vlalign.lake.digest import digest_values
-from vlalign.lake.schemas import ITEM_SCHEMA
-from vlalign.lake.store import Lake
 
 CORRUPT = b"this is not an image, whatever its name says" * 4
 
@@ -516,7 +516,7 @@ def count_reads(monkeypatch, fmt: str) -> list[int]:
 
 
 def test_ingest_streams_shards_into_row_groups_with_the_whole_table_digest(tmp_path, monkeypatch):
-    from vlalign.lake.store import Lake
+    from vlalign.datalake.store import Lake
     from vlalign.tasks.extract import ingest_items
 
     make_shards(tmp_path / "shards")
@@ -636,8 +636,8 @@ def test_cli_lists_formats_and_names_bad_input_before_work(tmp_path, capsys):
 
 
 def _query(lake: str, sql: str) -> list[dict]:
-    from vlalign.lake.catalog import query
-    from vlalign.lake.store import Lake
+    from vlalign.datalake.catalog import query
+    from vlalign.datalake.store import Lake
 
     return query(Lake.open(lake), sql).to_pylist()
 

@@ -15,8 +15,8 @@ import pytest
 import vlalign
 
 # The layers, lowest first: a module may import from its own layer or a lower one, never a higher one.
-LAYERS = ["methods", "lake", "datasets", "encoders", "engine", "report", "tasks", "flows", "cli"]
-TOP_MODULES = {"vlalign._compat": "lake"}  # environment workarounds: as low as the lake
+LAYERS = ["methods", "datalake", "datasets", "encoders", "engine", "report", "tasks", "flows", "cli"]
+TOP_MODULES = {"vlalign._compat": "datalake"}  # environment workarounds: as low as the lake
 
 
 def _modules() -> dict[str, Path]:

@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from vlalign.datalake.schemas import ITEM_SCHEMA, REJECT_SCHEMA
 from vlalign.datasets.format_readers import base
 from vlalign.datasets.format_readers.fields import MAX_TEXT
 from vlalign.datasets.readers import (
@@ -33,7 +34,6 @@ from vlalign.datasets.readers import (
     load_image_input,
     read_dataset,
 )
-from vlalign.lake.schemas import ITEM_SCHEMA, REJECT_SCHEMA
 
 FAST = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 IMG = b"image bytes: the readers only stat them"
@@ -489,8 +489,8 @@ def test_embed_shard_names_the_image_it_cannot_decode(tmp_path):
     import numpy as np
     from PIL import Image
 
+    from vlalign.datalake.store import Lake
     from vlalign.engine.extract import embed_shard, plan_shards
-    from vlalign.lake.store import Lake
 
     png = io.BytesIO()
     Image.new("RGB", (4, 4), (200, 10, 10)).save(png, format="PNG")

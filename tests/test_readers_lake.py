@@ -7,9 +7,9 @@ import os
 import pyarrow as pa
 import pytest
 
+from vlalign.datalake.schemas import ITEM_SCHEMA
+from vlalign.datalake.store import TMP_MARK, Lake
 from vlalign.datasets.readers import DatasetError, DatasetSource, read_dataset, read_emoji
-from vlalign.lake.schemas import ITEM_SCHEMA
-from vlalign.lake.store import TMP_MARK, Lake
 
 
 def test_emoji_reader_gives_canonical_items_per_domain_and_language():

@@ -2,7 +2,7 @@
 write_report on top of them.
 
 The SQL files are run with DuckDB directly against in-memory tables named like the lake's views (cka, matching,
-retrieval, classification, rejects, runs, run_cells, with the views' columns from vlalign.lake.schemas.TABLE_SCHEMAS),
+retrieval, classification, rejects, runs, run_cells, with the views' columns from vlalign.datalake.schemas.TABLE_SCHEMAS),
 so nothing here depends on how the lake lays out its files. The run under test has every study of a spec: the
 main grid, curves and the ablation, cross-domain, cross-lingual (one text encoder skipped as English-only) and
 classification, plus a result that two cells hold, a row in no study and a second run that no query may see.
@@ -23,8 +23,8 @@ import pyarrow as pa
 import pytest
 
 import vlalign.report.build as report
-from vlalign.lake.schemas import TABLE_SCHEMAS
-from vlalign.lake.views import SQL_DIR, load_sql
+from vlalign.datalake.schemas import TABLE_SCHEMAS
+from vlalign.datalake.views import SQL_DIR, load_sql
 from vlalign.report import rundata
 from vlalign.report.plan import Plan
 from vlalign.report.rows import measure_name, over_seeds, pair_name

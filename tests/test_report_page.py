@@ -21,7 +21,7 @@ import duckdb
 import pytest
 from conftest import emoji_names, emoji_pngs
 
-from vlalign.lake.store import Lake
+from vlalign.datalake.store import Lake
 
 pytestmark = pytest.mark.slow
 

@@ -20,9 +20,9 @@ import pytest
 import yaml
 from conftest import VENV_BIN, _free_port, make_coco
 
-from vlalign.lake.catalog import CATALOG, query, refresh_catalog
-from vlalign.lake.sqldoor import QueryError, open_door
-from vlalign.lake.store import Lake, lake_filesystem
+from vlalign.datalake.catalog import CATALOG, query, refresh_catalog
+from vlalign.datalake.sqldoor import QueryError, open_door
+from vlalign.datalake.store import Lake, lake_filesystem
 
 BUCKET = "vlalign-test"
 LAKE = f"s3://{BUCKET}/lake"
@@ -274,7 +274,7 @@ def test_vlalign_query_on_s3_equals_the_parquet_files(s3_sweep):
     cka = json.loads(res.stdout)
     want = [{k: r[k] for k in cka[0]} for r in files("cka")]
     assert cka == want and len(cka) == 1 and cka[0]["n"] == 40 and cka[0]["value"] > cka[0]["shuffled_value"]
-    # the same door in process (vlalign.lake.catalog.query)
+    # the same door in process (vlalign.datalake.catalog.query)
     matching = query(LAKE, "select cell_id, method, seed, accuracy, chance from matching order by method").to_pylist()
     want = sorted(({k: r[k] for k in matching[0]} for r in files("matching")), key=lambda r: r["method"])
     assert matching == want and [r["method"] for r in matching] == ["procrustes", "qap"]

@@ -7,14 +7,14 @@ import json
 
 import pytest
 import yaml
+from conftest import make_coco
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from conftest import make_coco
 
 from vlalign.cli.main import main
+from vlalign.datalake.names import SAFE_NAME, check_name
 from vlalign.engine.spec import DEFAULT_SPEC, SpecError, load_spec, parse_spec
 from vlalign.engine.world import validate_against_world
-from vlalign.lake.names import SAFE_NAME, check_name
 
 
 def base_doc():
@@ -234,7 +234,7 @@ def test_a_spec_that_is_not_a_mapping():
         parse_spec(None)
 
 
-# -- safe names (vlalign.lake.names) -------------------------------------------------------------------------
+# -- safe names (vlalign.datalake.names) -------------------------------------------------------------------------
 
 UNSAFE = ["../../../x", "a/b", "", ".hidden", "x y", "a..b", "-x", "_x", "x\n", "x" * 129, "a\\b", "é"]
 

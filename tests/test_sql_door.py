@@ -1,4 +1,4 @@
-"""The sealed read-only SQL door (vlalign.lake.sqldoor): normal reads work, hostile SQL is refused and changes
+"""The sealed read-only SQL door (vlalign.datalake.sqldoor): normal reads work, hostile SQL is refused and changes
 nothing, a missing lake creates nothing, and doors coexist with each other and with a catalog swap.
 
 Pure DuckDB + pyarrow: no Prefect, no encoders."""
@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from vlalign.lake.sqldoor import Limits, QueryError, admit, open_door, open_query, run_query
+from vlalign.datalake.sqldoor import Limits, QueryError, admit, open_door, open_query, run_query
 
 N_ROWS = 4
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -414,7 +414,7 @@ def test_two_doors_at_once_in_threads(lake):
 
 def test_two_doors_at_once_in_two_processes(lake):
     script = textwrap.dedent(f"""
-        from vlalign.lake.sqldoor import run_query
+        from vlalign.datalake.sqldoor import run_query
         print(run_query({lake.catalog!r}, {lake.root!r}, {_SLOW!r})["n"].to_pylist()[0])
     """)
     con = open_door(lake.catalog, lake.root)

@@ -9,11 +9,11 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from vlalign.datalake.store import Lake
 from vlalign.datasets.prompts import label_text, prompt_items, prompts_dataset
 from vlalign.engine.analysis import Paired, make_split, seeded_order
 from vlalign.engine.cells import ClassifyCell, Embeddings, MatchCell, Protocol, english_only_reason, plan_cells
 from vlalign.engine.spec import DEFAULT_SPEC, PROTOCOLS, parse_spec
-from vlalign.lake.store import Lake
 from vlalign.methods.preprocess import select_base, stretch
 
 

@@ -22,8 +22,8 @@ import pytest
 import yaml
 from conftest import VENV_BIN, make_coco
 
-from vlalign.lake.catalog import query
-from vlalign.lake.store import TMP_MARK, Lake
+from vlalign.datalake.catalog import query
+from vlalign.datalake.store import TMP_MARK, Lake
 
 pytestmark = pytest.mark.slow
 SEEDS = [0, 1, 2, 3, 4]

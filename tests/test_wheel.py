@@ -59,7 +59,7 @@ REQUIRED = {
 REQUIRED |= {p.relative_to(REPO).as_posix() for p in (REPO / "vlalign").rglob("*.py")}
 
 # Not copied into the build tree: environments, caches, build outputs, and the checkout's own lake (lake/ at its
-# top only: vlalign/lake is the library's lake package).
+# top only: vlalign/datalake is the library's lake package).
 _PATTERNS = shutil.ignore_patterns(
     ".git", ".venv", "venv", ".prefect", "__pycache__", "*.pyc", "build", "dist", "*.egg-info",
     ".pytest_cache", "out", ".cache", "*.tmp",
@@ -217,11 +217,11 @@ def test_wheel_contents(build):
 _PROBE = r"""
 import importlib.metadata, importlib.util, json, sys
 import vlalign, vlalign.cli.main, vlalign.flows, vlalign.flows.sweep, vlalign.tasks, vlalign.tasks.analysis
-import vlalign.sql, vlalign.data, vlalign.lake.catalog, vlalign.datasets.readers, vlalign.engine.spec
+import vlalign.sql, vlalign.data, vlalign.datalake.catalog, vlalign.datasets.readers, vlalign.engine.spec
 print(json.dumps({
     "modules": {n: m.__file__ for n, m in sorted(sys.modules.items())
                 if (n == "vlalign" or n.startswith("vlalign.")) and getattr(m, "__file__", None)},
-    "sql_dir": str(vlalign.lake.views.SQL_DIR),
+    "sql_dir": str(vlalign.datalake.views.SQL_DIR),
     "data_dir": str(vlalign.datasets.readers.DATA_DIR),
     "default_spec": str(vlalign.engine.spec.DEFAULT_SPEC),
     "dist": str(importlib.metadata.distribution("vlalign").locate_file("")),

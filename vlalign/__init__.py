@@ -8,7 +8,7 @@ The public Python API, for people who bring their own arrays (rows are paired sa
     mutual_knn(x, y, k=10)             # mutual k-nearest-neighbour agreement
 
 These names are stable. The layers below them: ``vlalign.methods`` (the math), ``vlalign.datasets`` (formats and
-readers), ``vlalign.encoders``, ``vlalign.lake`` (files, catalog, query door), ``vlalign.engine`` (spec, shards,
+readers), ``vlalign.encoders``, ``vlalign.datalake`` (files, catalog, query door), ``vlalign.engine`` (spec, shards,
 cells), ``vlalign.report`` and ``vlalign.cli``; the Prefect flows and tasks are ``vlalign.flows`` and
 ``vlalign.tasks`` (the folders flows/ and tasks/ at the repository root).
 """

@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from vlalign.datalake.names import check_name
 from vlalign.datasets.formats import FORMAT_NAMES
-from vlalign.lake.names import check_name
 
 __all__ = ["add_cluster_args", "add_dataset_args", "add_lake_arg", "checked_name", "csv_list", "nonempty",
            "positive_float", "positive_int"]
@@ -34,7 +34,7 @@ def positive_float(s: str) -> float:
 
 
 def checked_name(what: str):
-    """A type for a name that becomes part of a lake path (a run id, a data set): vlalign.lake.names.check_name."""
+    """A type for a name that becomes part of a lake path (a run id, a data set): vlalign.datalake.names.check_name."""
 
     def check(s: str) -> str:
         try:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 
+from vlalign.datalake.store import Lake
 from vlalign.engine.explain import run_explain
-from vlalign.lake.store import Lake
 from vlalign.methods.attribution import DEFAULT_STEPS, top_pairs
 from vlalign.report.explain_figure import plot_explanation
 

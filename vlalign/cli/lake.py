@@ -8,12 +8,12 @@ from pathlib import Path
 
 from vlalign.cli.output import write_rows
 from vlalign.cli.sweep import run_sweep
+from vlalign.datalake.catalog import open_lake_query, query
+from vlalign.datalake.limits import Limits
+from vlalign.datalake.runs import read_run
+from vlalign.datalake.store import Lake
 from vlalign.engine.verify import set_aside, verify_lake
 from vlalign.flows.apiserver import HomeServer
-from vlalign.lake.catalog import open_lake_query, query
-from vlalign.lake.limits import Limits
-from vlalign.lake.runs import read_run
-from vlalign.lake.store import Lake
 from vlalign.report.build import build_report
 
 

@@ -15,7 +15,7 @@ from vlalign.cli.args import (
     positive_float,
     positive_int,
 )
-from vlalign.lake.limits import DEFAULT_LIMITS
+from vlalign.datalake.limits import DEFAULT_LIMITS
 
 
 def _data(sub) -> None:

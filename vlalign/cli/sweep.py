@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 
+from vlalign.datalake.names import check_name
+from vlalign.datalake.runs import read_run
+from vlalign.datalake.store import Lake
 from vlalign.engine.spec import DEFAULT_SPEC, json_schema
 from vlalign.engine.world import check_spec
-from vlalign.lake.names import check_name
-from vlalign.lake.runs import read_run
-from vlalign.lake.store import Lake
 from vlalign.report.build import build_report
 
 

@@ -4,14 +4,14 @@ spec's ``datasets`` entries (the same keys). No heavy imports: the spec's models
 
 This is the one list of format names: each format's reader is ``vlalign/datasets/format_readers/<format>.py``, and
 the registry :data:`vlalign.datasets.readers.READERS` maps every name here to it (checked when it is imported). Every
-reader produces the canonical items of ``vlalign.lake.schemas.ITEM_SCHEMA``.
+reader produces the canonical items of ``vlalign.datalake.schemas.ITEM_SCHEMA``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vlalign.lake.names import is_safe_name
+from vlalign.datalake.names import is_safe_name
 
 KARPATHY_SPLITS = ("train", "val", "test", "restval")
 

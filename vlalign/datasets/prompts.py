@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from vlalign.datalake.digest import digest_json
+from vlalign.datalake.schemas import ITEM_SCHEMA
 from vlalign.datasets.format_readers.emoji import EMOJI_DIR
-from vlalign.lake.digest import digest_json
-from vlalign.lake.schemas import ITEM_SCHEMA
 
 
 def label_text(label: str) -> str:

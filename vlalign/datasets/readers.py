@@ -1,5 +1,5 @@
 """Reading data sets: every supported format becomes the same table of canonical items (the columns:
-:mod:`vlalign.datasets.format_readers.base`; the schema: ``vlalign.lake.schemas.ITEM_SCHEMA``).
+:mod:`vlalign.datasets.format_readers.base`; the schema: ``vlalign.datalake.schemas.ITEM_SCHEMA``).
 
 The registry :data:`READERS` maps each format name of :mod:`vlalign.datasets.formats` to the module that reads
 it, ``vlalign/datasets/format_readers/<format>.py``, which defines::
@@ -35,6 +35,7 @@ from typing import Callable, Iterator, Protocol
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from vlalign.datalake.schemas import ITEM_SCHEMA
 from vlalign.datasets.format_readers import (
     coco,
     emoji,
@@ -56,7 +57,6 @@ from vlalign.datasets.format_readers.base import (
 )
 from vlalign.datasets.format_readers.emoji import DATA_DIR, EMOJI_DIR, EMOJI_DOMAINS, EMOJI_LANGS, read_emoji
 from vlalign.datasets.formats import FORMAT_NAMES, FORMATS, key_problems
-from vlalign.lake.schemas import ITEM_SCHEMA
 
 __all__ = [  # the entry points; DatasetSource, the image references and the emoji set's names re-exported
     "DATA_DIR", "EMOJI_DIR", "EMOJI_DOMAINS", "EMOJI_LANGS", "READERS", "DatasetError", "DatasetSource",

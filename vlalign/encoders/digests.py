@@ -7,7 +7,7 @@ folders: their files; timm weights outside the hub: the downloaded file. File ha
 per process; hub revisions are looked up every time (a later download may move them).
 
 The digests are part of stored shard identities, so their byte layout is frozen: the sha256 (from
-vlalign.lake.digest) is fed plain, NUL-separated pieces -- not digest.update's length-prefixed values.
+vlalign.datalake.digest) is fed plain, NUL-separated pieces -- not digest.update's length-prefixed values.
 """
 from __future__ import annotations
 
@@ -15,12 +15,12 @@ import functools
 from pathlib import Path
 from typing import Any, Iterable
 
+from vlalign.datalake.digest import finish, hasher, update_file
 from vlalign.encoders.base import EncoderError, EncoderSpec
 from vlalign.encoders.catalog import _CATALOG, _pkg_dir
 from vlalign.encoders.hub import _hub_commit, _torch_hub_file
 from vlalign.encoders.probes import is_available
 from vlalign.encoders.resolve import _resolve_hub, get_encoder
-from vlalign.lake.digest import finish, hasher, update_file
 
 __all__ = ["weights_digest"]
 

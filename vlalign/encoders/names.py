@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from vlalign.lake.digest import finish, hasher
+from vlalign.datalake.digest import finish, hasher
 
 __all__ = ["HUB_PREFIXES"]
 

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from vlalign.datalake.catalog import run_sql
+from vlalign.datalake.digest import digest_json
+from vlalign.datalake.schemas import RESULT_SCHEMAS
+from vlalign.datalake.store import Lake
 from vlalign.datasets.wordprops import polysemy, word_frequency, wordnet_available
 from vlalign.engine.cells import Cell, CKACell, ClassifyCell, ConceptCell, Embeddings, MatchCell
 from vlalign.engine.extract import read_shards
-from vlalign.lake.catalog import run_sql
-from vlalign.lake.digest import digest_json
-from vlalign.lake.schemas import RESULT_SCHEMAS
-from vlalign.lake.store import Lake
 from vlalign.methods import baselines as bl
 from vlalign.methods.cka import cka, cka_bootstrap
 from vlalign.methods.classify import classify, top1_accuracy

@@ -23,6 +23,8 @@ import importlib.util
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from vlalign.datalake.digest import digest_json, digest_values
+from vlalign.datalake.store import Lake
 from vlalign.encoders import get_encoder
 from vlalign.engine.extract import ShardSpec
 from vlalign.engine.spec import (
@@ -35,8 +37,6 @@ from vlalign.engine.spec import (
     Setting,
     SweepSpec,
 )
-from vlalign.lake.digest import digest_json, digest_values
-from vlalign.lake.store import Lake
 
 # The modules whose code a cell kind's results depend on. analysis holds the pairing and splitting code
 # every kind shares; the cka kind needs none of the matching modules, and the matching kind none of cka.

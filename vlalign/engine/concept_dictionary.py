@@ -8,10 +8,10 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from vlalign.datalake.digest import digest_json
+from vlalign.datalake.store import Lake
 from vlalign.datasets.prompts import alias_items, aliases_dataset, concept_dictionary, members_table
 from vlalign.datasets.readers import EMOJI_DOMAINS
-from vlalign.lake.digest import digest_json
-from vlalign.lake.store import Lake
 
 __all__ = ["ConceptDictionary", "concept_domains", "write_concept_dictionary"]
 

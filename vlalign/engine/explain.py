@@ -12,7 +12,7 @@ Not a Prefect flow, on purpose: one explanation needs the two encoders in one pr
 work is a few items, one after the other. A flow would start (or find) a Prefect API server and a task runner first,
 5-10 s of start-up and a server process for nothing that could run in parallel, and `vlalign explain` would no
 longer work where no server can run. So it runs here, in-process, and records its run in the lake itself
-(:func:`vlalign.lake.runs.recorded_run`, as the flows do).
+(:func:`vlalign.datalake.runs.recorded_run`, as the flows do).
 """
 from __future__ import annotations
 
@@ -27,15 +27,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from vlalign.datalake.catalog import refresh_catalog
+from vlalign.datalake.digest import digest_json
+from vlalign.datalake.runs import add_files, recorded_run
+from vlalign.datalake.schemas import ATTRIBUTIONS_SCHEMA
+from vlalign.datalake.store import Lake
 from vlalign.datasets.readers import image_source
 from vlalign.encoders import load_encoder
 from vlalign.encoders.differentiable import TextTower, image_view, vision_parts
 from vlalign.engine.explain_inputs import Bases, ExplainInputs, cell_inputs, emoji_rows
-from vlalign.lake.catalog import refresh_catalog
-from vlalign.lake.digest import digest_json
-from vlalign.lake.runs import add_files, recorded_run
-from vlalign.lake.schemas import ATTRIBUTIONS_SCHEMA
-from vlalign.lake.store import Lake
 from vlalign.methods.attribution import (
     DEFAULT_RULE,
     DEFAULT_STEPS,

@@ -24,6 +24,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from vlalign.datalake.runs import RunRecordError, read_run
+from vlalign.datalake.store import Lake
 from vlalign.datasets.readers import read_emoji
 from vlalign.encoders import get_encoder, load_encoder, weights_digest
 from vlalign.engine.analysis import Paired, Split, make_split, paired
@@ -31,8 +33,6 @@ from vlalign.engine.cells import Embeddings, MatchCell, plan_cells
 from vlalign.engine.extract import embed_shard, ingest_dataset, plan_shards, shard_is_done
 from vlalign.engine.pairing import write_pairs
 from vlalign.engine.spec import SweepSpec, load_spec, parse_spec
-from vlalign.lake.runs import RunRecordError, read_run
-from vlalign.lake.store import Lake
 from vlalign.methods.attribution import fit_linear_map
 
 Bases = dict[tuple[str, str], tuple[np.ndarray, np.ndarray] | None]  # {(domain, lang): (X_base, Y_base) or None}

@@ -31,6 +31,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from vlalign.datalake.digest import digest_json, digest_values, finish, hasher, update
+from vlalign.datalake.items import ItemsWriter
+from vlalign.datalake.schemas import REJECT_SCHEMA
+from vlalign.datalake.store import Lake
 from vlalign.datasets.readers import (
     DatasetError,
     DatasetSource,
@@ -41,10 +45,6 @@ from vlalign.datasets.readers import (
 )
 from vlalign.encoders import decode_image
 from vlalign.encoders.cache import auto_batch_size, load_encoder
-from vlalign.lake.digest import digest_json, digest_values, finish, hasher, update
-from vlalign.lake.items import ItemsWriter
-from vlalign.lake.schemas import REJECT_SCHEMA
-from vlalign.lake.store import Lake
 
 SHARD_FORMAT = 2  # bump when the shard file layout changes: old shards then no longer match
 log = logging.getLogger(__name__)

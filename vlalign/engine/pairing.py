@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from vlalign.datalake.catalog import run_sql
+from vlalign.datalake.store import Lake
 from vlalign.engine.analysis import pairs_digest
-from vlalign.lake.catalog import run_sql
-from vlalign.lake.store import Lake
 
 
 def write_pairs(lake: Lake, dataset: str, domain: str, lang: str) -> tuple[str, str]:

@@ -34,12 +34,12 @@ from pydantic import (
     model_validator,
 )
 
+from vlalign.datalake.digest import finish, hasher
+from vlalign.datalake.names import SafeName
 from vlalign.datasets.formats import FORMAT_NAMES, default_format, key_problems
 from vlalign.datasets.readers import DatasetSource
 from vlalign.engine.spec_errors import SpecError, problems, spec_error
 from vlalign.engine.spec_types import Grid, NonEmpty
-from vlalign.lake.digest import finish, hasher
-from vlalign.lake.names import SafeName
 from vlalign.methods.classify import CLASSIFY_METHODS
 from vlalign.methods.concepts import MAPPINGS, RETRIEVALS
 from vlalign.methods.kernels import KERNELS

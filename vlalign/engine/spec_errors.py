@@ -17,7 +17,7 @@ from annotated_types import Ge
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticCustomError
 
-from vlalign.lake.names import name_error
+from vlalign.datalake.names import name_error
 
 
 class SpecError(ValueError):

@@ -25,10 +25,10 @@ from datetime import datetime, timezone
 
 import pyarrow as pa
 
+from vlalign.datalake.digest import digest_json
+from vlalign.datalake.schemas import ITEM_SCHEMA
+from vlalign.datalake.store import TMP_MARK, Lake
 from vlalign.engine.extract import shard_checksum
-from vlalign.lake.digest import digest_json
-from vlalign.lake.schemas import ITEM_SCHEMA
-from vlalign.lake.store import TMP_MARK, Lake
 
 _SHARD = re.compile(r"embeddings/dataset=([^/]+)/encoder=([^/]+)/part=([^/]+)/size=([0-9]+)/shard=([0-9]+)\.parquet$")
 _CELL = re.compile(r"results/([^/]+)/cell=([^/]+)\.parquet$")

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from vlalign.lake.store import Lake
+from vlalign.datalake.store import Lake
 from vlalign.report.cache import cached_figures
 from vlalign.report.html import Section, write_page
 from vlalign.report.plotting import style

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Callable
 
-from vlalign.lake.digest import digest_json, digest_values
+from vlalign.datalake.digest import digest_json, digest_values
 from vlalign.report.rundata import RunData
 
 FIGURES_CACHE = "figures.json"

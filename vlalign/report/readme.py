@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import re
 
+from vlalign.datalake.store import Lake
 from vlalign.engine.cells import ENGINE_MODULES, engine_version
-from vlalign.lake.store import Lake
 from vlalign.report.build import summary
 
 BEGIN = "<!-- results:begin"

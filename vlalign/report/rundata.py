@@ -9,10 +9,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Callable
 
+from vlalign.datalake.catalog import query
+from vlalign.datalake.store import Lake
+from vlalign.datalake.views import load_sql
 from vlalign.engine.spec import parse_spec
-from vlalign.lake.catalog import query
-from vlalign.lake.store import Lake
-from vlalign.lake.views import load_sql
 from vlalign.report.plan import Plan
 
 

@@ -35,8 +35,8 @@ import fsspec
 import pyarrow as pa
 from fsspec.implementations.local import LocalFileSystem
 
+from vlalign.datalake.schemas import ITEM_SCHEMA
 from vlalign.datasets.format_readers.fields import MAX_FILE_BYTES, MAX_LINE_BYTES, MAX_SHOWN, shown, text_problem
-from vlalign.lake.schemas import ITEM_SCHEMA
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")  # in the order a sample's image is chosen
 CHUNK = 10_000  # items per batch for formats read from one big file

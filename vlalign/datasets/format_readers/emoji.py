@@ -14,8 +14,8 @@ from typing import Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from vlalign.datalake.schemas import ITEM_SCHEMA
 from vlalign.datasets.format_readers.base import DatasetError, DatasetSource, ReadResult, reject_row, stat_keys
-from vlalign.lake.schemas import ITEM_SCHEMA
 
 DATA_DIR = Path(str(resources.files("vlalign.data")))
 EMOJI_DIR = DATA_DIR / "emoji"

@@ -8,6 +8,7 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import Iterator
 
+from vlalign.datalake.names import is_safe_name
 from vlalign.datasets.format_readers.base import (
     CHUNK,
     Batch,
@@ -20,7 +21,6 @@ from vlalign.datasets.format_readers.base import (
     stat_keys,
 )
 from vlalign.datasets.format_readers.fields import caption_value, name_value
-from vlalign.lake.names import is_safe_name
 
 XTD_IMAGE_LISTS = ("test_image_names.txt",)
 

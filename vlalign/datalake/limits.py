@@ -1,4 +1,4 @@
-"""The bounds of one query through the read-only door (vlalign.lake.sqldoor), in a module of their own so that the
+"""The bounds of one query through the read-only door (vlalign.datalake.sqldoor), in a module of their own so that the
 command line can show the defaults without importing DuckDB."""
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ Layout (root is a local folder or any fsspec URL such as ``s3://bucket/lake``)::
 
 An object-store lake (any fsspec URL) has the same layout. Its locks, and any other local state (the report's
 local copy), live in a local folder keyed by the lake's URL (:meth:`Lake.local_dir`); DuckDB reads it through
-the same fsspec filesystem, registered on its connection (see :mod:`vlalign.lake.catalog`).
+the same fsspec filesystem, registered on its connection (see :mod:`vlalign.datalake.catalog`).
 
 Writes. Every local file is written to a temporary name beside its target, fsync'ed and renamed into
 place, so a killed run never leaves a half-written file under a name that a rerun trusts; a failed write
@@ -45,8 +45,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from filelock import FileLock, Timeout
 
-from vlalign.lake.digest import digest_json
-from vlalign.lake.names import check_name
+from vlalign.datalake.digest import digest_json
+from vlalign.datalake.names import check_name
 
 TMP_MARK = ".tmp-"
 LOCK_DIR = "_locks"

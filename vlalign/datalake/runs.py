@@ -18,7 +18,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Iterator
 
-from vlalign.lake.store import RECORD_SLACK, Lake, LakeError
+from vlalign.datalake.store import RECORD_SLACK, Lake, LakeError
 
 log = logging.getLogger(__name__)
 

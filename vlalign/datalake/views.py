@@ -1,5 +1,5 @@
 """The lake's public tables as DuckDB views: the SQL files they come from (sql/views.sql), the columns they project
-(vlalign.lake.schemas) and the files they read.
+(vlalign.datalake.schemas) and the files they read.
 
 The catalog (``lake.duckdb``) stores the files each view reads relative to the lake's root, in the table
 ``lake_files (placeholder, path)``, and no path anywhere else. The views are created by whoever opens the catalog
@@ -16,7 +16,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from vlalign.lake.schemas import RESULT_SCHEMAS, TABLE_SCHEMAS
+from vlalign.datalake.schemas import RESULT_SCHEMAS, TABLE_SCHEMAS
 
 SQL_DIR = Path(str(resources.files("vlalign.sql")))
 LAKE_FILES = "lake_files"
@@ -65,7 +65,7 @@ def _sql_list(paths: list[str]) -> str:
 def view_statements(files: dict[str, list[str]], temp: bool = False) -> list[tuple[str, str]]:
     """(view name, CREATE VIEW statement) for every public table, over ``files`` ({placeholder: paths}).
 
-    Each view projects exactly the columns of its schema in vlalign/lake/schemas.py, cast to their types.
+    Each view projects exactly the columns of its schema in vlalign/datalake/schemas.py, cast to their types.
     ``temp``: temporary views (the query door's, which live as long as its connection)."""
     out = []
     create = "CREATE OR REPLACE TEMP VIEW" if temp else "CREATE OR REPLACE VIEW"

@@ -11,9 +11,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vlalign.lake.digest import digest_values, finish, hasher, update, update_file
-from vlalign.lake.schemas import ITEM_SCHEMA, REJECT_SCHEMA
-from vlalign.lake.store import Lake
+from vlalign.datalake.digest import digest_values, finish, hasher, update, update_file
+from vlalign.datalake.schemas import ITEM_SCHEMA, REJECT_SCHEMA
+from vlalign.datalake.store import Lake
 
 __all__ = ["ITEM_DIGEST_KEYS", "ItemsWriter", "store_items"]
 
@@ -105,7 +105,7 @@ class ItemsWriter:
 
 
 class _Spill:
-    """A hasher-shaped sink (vlalign.lake.digest.update feeds it) that writes to a file."""
+    """A hasher-shaped sink (vlalign.datalake.digest.update feeds it) that writes to a file."""
 
     def __init__(self, f):
         self.update = f.write

@@ -5,7 +5,7 @@ written only by runs (:func:`refresh_catalog`, at the start and the end of each 
 one under the lake's catalog lock and renamed over it, so a query that has the old file open finishes
 undisturbed, and two runs never write it at once. The views read exactly the files that the run records
 list. :func:`query` never writes: it opens the file read-only through the sealed door of
-:mod:`vlalign.lake.sqldoor` (DuckDB confined to the lake, statements admitted by the parser's type).
+:mod:`vlalign.datalake.sqldoor` (DuckDB confined to the lake, statements admitted by the parser's type).
 
 An object-store lake (``s3://bucket/lake``, any fsspec URL): DuckDB reads it through the lake's fsspec
 filesystem, registered on each connection (:func:`connect`), never through the httpfs extension. Its
@@ -28,10 +28,10 @@ from typing import Iterator
 import duckdb
 import pyarrow as pa
 
-from vlalign.lake.schemas import RESULT_SCHEMAS
-from vlalign.lake.sqldoor import DEFAULT_LIMITS, Limits, QueryError, open_query
-from vlalign.lake.store import TMP_MARK, Lake, LakeError, lake_filesystem
-from vlalign.lake.views import load_sql, write_lake_files
+from vlalign.datalake.schemas import RESULT_SCHEMAS
+from vlalign.datalake.sqldoor import DEFAULT_LIMITS, Limits, QueryError, open_query
+from vlalign.datalake.store import TMP_MARK, Lake, LakeError, lake_filesystem
+from vlalign.datalake.views import load_sql, write_lake_files
 
 CATALOG = "lake.duckdb"
 
@@ -132,7 +132,7 @@ def _recorded_files(lake: Lake, records: list[dict]) -> tuple[dict[str, list[str
 
 def _build_catalog(lake: Lake, db_path: str, files: dict[str, list[str]], run_cells: list) -> None:
     """Write the run_cells and lake_files tables into a new DuckDB file ``db_path`` (no paths but relative ones:
-    the views are made by whoever opens it, for the root it opens; vlalign.lake.views)."""
+    the views are made by whoever opens it, for the root it opens; vlalign.datalake.views)."""
     con = connect(db_path)
     try:
         con.execute("CREATE TABLE run_cells (run_id VARCHAR, table_name VARCHAR, cell_id VARCHAR)")

@@ -1,6 +1,6 @@
 """The columns of every table in the lake: the one source. The views (sql/views.sql supplies only where each
 view reads from) project exactly these columns, and the README's table reference is generated from them
-(`python -m vlalign.lake.schemas` prints it; a test checks that the README has it).
+(`python -m vlalign.datalake.schemas` prints it; a test checks that the README has it).
 """
 
 from __future__ import annotations

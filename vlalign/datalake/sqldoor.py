@@ -46,8 +46,8 @@ import duckdb
 import pyarrow as pa
 from fsspec import AbstractFileSystem
 
-from vlalign.lake.limits import DEFAULT_LIMITS, Limits
-from vlalign.lake.views import create_views
+from vlalign.datalake.limits import DEFAULT_LIMITS, Limits
+from vlalign.datalake.views import create_views
 
 __all__ = ["QueryError", "Limits", "open_door", "admit", "run_query", "open_query", "ReadOnlyFileSystem",
            "ADMITTED_TYPES", "REFUSED_FUNCTIONS"]
