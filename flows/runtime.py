@@ -46,14 +46,27 @@ class _NoTraceback(logging.Filter):
         return True
 
 
+class _NoRoutine(logging.Filter):
+    """Drop the console's "Task run ... Finished in state Completed()" lines (a sweep has hundreds): the flow's own
+    progress lines, warnings and failures stay, and the API (Prefect's UI) still gets every record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno <= logging.INFO and record.name.startswith("prefect.task_runs")
+                    and "Finished in state Completed" in record.getMessage())
+
+
 def quiet_tracebacks() -> None:
-    """Prefect's console logs without tracebacks (a failed task or flow is one line), unless VLALIGN_DEBUG is set."""
-    if os.environ.get("VLALIGN_DEBUG"):
-        return
-    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs"):
+    """Prefect's console logs without tracebacks (a failed task or flow is one line), unless VLALIGN_DEBUG is set,
+    and without the routine line of every finished task, unless VLALIGN_VERBOSE is set (`vlalign --verbose`)."""
+    filters = [] if os.environ.get("VLALIGN_DEBUG") else [_NoTraceback]
+    filters += [] if os.environ.get("VLALIGN_VERBOSE") else [_NoRoutine]
+    for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs"):  # Prefect's console handler is the root's
         for handler in logging.getLogger(name).handlers:
-            if not any(isinstance(f, _NoTraceback) for f in handler.filters):
-                handler.addFilter(_NoTraceback())
+            if "Console" not in type(handler).__name__:
+                continue  # the API handler: Prefect's UI keeps every record
+            for kind in filters:
+                if not any(isinstance(f, kind) for f in handler.filters):
+                    handler.addFilter(kind())
 
 
 @contextlib.contextmanager

@@ -67,3 +67,30 @@ def test_query_into_a_closed_pipe_ends_quietly(tmp_path):
                        shell=True, capture_output=True, text=True, timeout=300)
     assert p.stdout.splitlines() == ["range", "0"]
     assert p.stderr == ""
+
+
+def test_the_console_shows_one_line_per_failure_and_no_routine_task_lines():
+    """Prefect's console records: a failure keeps its error in one line without the traceback; a task's
+    "Finished in state Completed()" line is dropped; the flow's own lines and warnings stay."""
+    import logging
+
+    from vlalign.flows.runtime import _NoRoutine, _NoTraceback
+
+    try:
+        raise RuntimeError("cell x failed: disk full")
+    except RuntimeError:
+        import sys as _sys
+
+        failed = logging.LogRecord("prefect.task_runs", logging.ERROR, __file__, 1, "Task run failed with exception:",
+                                   (), _sys.exc_info())
+    assert _NoTraceback().filter(failed) and failed.exc_info is None and failed.exc_text is None
+    assert failed.getMessage() == "Task run failed with exception: RuntimeError: cell x failed: disk full"
+
+    def record(name, level, msg):
+        return logging.LogRecord(name, level, __file__, 1, msg, (), None)
+
+    routine = _NoRoutine()
+    assert not routine.filter(record("prefect.task_runs", logging.INFO, "Finished in state Completed()"))
+    assert routine.filter(record("prefect.task_runs", logging.WARNING, "Finished in state Completed()"))
+    assert routine.filter(record("prefect.task_runs", logging.ERROR, "Finished in state Failed('x')"))
+    assert routine.filter(record("prefect.flow_runs", logging.INFO, "cells 3/150  0.5 cells/s"))

@@ -30,6 +30,8 @@ from vlalign.flows.runtime import configure_environment
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.verbose:
+        os.environ["VLALIGN_VERBOSE"] = "1"
     configure_environment()
     module, _, name = args.handler.partition(":")
     try:

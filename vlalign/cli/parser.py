@@ -119,6 +119,8 @@ def _explain(sub) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="vlalign", description="Do vision and language encoders represent the world alike?")
+    ap.add_argument("--verbose", action="store_true",
+                    help="show Prefect's line for every finished task too (default: the flows' progress lines only)")
     sub = ap.add_subparsers(dest="cmd", required=True)
     for group in (_data, _sweeps, _lake, _explain):
         group(sub)
