@@ -352,6 +352,25 @@ def _walk(tree, node_types: set, functions: set) -> None:
             todo.extend(node)
 
 
+def _tables_named(con: duckdb.DuckDBPyConnection, query: str) -> set[str] | None:
+    """The names of the tables an admitted SELECT reads, from its parse tree (parsed, not bound: binding would call
+    into an object-store lake's Python filesystem); None (every table) where the tree cannot be read."""
+    try:
+        tree = json.loads(con.execute("SELECT json_serialize_sql($q)", {"q": query}).fetchall()[0][0])
+    except (duckdb.Error, ValueError, TypeError, RecursionError):
+        return None
+    names, todo = set(), [tree]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, dict):
+            if node.get("type") == "BASE_TABLE" and isinstance(node.get("table_name"), str):
+                names.add(node["table_name"].lower())
+            todo.extend(node.values())
+        elif isinstance(node, list):
+            todo.extend(node)
+    return names
+
+
 def _check_tree(con: duckdb.DuckDBPyConnection, query: str) -> None:
     """Refuse a SELECT whose parse tree holds a writer (COPY/INSERT/... in a CTE) or a refused function."""
     try:
@@ -494,11 +513,7 @@ def open_query(catalog_path: str, lake_root: str, sql: str, params: dict | None 
     timer.daemon = True
     try:
         (query,) = admit(con, sql)
-        try:  # the views of the tables the admitted SELECT names (making a view reads its files' footers)
-            named = {name.lower() for name in con.get_table_names(query)}
-        except duckdb.Error:  # the parser cannot tell ($parameters, ...): every view
-            named = None
-        create_views(con, root, named)
+        create_views(con, root, _tables_named(con, query))  # (making a view reads its files' footers)
         try:
             wanted = list(con.extract_statements(query)[0].named_parameters)
         except duckdb.Error:
