@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -16,6 +17,7 @@ from vlalign.datalake.store import Lake
 from vlalign.datasets.readers import DatasetSource
 from vlalign.encoders import preflight, weights_digest
 from vlalign.encoders.cache import preload_encoders
+from vlalign.flows.runtime import Automatic, heavy_runner
 from vlalign.tasks.extract import embed_shard_task, ingest_items, plan_extraction
 
 
@@ -85,6 +87,39 @@ class Preload:
             self.thread.join()
 
 
+def _embed(todo: list, batch_size: int | None, device: str | None, threads: int | None) -> list[dict]:
+    """Submit every shard of ``todo`` to the running flow's task runner; log progress as they land."""
+    progress = Progress(todo, get_run_logger())
+    futures = {embed_shard_task.submit(s, batch_size=batch_size, device=device, threads=threads): s for s in todo}
+    summaries = []
+    for fut in as_completed(list(futures)):
+        summary = fut.result()
+        summaries.append(summary)
+        progress.update(summary, futures[fut].size)
+    return summaries
+
+
+@flow(name="embed-shards")
+def embed_shards_on_cluster(todo: list, batch_size: int | None = None, device: str | None = None,
+                            threads: int | None = None) -> list[dict]:
+    """The shards of a large extraction, on the Dask cluster of this sub-flow's task runner."""
+    return _embed(todo, batch_size, device, threads)
+
+
+def embed_shards(todo: list, batch_size: int | None, device: str | None, threads: int | None) -> list[dict]:
+    """Embed the shards ``todo``: on the flow's own task runner, or, in automatic mode above the light limit
+    (vlalign.flows.runtime.heavy_runner), in a sub-flow on a LocalCluster. Nothing to do: nothing starts."""
+    if not todo:
+        return []
+    runner = heavy_runner("items", sum(s.size for s in todo))
+    if runner is None:
+        if threads is None and isinstance(FlowRunContext.get().task_runner, Automatic):
+            threads = max(1, (os.cpu_count() or 1) // min(len(todo), os.cpu_count() or 1))  # shards share the cores
+        return _embed(todo, batch_size, device, threads)
+    get_run_logger().info("%d shards (%d items): on a LocalCluster", len(todo), sum(s.size for s in todo))
+    return embed_shards_on_cluster.with_options(task_runner=runner)(todo, batch_size, device, threads)
+
+
 def run_extraction(
     dataset: DatasetSource,
     encoders: list[str],
@@ -114,15 +149,7 @@ def run_extraction(
         "%s: %d items (%d rejected on read); %d shards planned for %d encoders, %d already in the lake, %d to compute",
         dataset.name, ingested["items"], ingested["rejects"], len(planned), len(specs), len(planned) - len(todo), len(todo),
     )
-    progress = Progress(todo, log)
-    futures = {
-        embed_shard_task.submit(s, batch_size=batch_size, device=device, threads=threads): s for s in todo
-    }
-    summaries = []
-    for fut in as_completed(list(futures)):
-        summary = fut.result()
-        summaries.append(summary)
-        progress.update(summary, futures[fut].size)
+    summaries = embed_shards(todo, batch_size, device, threads)
     result = {
         "dataset": dataset.name,
         "encoders": [s.name for s in specs],

@@ -129,13 +129,20 @@ def _flush_api_logs() -> None:
 WORKER_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "4294967296"}
 
 
+WORKER_PRELOAD = "vlalign.flows.worker_setup"  # the workers' console logs filtered as the parent's
+
+
 def configure_worker_environment() -> None:
-    """Environment of the worker processes a LocalCluster spawns: Dask's defaults plus WORKER_MALLOC_ENV."""
+    """Environment of the worker processes a LocalCluster spawns: Dask's defaults plus WORKER_MALLOC_ENV, and
+    WORKER_PRELOAD."""
     import dask  # (Dask, like Prefect, after configure_environment)
 
     env = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}))
     env.update(WORKER_MALLOC_ENV)
-    dask.config.set({"distributed.nanny.pre-spawn-environ": env})
+    preload = list(dask.config.get("distributed.worker.preload", []))
+    if WORKER_PRELOAD not in preload:
+        preload.append(WORKER_PRELOAD)
+    dask.config.set({"distributed.nanny.pre-spawn-environ": env, "distributed.worker.preload": preload})
 
 
 def dask_task_runner(address: str | None = None, n_workers: int | None = None, threads_per_worker: int = 1):
@@ -155,6 +162,56 @@ def dask_task_runner(address: str | None = None, n_workers: int | None = None, t
             "dashboard_address": ":0",  # any free port: no "Port 8787 is already in use" warning
         },
     )
+
+
+# Work at or below these sizes runs in this process, on the flow's threads: a LocalCluster costs seconds to start
+# and to stop, and each worker process loads its encoders again, which small work does not pay back.
+# Environment overrides: VLALIGN_LIGHT_ITEMS, VLALIGN_LIGHT_CELLS (0: every piece of work on Dask).
+LIGHT_ITEMS = 1024  # units (images or captions) to embed
+LIGHT_CELLS = 16  # analysis cells to compute
+
+
+def light_limit(kind: str) -> int:
+    """The size at or below which ``kind`` ("items" or "cells") runs in this process in automatic mode."""
+    default = {"items": LIGHT_ITEMS, "cells": LIGHT_CELLS}[kind]
+    name = f"VLALIGN_LIGHT_{kind.upper()}"
+    raw = os.environ.get(name, "")
+    try:
+        return int(raw) if raw.strip() else default
+    except ValueError:
+        raise ValueError(f"${name} must be an integer, got {raw!r}") from None
+
+
+class Automatic:
+    """Marks a flow's task runner as the automatic choice (no --dask-address, no --workers): the flow runs on
+    threads in this process, and each batch of heavy work above the light limit runs as a sub-flow on a
+    LocalCluster (:func:`heavy_runner`). A runner the caller chose (a DaskTaskRunner, or threads in the tests)
+    runs everything itself."""
+
+
+def task_runner(address: str | None = None, n_workers: int | None = None):
+    """The task runner of a command's flow: Dask when the user named a scheduler or a number of workers, else the
+    automatic choice (threads here; a LocalCluster only for work above the light limit)."""
+    if address or n_workers:
+        return dask_task_runner(address, n_workers)
+    from prefect.task_runners import ThreadPoolTaskRunner  # (Prefect, as above)
+
+    class AutomaticTaskRunner(ThreadPoolTaskRunner, Automatic):
+        pass
+
+    return AutomaticTaskRunner(max_workers=max(1, os.cpu_count() or 1))
+
+
+def heavy_runner(kind: str, size: int):
+    """Where a batch of ``size`` units of heavy work (embedding: items; scoring: cells) runs: None for the flow's own
+    task runner (it was chosen by the caller, or the work is small), else a DaskTaskRunner on a new LocalCluster
+    for a sub-flow that runs the batch."""
+    from prefect.context import FlowRunContext  # (Prefect, as above)
+
+    ctx = FlowRunContext.get()
+    if ctx is None or not isinstance(ctx.task_runner, Automatic) or size <= light_limit(kind):
+        return None
+    return dask_task_runner(None, None)
 
 
 def torch_threads_per_worker(n_workers: int | None, threads_per_worker: int = 1) -> int:

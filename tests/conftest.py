@@ -79,15 +79,21 @@ def flows_on_threads(monkeypatch):
     import vlalign.flows.runtime
 
     asked: list[int | None] = []
+    automatic = vlalign.flows.runtime.task_runner
 
     def on_threads(address=None, n_workers=None, threads_per_worker=1):
         assert address is None, "a test on threads names no Dask scheduler"
         asked.append(n_workers)
         return ThreadPoolTaskRunner(max_workers=n_workers or 2)
 
+    def command_runner(address=None, n_workers=None):
+        asked.append(n_workers)
+        return automatic(address, n_workers)  # threads; work above the light limit asks dask_task_runner (threads)
+
     monkeypatch.setattr(vlalign.flows.runtime, "dask_task_runner", on_threads)
+    monkeypatch.setattr(vlalign.flows.runtime, "task_runner", command_runner)
     yield asked
-    assert asked, "no flow asked vlalign.flows.runtime.dask_task_runner for its task runner"
+    assert asked, "no flow asked vlalign.flows.runtime for its task runner"
 
 
 def emoji_pngs(n: int, domain: str = "google") -> list[tuple[str, bytes]]:

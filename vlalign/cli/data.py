@@ -59,10 +59,10 @@ def cmd_extract(args: argparse.Namespace) -> int:
     check_dataset(source)  # a one-file index (emoji, coco, karpathy) is read now, and kept for the ingest
     # Prefect and Dask take seconds to import: only now that the input is known to be good
     from vlalign.flows.extract import extract_flow
-    from vlalign.flows.runtime import dask_task_runner, prefect_api
+    from vlalign.flows.runtime import prefect_api, task_runner
 
     with prefect_api():
-        result = extract_flow.with_options(task_runner=dask_task_runner(args.dask_address, args.workers))(
+        result = extract_flow.with_options(task_runner=task_runner(args.dask_address, args.workers))(
             dataset=source,
             encoders=encoders,
             lake_root=args.lake,

@@ -16,14 +16,14 @@ from vlalign.report.build import build_report
 def run_sweep(args: argparse.Namespace, spec, run_id: str | None) -> int:
     """Check ``spec`` (a path, a mapping or None for the default), run the sweep flow, print the run's summary."""
     # Prefect and Dask take seconds to import: only the commands that run a flow pay for them
-    from vlalign.flows.runtime import dask_task_runner, prefect_api
+    from vlalign.flows.runtime import prefect_api, task_runner
     from vlalign.flows.sweep import sweep_flow
 
     if run_id is not None:
         check_name(run_id, "--run-id")
     checked = check_spec(spec)  # the checks of `vlalign spec`, once, before Prefect and Dask start
     with prefect_api():
-        result = sweep_flow.with_options(task_runner=dask_task_runner(args.dask_address, args.workers))(
+        result = sweep_flow.with_options(task_runner=task_runner(args.dask_address, args.workers))(
             spec=checked, lake_root=args.lake, run_id=run_id, device=args.device, batch_size=args.batch_size,
         )
     lake = Lake.open(args.lake)
