@@ -12,6 +12,7 @@ $(STAMP): $(INPUTS)
 	touch $@
 
 run: $(STAMP)
+	@bash scripts/install_wordnet.sh >/dev/null  # WordNet for the concepts' polysemy breakdown (apt-get as root, else a hint)
 	$(VENV)/bin/vlalign run
 
 test: $(STAMP)

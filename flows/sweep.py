@@ -5,6 +5,7 @@ runs: a rerun, or a run that overlaps another, computes only the cells that are 
 from __future__ import annotations
 
 import time
+from typing import Any, Callable
 
 from prefect import flow, get_run_logger
 from prefect.futures import as_completed
@@ -21,8 +22,8 @@ from vlalign.engine.concept_dictionary import concept_domains
 from vlalign.engine.spec import SweepSpec
 from vlalign.engine.world import CheckedSpec, check_spec, main_selections
 from vlalign.flows.extract import run_extraction
-from vlalign.flows.runtime import configure_environment, dask_task_runner
-from vlalign.tasks.analysis import pair_items, score_cell, write_concepts
+from vlalign.flows.runtime import configure_environment, dask_task_runner, heavy_runner
+from vlalign.tasks.analysis import explain_best_pairs, pair_items, score_cell, write_concepts
 from vlalign.tasks.extract import ingest_prompts
 
 
@@ -129,10 +130,11 @@ def plan_sweep(spec: str | dict | CheckedSpec | None = None, lake_root: str = "l
     return prepare_cells(checked.spec, checked.sizes, Lake.open(lake_root), {})
 
 
-def _score(todo: list, log, record: dict) -> tuple[int, list[str]]:
-    """Submit every cell and log progress as they land, counting them in ``record['cells_done']``: (cells computed
-    now, not found done meanwhile; the errors of the cells that failed). Every cell runs to its end, whatever the
-    others do."""
+def _score_all(todo: list, on_done: Callable[[], None]) -> tuple[int, list[str]]:
+    """Submit every cell to the running flow's task runner and log progress as they land, calling ``on_done``
+    for each finished cell: (cells computed now, not found done meanwhile; the errors of the cells that failed).
+    Every cell runs to its end, whatever the others do."""
+    log = get_run_logger()
     futures = [score_cell.submit(c) for c in todo]
     t0 = time.perf_counter()
     errors, computed = [], 0
@@ -144,10 +146,33 @@ def _score(todo: list, log, record: dict) -> tuple[int, list[str]]:
             log.error("cell failed: %s", e)
             continue
         computed += not out["reused"]
-        record["cells_done"] += 1  # written by the record's heartbeat: a killed run shows what it had finished
+        on_done()
         rate = k / (time.perf_counter() - t0)
         log.info("cells %d/%d  %.2f cells/s  ETA %.0fs  (%s)", k, len(todo), rate, (len(todo) - k) / rate, out["label"])
     return computed, errors
+
+
+@flow(name="score-cells")
+def score_cells_on_cluster(todo: list, on_done: Any) -> tuple[int, list[str]]:
+    """The cells of a large sweep, on the Dask cluster of this sub-flow's task runner."""
+    return _score_all(todo, on_done)
+
+
+def _score(todo: list, log, record: dict) -> tuple[int, list[str]]:
+    """Score the cells ``todo``, counting them in ``record['cells_done']`` (written by the record's heartbeat: a
+    killed run shows what it had finished): on the flow's own task runner, or, in automatic mode above the light
+    limit (vlalign.flows.runtime.heavy_runner), in a sub-flow on a LocalCluster."""
+    if not todo:
+        return 0, []
+
+    def done() -> None:
+        record["cells_done"] += 1
+
+    runner = heavy_runner("cells", len(todo))
+    if runner is None:
+        return _score_all(todo, done)
+    log.info("%d cells: on a LocalCluster", len(todo))
+    return score_cells_on_cluster.with_options(task_runner=runner)(todo, done)
 
 
 @flow(name="sweep", log_prints=True)
@@ -191,6 +216,11 @@ def sweep_flow(
             raise RuntimeError(f"{len(errors)} of {len(todo)} cells failed; finished cells are kept, "
                                f"`vlalign resume {run_id}` computes the rest. First error: {errors[0]}")
         record["cells_done"] = len(cells)
+        if sweep.explain:
+            got = explain_best_pairs(lake, run_id, sweep)
+            record["explain"] = {"run_id": got["run_id"], "items": got["items"]}
+            log.info("explain: %d best-matched pairs%s (%s); pictures in %s", len(got["items"]),
+                     " (done before)" if got["reused"] else "", got["run_id"], got["dir"])
     return {"run_id": run_id, "lake": lake.root, "cells": len(cells), "computed": computed,
             "seconds": time.perf_counter() - t_start}
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from prefect import task
+from prefect import get_run_logger, task
 
 from vlalign.datalake.store import Lake
 from vlalign.engine.analysis import compute_cell, write_cell
-from vlalign.engine.cells import Cell, cell_is_done
+from vlalign.engine.cells import Cell, cell_is_done, engine_version
 from vlalign.engine.concept_dictionary import ConceptDictionary, write_concept_dictionary
+from vlalign.engine.explain import explain_best
 from vlalign.engine.pairing import write_pairs
+from vlalign.report.explain_figure import plot_explanation
 
 
 @task(name="pair_items")
@@ -35,3 +37,10 @@ def write_concepts(lake: Lake, dataset: str, fmt: str, domains: list[str]) -> Co
     """The concept dictionary of a data set's items, its members table written to the lake
     (:func:`vlalign.engine.concept_dictionary.write_concept_dictionary`)."""
     return write_concept_dictionary(lake, dataset, fmt, domains)
+
+
+@task(name="explain_best")
+def explain_best_pairs(lake: Lake, run_id: str, spec) -> dict:
+    """The sweep's explain study (:func:`vlalign.engine.explain.explain_best`): its best-matched pairs explained, or
+    the explanations of the same request found in the lake."""
+    return explain_best(lake, run_id, spec, engine_version("matching"), plot_explanation, log=get_run_logger().info)

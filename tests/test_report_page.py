@@ -34,7 +34,8 @@ N_IMAGES = 60
 SEEDS = [0, 1]
 TEXT = ["minilm-l6", "e5-small", "wordllama"]
 SECTIONS = ["sec-summary", "sec-alignment", "sec-matching", "sec-curves", "sec-cross-pair-analysis",
-            "sec-cross-lingual", "sec-cross-domain", "sec-classification", "sec-concepts", "sec-runs-and-data"]
+            "sec-cross-lingual", "sec-cross-domain", "sec-classification", "sec-concepts", "sec-explanations",
+            "sec-runs-and-data"]
 NOT_IN_SPEC = ("sec-cross-lingual", "sec-classification", "sec-concepts")
 
 
@@ -71,6 +72,7 @@ def spec_doc(sets: dict[str, tuple[Path, Path]]) -> dict:
             "cross_domain": {"pairs": [{"base": "twitter", "query": "google", "base_dataset": "twitter",
                                         "query_dataset": "google"}]},
             "curves": {"base_sizes": [10, 20], "query_sizes": [15, 30], "seeds": SEEDS},
+            "explain": {"top": 2, "text_encoder": "minilm-l6", "steps": 4},
         },
         "base_size": 20, "query_size": 30, "base_selection": "kmeans_image", "stretch": True, "seeds": SEEDS,
         "extraction": {"shard_size": 64},
@@ -153,8 +155,10 @@ def test_write_report_writes_every_plot_and_a_page_that_chromium_renders(swept, 
     lake_root, run_id, _ = swept
     out = report_dir.parent
     pngs = sorted(p.name for p in out.glob("*.png"))
+    explained = sorted(p.name for p in out.glob("explain_*.png"))
+    assert len(explained) == 2
     assert pngs == sorted(["cka_linear.png", "cka_linear_debiased.png", "cka_mutual_knn_k5.png", "matching.png",
-                           "curves.png", "ablation.png", "scatter.png", "cross_domain.png"])
+                           "curves.png", "ablation.png", "scatter.png", "cross_domain.png", *explained])
     for p in out.glob("*.png"):
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 10_000
 
@@ -176,8 +180,9 @@ def test_write_report_writes_every_plot_and_a_page_that_chromium_renders(swept, 
         for t in sec["tables"]:
             assert t["data_rows"] == t["rows"] > 0, (sid, t)
     assert {sid: s["figures"] for sid, s in d.sections.items() if s["figures"]} == {
-        "sec-alignment": 3, "sec-matching": 1, "sec-curves": 2, "sec-cross-pair-analysis": 1, "sec-cross-domain": 1}
-    assert len(d.imgs) == 8 and all(i["src"].startswith("data:image/png;base64,") for i in d.imgs)
+        "sec-alignment": 3, "sec-matching": 1, "sec-curves": 2, "sec-cross-pair-analysis": 1, "sec-cross-domain": 1,
+        "sec-explanations": 2}
+    assert len(d.imgs) == 10 and all(i["src"].startswith("data:image/png;base64,") for i in d.imgs)
     summary = d.sections["sec-summary"]["text"]
     assert f"Run {run_id}" in summary and "cross-domain twitter->google" in summary and "CKA linear (debiased)" in summary
 
@@ -190,6 +195,24 @@ def test_write_report_writes_every_plot_and_a_page_that_chromium_renders(swept, 
     px = list(small.get_flattened_data()) if hasattr(small, "get_flattened_data") else list(small.getdata())
     assert sum(p == (255, 255, 255) for p in px) > 0.3 * len(px)
     assert sum(max(p) < 90 for p in px) > 100
+
+
+def test_the_explain_study_is_in_the_lake_and_is_reused_by_a_rerun(swept):
+    from vlalign.engine.cells import engine_version
+    from vlalign.engine.explain import explain_best, explanations_dir
+    from vlalign.engine.spec import parse_spec
+    from vlalign.report.explain_figure import plot_explanation
+
+    lake_root, run_id, doc = swept
+    lake = Lake.open(lake_root)
+    got = explain_best(lake, run_id, parse_spec(doc), engine_version("matching"), plot_explanation)
+    assert got["reused"] and len(got["items"]) == 2
+    assert sorted(p.name for p in (explanations_dir(lake) / got["run_id"]).glob("*.png")) == sorted(
+        f"{i.replace('/', '_')}.png" for i in got["items"])
+    rows = duckdb.sql(f"select distinct item_id, vision_encoder, text_encoder, steps from "
+                      f"read_parquet('{lake_root}/attributions/run={got['run_id']}.parquet')").fetchall()
+    assert sorted(r[0] for r in rows) == sorted(got["items"])
+    assert {r[1:] for r in rows} == {("mobilenetv2", "minilm-l6", 4)}
 
 
 def test_the_page_reads_at_a_glance_at_1400_px(report_dir, chromium):

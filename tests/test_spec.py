@@ -85,6 +85,14 @@ def test_text_encoder_given_as_vision_is_refused():
         validate_against_world(parse_spec(doc))
 
 
+def test_an_explain_study_on_a_static_text_encoder_is_refused_before_work():
+    doc = base_doc()
+    doc["analyses"]["explain"] = {"text_encoder": "wordllama"}
+    with pytest.raises(SpecError, match=r"^analyses.explain.text_encoder: wordllama is not a sentence-transformers "
+                                        r"model \(explanations differentiate through its transformer\); name one"):
+        validate_against_world(parse_spec(doc))
+
+
 def test_base_plus_query_larger_than_the_data_set_is_refused():
     doc = base_doc()
     doc.update(base_size=1500, query_size=500)
@@ -187,8 +195,15 @@ def test_unknown_keys_are_refused_at_every_level():
         (lambda d: d.update(vision_encoders=[7]), "vision_encoders: expected a string or a list of strings; got 7"),
         (lambda d: d.update(datasets=[{"name": "emoji"}, {"name": "emoji"}]), "datasets: two entries have the same name 'emoji'"),
         (lambda d: d["analyses"].update(cka=None, matching=[], retrieval=[], baselines=[], cross_domain=False,
-                                        cross_lingual=None, classification=False, curves=False),
+                                        cross_lingual=None, classification=False, curves=False, concepts=False,
+                                        explain=False),
          "analyses: nothing to compute (cka is off, matching, retrieval, baselines are empty and no study is on)"),
+        (lambda d: d["analyses"].update(matching=[]),
+         "spec: analyses.explain explains the best-matched pairs of a matching cell: analyses.matching is empty"),
+        (lambda d: d["analyses"].update(explain={"vision_encoder": "minilm-l6"}),
+         "spec: analyses.explain.vision_encoder: 'minilm-l6' is not in the sweep's vision_encoders "
+         "['mobilenetv2', 'efficientnet-lite0', 'efficientnet-lite1']"),
+        (lambda d: d["analyses"].update(explain={"top": 0}), "analyses.explain.top: expected an integer >= 1; got 0"),
         (lambda d: d["analyses"].update(classification={"templates": ["an emoji"]}),
          "analyses.classification.templates: every template must contain {label}; got 'an emoji'"),
         (lambda d: d["analyses"].update(curves={"vision_encoders": ["vit-huge"]}),

@@ -114,6 +114,18 @@ _CATALOG: dict[str, _Entry] = {
 }
 
 
+def explain_problem(name: str, modality: str) -> str | None:
+    """Why ``name`` cannot be explained (vlalign.encoders.differentiable needs a timm EfficientNet-family vision
+    model and a sentence-transformers text model), judged from the catalog without loading it; None: it can (or,
+    for a hub name, only loading it will tell)."""
+    entry = _CATALOG.get(name)
+    if entry is None:
+        return None
+    if modality == "text" and "sentence_transformers" not in entry.requires:
+        return f"{name} is not a sentence-transformers model (explanations differentiate through its transformer)"
+    return None
+
+
 def list_encoders() -> list[EncoderSpec]:
     """The offline catalog entries (availability: is_available(spec) or encoder_table())."""
     return [e.spec for e in _CATALOG.values()]

@@ -16,7 +16,10 @@ longer work where no server can run. So it runs here, in-process, and records it
 """
 from __future__ import annotations
 
+import json
+import os
 import re
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,9 +32,9 @@ from PIL import Image
 
 from vlalign.datalake.catalog import refresh_catalog
 from vlalign.datalake.digest import digest_json
-from vlalign.datalake.runs import add_files, recorded_run
+from vlalign.datalake.runs import RunRecordError, add_files, read_run, recorded_run
 from vlalign.datalake.schemas import ATTRIBUTIONS_SCHEMA
-from vlalign.datalake.store import Lake
+from vlalign.datalake.store import Lake, atomic_write_bytes
 from vlalign.datasets.readers import image_source
 from vlalign.encoders import load_encoder
 from vlalign.encoders.differentiable import TextTower, image_view, vision_parts
@@ -46,7 +49,8 @@ from vlalign.methods.attribution import (
 
 Plot = Callable[[Explanation, Any, Path], Any]  # (explanation, image source, PNG path): writes the picture
 
-__all__ = ["ExplainRun", "explain_items", "explain_pair", "explanation_table", "run_explain"]
+__all__ = ["ExplainRun", "explain_best", "explain_items", "explain_pair", "explanation_table", "explanations_dir",
+           "explain_file_name", "run_explain"]
 
 
 @dataclass
@@ -131,7 +135,7 @@ def explain_items(item_ids: Sequence[str], vision: str = "mobilenetv2", text: st
         expls.append(ex)
         tables.append(explanation_table(ex, iid))
         if out is not None and plot is not None:
-            plot(ex, images[iid], out / f"{_file_name(iid)}.png")
+            plot(ex, images[iid], out / f"{explain_file_name(iid)}.png")
     table = pa.concat_tables(tables) if tables else ATTRIBUTIONS_SCHEMA.empty_table()
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -139,7 +143,7 @@ def explain_items(item_ids: Sequence[str], vision: str = "mobilenetv2", text: st
     return table, expls
 
 
-def _file_name(item_id: str) -> str:
+def explain_file_name(item_id: str) -> str:
     """A file name for an item id: '/' and anything unusual as '_'."""
     return re.sub(r"[^A-Za-z0-9._-]", "_", item_id).strip("._") or "item"
 
@@ -252,3 +256,41 @@ def explanation_table(expl: Explanation, item_id: str = "") -> pa.Table:
         "steps": np.full(n, expl.steps, np.int32),
     }
     return pa.table(cols, schema=ATTRIBUTIONS_SCHEMA)
+
+
+def explanations_dir(lake: Lake) -> Path:
+    """Where the sweeps' explain study keeps its pictures: <lake>/explanations/ of a local lake, else a local
+    folder keyed by the lake's URL (:meth:`Lake.local_dir`)."""
+    return Path(lake.root) / "explanations" if lake.is_local else Path(lake.local_dir("explanations"))
+
+
+def explain_best(lake: Lake, run_id: str, spec: Any, version: str, plot: Plot | None,
+                 log: Callable[[str], None] = print) -> dict:
+    """The explain study of sweep run ``run_id`` (``spec.explain``): the ``top`` best-matched query pairs of the main
+    grid's first cell, explained as `vlalign explain --run RUN_ID --top N` does, the pictures in
+    <explanations_dir>/<explain run id>/. Reused when the same request (the run, the study's settings and the matching
+    engine ``version``) finished before: {"run_id": the explain run, "items": [...], "dir": its folder, "reused"}."""
+    ex = spec.explain
+    vision, text = ex.vision_encoder or spec.vision_encoders[0], ex.text_encoder or spec.text_encoders[0]
+    request = {"run": run_id, "top": ex.top, "vision": vision, "text": text, "steps": ex.steps, "seed": ex.seed,
+               "matching_engine": version}
+    base = explanations_dir(lake)
+    marker = base / f"request-{digest_json(request)[:16]}.json"
+    try:
+        got = json.loads(marker.read_text())
+        out = base / got["run_id"]
+        if (read_run(lake, got["run_id"]).get("status") == "completed"
+                and all((out / f"{explain_file_name(i)}.png").is_file() for i in got["items"])):
+            return {**got, "dir": str(out), "reused": True}
+    except (OSError, ValueError, KeyError, RunRecordError):
+        pass  # not done before, or damaged: explain again
+    tmp = base / f"tmp-{digest_json(request)[:16]}-{os.getpid()}"
+    done = run_explain(lake, [], top=ex.top, run=run_id, vision=vision, text=text, steps=ex.steps, seed=ex.seed,
+                       out_dir=tmp, plot=plot, log=log)
+    out = base / done.run_id
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.replace(out)
+    got = {"run_id": done.run_id, "items": done.items, "request": request,
+           "margins": {k: list(v) for k, v in done.margins.items()}}
+    atomic_write_bytes(str(marker), json.dumps(got).encode(), "explain")
+    return {**got, "dir": str(out), "reused": False}

@@ -157,8 +157,10 @@ def base_set(lake: Lake, spec: SweepSpec, dataset: str, domain: str, lang: str, 
                     f"{done / (time.perf_counter() - t0):.1f}/s")
         embeddings[(dataset, name, part)] = Embeddings.of(lake, name, enc.lake_name, part, shards)
     path, digest = write_pairs(lake, dataset, domain, lang)
-    studies_off = dict.fromkeys(("cka", "cross_domain", "cross_lingual", "classification", "curves", "concepts"))
+    studies_off = dict.fromkeys(("cka", "cross_domain", "cross_lingual", "classification", "curves", "concepts",
+                                 "explain"))
     one = spec.model_copy(update={"vision_encoders": (vision,), "text_encoders": (text,),
+                                  "datasets": tuple(d for d in spec.datasets if d.name == dataset),
                                   "analyses": spec.analyses.model_copy(update=studies_off)})
     cells = plan_cells(one, lake, {dataset: {(domain, lang): (path, digest)}}, embeddings, {dataset: [(domain, lang)]})
     cell = next(c for c in cells if isinstance(c, MatchCell) and c.seed == seed)

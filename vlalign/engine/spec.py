@@ -39,16 +39,39 @@ from vlalign.datalake.names import SafeName
 from vlalign.datasets.formats import FORMAT_NAMES, default_format, key_problems
 from vlalign.datasets.readers import DatasetSource
 from vlalign.engine.spec_errors import SpecError, problems, spec_error
-from vlalign.engine.spec_types import Grid, NonEmpty
-from vlalign.methods.classify import CLASSIFY_METHODS
-from vlalign.methods.concepts import MAPPINGS, RETRIEVALS
+from vlalign.engine.spec_studies import (
+    ClassificationSpec,
+    ConceptsSpec,
+    CrossDomainSpec,
+    CrossLingualSpec,
+    CurvesSpec,
+    ExplainSpec,
+)
+from vlalign.engine.spec_types import (
+    MATCHING_METHODS,
+    RETRIEVAL_METHODS,
+    Baselines,
+    BaseSelections,
+    BaseSizes,
+    Count,
+    Flags,
+    Grid,
+    Kernel,
+    Kernels,
+    MatchingMethods,
+    NonEmpty,
+    QuerySizes,
+    RetrievalMethods,
+    Seeds,
+    Strings,
+    _Section,
+)
 from vlalign.methods.kernels import KERNELS
 from vlalign.methods.preprocess import METRICS as KMEANS_METRICS
 from vlalign.methods.retrieval import TIES as RETRIEVAL_TIES
 
 DEFAULT_SPEC = Path(__file__).resolve().parent.parent / "sweeps" / "default.yaml"
 
-LABEL_FIELDS = ("label", "sublabel")
 STRETCH_SCOPES = ("selected", "pool")
 
 # The protocol presets: every choice is a named setting; a preset only changes the defaults, and a key
@@ -59,15 +82,7 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
     "paper": {"qap_kernel": "rbf", "qap_tol": 1e-5, "stretch_scope": "pool", "kmeans_metric": "cosine",
               "linreg_intercept": False, "retrieval_ties": "favour"},
 }
-DEFAULT_TEMPLATES = ("an emoji of {label}", "a {label} emoji", "an icon showing {label}", "{label}")
-MATCHING_METHODS = ("qap", "local_cka")
-RETRIEVAL_METHODS = ("local_cka",)
-BASELINES = ("linear_regression", "relative", "procrustes", "cosine")
-BASE_SELECTIONS = ("random", "kmeans_image", "kmeans_text")
 FORMATS = FORMAT_NAMES  # vlalign/datasets/formats.py: emoji, coco, karpathy, xtd, imagefolder, webdataset, ...
-# The classification methods (vlalign.methods.classify) in the spec's order: the training-free ones first. The
-# default of analyses.classification.methods, so this order is in the run id of every spec that leaves it out.
-CLASSIFY_ORDER = ("local_cka", "qap", *(m for m in CLASSIFY_METHODS if m not in ("local_cka", "qap")))
 
 
 @dataclass(frozen=True)
@@ -79,26 +94,6 @@ class Setting:
     base_selection: str
     stretch: bool
     seed: int
-
-
-Strings = Annotated[tuple[str, ...], Grid(str)]
-Kernels = Annotated[tuple[str, ...], Grid(str, choices=KERNELS)]
-MatchingMethods = Annotated[tuple[str, ...], Grid(str, choices=MATCHING_METHODS, allow_empty=True)]
-RetrievalMethods = Annotated[tuple[str, ...], Grid(str, choices=RETRIEVAL_METHODS, allow_empty=True)]
-Baselines = Annotated[tuple[str, ...], Grid(str, choices=BASELINES, allow_empty=True)]
-BaseSizes = Annotated[tuple[int, ...], Grid(int, ge=2)]
-QuerySizes = Annotated[tuple[int, ...], Grid(int, ge=1)]
-BaseSelections = Annotated[tuple[str, ...], Grid(str, choices=BASE_SELECTIONS)]
-Flags = Annotated[tuple[bool, ...], Grid(bool)]
-Seeds = Annotated[tuple[int, ...], Grid(int)]
-Kernel = Literal[KERNELS]  # one kernel, not a list
-Count = Annotated[int, Strict(), Ge(1)]
-
-
-class _Section(BaseModel):
-    """A mapping of the spec: frozen, unknown keys refused."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class DatasetSpec(_Section):
@@ -180,93 +175,6 @@ class LinearRegressionSpec(_Section):
     )
 
 
-Encoders = Optional[Strings]
-StudySeeds = Optional[Seeds]
-
-
-class DomainPair(_Section):
-    base: SafeName = Field(description="the domain the base pairs come from")
-    query: SafeName = Field(description="the domain the queries come from")
-    base_dataset: Optional[SafeName] = Field(None, description="the data set of the base (default: the queries')")
-    query_dataset: Optional[SafeName] = Field(None, description="the data set of the queries (default: every one with both domains)")
-
-
-class CrossDomainSpec(_Section):
-    """Matching with the base pairs from one domain and the queries from another."""
-
-    pairs: NonEmpty[DomainPair] = Field(json_schema_extra={"minItems": 1},
-                                       description="list of {base: DOMAIN, query: DOMAIN[, base_dataset, query_dataset]}")
-    vision_encoders: Encoders = Field(None, description="a subset of the sweep's (default: all)")
-    text_encoders: Encoders = Field(None, description="a subset of the sweep's (default: all)")
-    seeds: StudySeeds = Field(None, description="default: the sweep's seeds")
-
-
-class CrossLingualSpec(_Section):
-    """Matching with the captions in other languages (the paper's XTD-10 study)."""
-
-    langs: Strings = Field(description="caption languages; each is compared with the sweep's own languages")
-    vision_encoders: Encoders = Field(None, description="a subset of the sweep's (default: all)")
-    text_encoders: Encoders = Field(None, description="a subset of the sweep's (default: all); English-only ones are skipped, with the reason")
-    multilingual: Strings = Field((), description="text encoders to treat as multilingual beyond the catalog's flag")
-    seeds: StudySeeds = Field(None, description="default: the sweep's seeds")
-
-
-class ClassificationSpec(_Section):
-    """Zero-shot classification: each class becomes a caption through the templates."""
-
-    label_fields: Annotated[tuple[str, ...], Grid(str, choices=LABEL_FIELDS)] = Field(
-        LABEL_FIELDS, description="label and/or sublabel (emoji: category and subcategory)"
-    )
-    templates: Strings = Field(DEFAULT_TEMPLATES, description="caption templates with {label}; their embeddings are averaged")
-    template_set: SafeName = Field("default", description="a name for the template list, shown in the results")
-    methods: Annotated[tuple[str, ...], Grid(str, choices=CLASSIFY_ORDER)] = Field(
-        CLASSIFY_ORDER, description=f"a subset of {list(CLASSIFY_ORDER)}"
-    )
-    vision_encoders: Encoders = Field(None, description="a subset of the sweep's (default: all)")
-    text_encoders: Encoders = Field(None, description="a subset of the sweep's (default: all)")
-    seeds: StudySeeds = Field(None, description="default: the sweep's seeds")
-
-    @field_validator("templates")
-    @classmethod
-    def _has_label(cls, templates: tuple[str, ...]) -> tuple[str, ...]:
-        for t in templates:
-            if "{label}" not in t:
-                raise spec_error("every template must contain {label}", got=t)
-            try:
-                t.format(label="x")
-            except (KeyError, IndexError, ValueError) as e:
-                raise spec_error(f"template is not a valid format string ({e})", got=t) from None
-        return templates
-
-
-class ConceptsSpec(_Section):
-    """Concept alignment (Li et al.): Procrustes from concept image means to word embeddings, k-fold, P@k."""
-
-    domains: Optional[Strings] = Field(None, description="visual domains whose images a concept averages (default: all)")
-    mappings: Annotated[tuple[str, ...], Grid(str, choices=MAPPINGS)] = Field(
-        MAPPINGS, description="procrustes, and the baselines random_orthogonal and shuffled_dictionary")
-    retrievals: Annotated[tuple[str, ...], Grid(str, choices=RETRIEVALS)] = Field(
-        RETRIEVALS, description="nearest neighbour and/or CSLS")
-    folds: Annotated[int, Strict(), Ge(2)] = Field(5, description="cross-validation folds over the concepts")
-    seeds: Seeds = Field((0,), description="fold seeds")
-    csls_k: Count = Field(10, description="neighbourhood size of CSLS")
-    bins: Count = Field(3, description="quantile bins of each concept property in the breakdowns")
-    vision_encoders: Encoders = Field(None, description="a subset of the sweep's (default: all)")
-    text_encoders: Encoders = Field(None, description="a subset of the sweep's (default: all)")
-
-
-class CurvesSpec(_Section):
-    """Accuracy against base size and query size over several seeds, and the stretching x selection ablation."""
-
-    vision_encoders: Encoders = Field(None, description="default: the sweep's first vision encoder")
-    text_encoders: Encoders = Field(None, description="default: the sweep's first text encoder")
-    base_sizes: BaseSizes = Field((40, 80, 160, 320, 640), description="base sizes at the sweep's first query size")
-    query_sizes: QuerySizes = Field((100, 250, 500, 1000), description="query sizes at the sweep's first base size")
-    seeds: Seeds = Field((0, 1, 2), description="seeds of every curve point (the band is their spread)")
-    methods: MatchingMethods = Field(MATCHING_METHODS, description="matching methods on the curves")
-    ablation: Annotated[bool, Strict()] = Field(True, description="stretch on/off x random/kmeans_image base at the first sizes")
-
-
 class LocalCKASpec(_Section):
     """Local-CKA matching and retrieval settings."""
 
@@ -309,6 +217,10 @@ class AnalysesSpec(_Section):
         None, description="{vision_encoders, text_encoders, base_sizes, query_sizes, seeds, methods, ablation}; false: off")
     concepts: Annotated[Optional[ConceptsSpec], BeforeValidator(_off_is_none)] = Field(
         None, description="{domains, mappings, retrievals, folds, seeds, csls_k, bins, vision_encoders, text_encoders}; false: off")
+
+    explain: Annotated[Optional[ExplainSpec], BeforeValidator(_off_is_none)] = Field(
+        None, description="{top, vision_encoder, text_encoder, steps, seed}: attributions of the best-matched pairs; "
+                          "false: off")
 
     @model_validator(mode="after")
     def _something_to_do(self) -> AnalysesSpec:
@@ -421,6 +333,17 @@ class SweepSpec(_Section):
                 extra = [n for n in (names or ()) if n not in known]
                 if extra:
                     raise spec_error(f"analyses.{key}.{side}: {extra} are not in the sweep's {side} {list(known)}")
+        ex = self.analyses.explain
+        if ex is not None:
+            for key, known in (("vision_encoder", self.vision_encoders), ("text_encoder", self.text_encoders)):
+                name = getattr(ex, key)
+                if name is not None and name not in known:
+                    raise spec_error(f"analyses.explain.{key}: {name!r} is not in the sweep's {key}s {list(known)}")
+            if not self.analyses.matching:
+                raise spec_error("analyses.explain explains the best-matched pairs of a matching cell: "
+                                 "analyses.matching is empty")
+            if ex.seed is not None and ex.seed not in self.seeds:
+                raise spec_error(f"analyses.explain.seed: {ex.seed} is not one of the sweep's seeds {list(self.seeds)}")
         return self
 
     _source: dict = PrivateAttr(default_factory=dict)
@@ -452,6 +375,7 @@ class SweepSpec(_Section):
     classification = _key("analyses", "classification")
     curves = _key("analyses", "curves")
     concepts = _key("analyses", "concepts")
+    explain = _key("analyses", "explain")
     shard_size = _key("extraction", "shard_size")
     batch_size = _key("extraction", "batch_size")  # None: 8 on CPU, 64 on CUDA
 
@@ -508,11 +432,11 @@ class SweepSpec(_Section):
 _JSON_KEYS = ("name", "datasets", "vision_encoders", "text_encoders", "cka", "matching", "retrieval", "baselines",
               "qap_restarts", "qap_kernel", "local_cka_kernel", "protocol", "qap_tol", "stretch_scope",
               "kmeans_metric", "linreg_intercept", "retrieval_ties", "cross_domain", "cross_lingual",
-              "classification", "curves", "concepts", "base_size", "query_size", "base_selection", "stretch",
-              "seeds", "shard_size", "batch_size")
+              "classification", "curves", "concepts", "explain", "base_size", "query_size", "base_selection",
+              "stretch", "seeds", "shard_size", "batch_size")
 _LATER_KEYS = {"protocol": "default", "qap_tol": 0.03, "stretch_scope": "selected", "kmeans_metric": "euclidean",
                "linreg_intercept": True, "retrieval_ties": "against", "cross_domain": None, "cross_lingual": None,
-               "classification": None, "curves": None, "concepts": None}
+               "classification": None, "curves": None, "concepts": None, "explain": None}
 
 
 def _plain(value: Any) -> Any:

@@ -4,12 +4,14 @@ Their errors are spec errors (vlalign.engine.spec_errors): one line that names t
 
 from __future__ import annotations
 
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, Optional, TypeVar
 
-from pydantic import AfterValidator
+from annotated_types import Ge
+from pydantic import AfterValidator, BaseModel, ConfigDict, Strict
 from pydantic_core import core_schema
 
 from vlalign.engine.spec_errors import show, spec_error
+from vlalign.methods.kernels import KERNELS
 
 
 class Grid:
@@ -69,3 +71,30 @@ def _non_empty(items: tuple) -> tuple:
 
 T = TypeVar("T")
 NonEmpty = Annotated[tuple[T, ...], AfterValidator(_non_empty)]  # a list of mappings, checked after its items
+
+
+MATCHING_METHODS = ("qap", "local_cka")
+RETRIEVAL_METHODS = ("local_cka",)
+BASELINES = ("linear_regression", "relative", "procrustes", "cosine")
+BASE_SELECTIONS = ("random", "kmeans_image", "kmeans_text")
+
+Strings = Annotated[tuple[str, ...], Grid(str)]
+Kernels = Annotated[tuple[str, ...], Grid(str, choices=KERNELS)]
+MatchingMethods = Annotated[tuple[str, ...], Grid(str, choices=MATCHING_METHODS, allow_empty=True)]
+RetrievalMethods = Annotated[tuple[str, ...], Grid(str, choices=RETRIEVAL_METHODS, allow_empty=True)]
+Baselines = Annotated[tuple[str, ...], Grid(str, choices=BASELINES, allow_empty=True)]
+BaseSizes = Annotated[tuple[int, ...], Grid(int, ge=2)]
+QuerySizes = Annotated[tuple[int, ...], Grid(int, ge=1)]
+BaseSelections = Annotated[tuple[str, ...], Grid(str, choices=BASE_SELECTIONS)]
+Flags = Annotated[tuple[bool, ...], Grid(bool)]
+Seeds = Annotated[tuple[int, ...], Grid(int)]
+Kernel = Literal[KERNELS]  # one kernel, not a list
+Count = Annotated[int, Strict(), Ge(1)]
+Encoders = Optional[Strings]
+StudySeeds = Optional[Seeds]
+
+
+class _Section(BaseModel):
+    """A mapping of the spec: frozen, unknown keys refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)

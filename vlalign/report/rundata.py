@@ -40,6 +40,7 @@ class RunData:
     run_cells: list[dict]
     concepts: list[dict] = field(default_factory=list)
     concept_breakdown: list[dict] = field(default_factory=list)
+    explanations: list[dict] = field(default_factory=list)  # the explain study's top attributions, 3 rows per item
     plan: Plan = field(init=False)
     # values derived from the rows that a study's figure and its section both use, by name (JSON-able): computed
     # once (derive), and kept with the cached figures (vlalign.report.cache)
@@ -90,4 +91,5 @@ def load_run(lake: Lake, run_id: str) -> RunData:
         run_cells=_rows(lake, "report_run_cells", run_id=run_id),
         concepts=_rows(lake, "report_concepts_rows", run_id=run_id),
         concept_breakdown=_rows(lake, "report_concept_breakdown_rows", run_id=run_id),
+        explanations=_rows(lake, "report_explanations", run_id=run_id),
     )

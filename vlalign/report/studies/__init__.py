@@ -14,6 +14,7 @@ from vlalign.report.studies import (
     cross_domain,
     cross_lingual,
     curves,
+    explanations,
     matching,
     overview,
     rejects,
@@ -32,5 +33,6 @@ STUDIES: list[Study] = [
     cross_domain,  # Cross-domain
     classification,  # Classification
     concepts,  # Concepts
+    explanations,  # Explanations
     rejects,  # Runs and data
 ]
