@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vlalign.methods.cka import _centred_gram, _debiased_dot, _feature_stats, _min_rows
-from vlalign.methods.geometry_measures import rdm, rdm_ranks, rsa_from_ranks, svcca_basis, svcca_from_bases
+from vlalign.methods.geometry_measures import rdm, rdm_ranks, svcca_basis, svcca_from_bases
 from vlalign.methods.kernels import validate_kernel, validate_matrix
 from vlalign.methods.knn_measures import (
     _validate_cknna,
@@ -102,6 +102,12 @@ def calibrated_score(observed, tau, smax: float | None = 1.0):
     return np.clip((s - t) / np.maximum(smax - t, _EPSILON), 0.0, 1.0)
 
 
+def _inner(a: np.ndarray, b: np.ndarray) -> float:
+    """sum_ij a_ij b_ij by einsum's own loop: BLAS ddot (np.vdot) spreads one such sum over threads, which costs
+    milliseconds per call when the cores are busy (measured: 11 ms against 0.2 ms for 300 x 300 on 2 loaded cores)."""
+    return float(np.einsum("ij,ij->", a, b))
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Per-measure states: prepare once, permute y's state, score a pair
 # ---------------------------------------------------------------------------------------------------------------
@@ -116,14 +122,14 @@ class _GramNull:
 
     def prepare(self, a):
         kc = _centred_gram(a, *self.args)
-        return kc, float(np.vdot(kc, kc))
+        return kc, _inner(kc, kc)
 
     def permute(self, state, perm):
         kc, ss = state
         return kc.take(perm, axis=0).take(perm, axis=1), ss
 
     def score(self, sx, sy):
-        return float(np.vdot(sx[0], sy[0])) / np.sqrt(sx[1] * sy[1])
+        return _inner(sx[0], sy[0]) / np.sqrt(sx[1] * sy[1])
 
 
 class _FeatureNull:
@@ -142,7 +148,7 @@ class _FeatureNull:
 
     def score(self, sx, sy):
         xty = sx[0].T @ sy[0]
-        num = float(np.vdot(xty, xty))
+        num = _inner(xty, xty)
         if self.debiased:
             num = _debiased_dot(num, sx[2], sy[2], sx[3], sy[3], sx[0].shape[0])
         return num / np.sqrt(sx[1] * sy[1])
@@ -192,7 +198,7 @@ class _RsaNull:
         return state[0].take(perm, axis=0).take(perm, axis=1), state[1]
 
     def score(self, sx, sy):
-        return rsa_from_ranks(sx[0], sx[1], sy[0], sy[1])
+        return 0.5 * _inner(sx[0], sy[0]) / np.sqrt(sx[1] * sy[1])  # rsa_from_ranks without BLAS
 
 
 class _SvccaNull:
