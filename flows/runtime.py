@@ -129,20 +129,21 @@ def _flush_api_logs() -> None:
 WORKER_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "4294967296"}
 
 
-WORKER_PRELOAD = "vlalign.flows.worker_setup"  # the workers' console logs filtered as the parent's
-
-
 def configure_worker_environment() -> None:
-    """Environment of the worker processes a LocalCluster spawns: Dask's defaults plus WORKER_MALLOC_ENV, and
-    WORKER_PRELOAD."""
+    """Environment of the worker processes a LocalCluster spawns: Dask's defaults plus WORKER_MALLOC_ENV, and a
+    console that shows warnings and errors only (unless `vlalign --verbose`)."""
     import dask  # (Dask, like Prefect, after configure_environment)
 
     env = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}))
     env.update(WORKER_MALLOC_ENV)
-    preload = list(dask.config.get("distributed.worker.preload", []))
-    if WORKER_PRELOAD not in preload:
-        preload.append(WORKER_PRELOAD)
-    dask.config.set({"distributed.nanny.pre-spawn-environ": env, "distributed.worker.preload": preload})
+    if not os.environ.get("VLALIGN_VERBOSE"):
+        # the workers' console: warnings and errors only (the parent prints the flow's progress and one line per
+        # failure; every record still goes to the API)
+        env.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+    dask.config.set({"distributed.nanny.pre-spawn-environ": env})
+    # a worker that loaded torch often takes more than the nanny's 4 s to exit when the cluster closes, and is then
+    # stopped: "Worker process still alive after 4.0 seconds, killing" is a warning about nothing lost
+    logging.getLogger("distributed.nanny").setLevel(logging.ERROR)
 
 
 def dask_task_runner(address: str | None = None, n_workers: int | None = None, threads_per_worker: int = 1):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from prefect import get_run_logger, task
 
 from vlalign.datalake.store import Lake
@@ -43,4 +45,6 @@ def write_concepts(lake: Lake, dataset: str, fmt: str, domains: list[str]) -> Co
 def explain_best_pairs(lake: Lake, run_id: str, spec) -> dict:
     """The sweep's explain study (:func:`vlalign.engine.explain.explain_best`): its best-matched pairs explained, or
     the explanations of the same request found in the lake."""
-    return explain_best(lake, run_id, spec, engine_version("matching"), plot_explanation, log=get_run_logger().info)
+    # one row of panels on the page: the image and the first five word tokens (the table has every strongest pair)
+    plot = functools.partial(plot_explanation, special=False, max_tokens=5)
+    return explain_best(lake, run_id, spec, engine_version("matching"), plot, log=get_run_logger().info)

@@ -151,6 +151,37 @@ CORRUPTIONS = {
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("fault", sorted(CORRUPTIONS))
+def test_a_plan_trusts_only_shards_whose_files_did_not_change_since_verified(fault, pristine, tmp_path, monkeypatch):
+    """The plan's cache of verified shards (vlalign.engine.extract.VerifiedShards): a second plan reads no shard
+    whose file is unchanged, and any change to a file (each corruption of CORRUPTIONS, made after the first plan
+    trusted it) sends that shard back to full verification, and to the shards to compute."""
+    import vlalign.engine.extract as extract
+    from vlalign.encoders import get_encoder, weights_digest
+
+    source, pristine_root = pristine
+    lake_root = tmp_path / "lake"
+    shutil.copytree(pristine_root, lake_root, copy_function=shutil.copy2)
+    lake = Lake.open(lake_root)
+    enc = get_encoder("wordllama")
+
+    def plan():
+        return extract.plan_dataset_shards(lake, source.name, [enc], {enc.name: weights_digest(enc)}, SHARD_SIZE)
+
+    planned, todo = plan()  # the copy's files are new to the cache: all verified, all whole
+    assert len(planned) == 3 and todo == []
+    calls = []
+    real = extract.verify_shard
+    monkeypatch.setattr(extract, "verify_shard", lambda lk, s: calls.append(s.path) or real(lk, s))
+    assert plan()[1] == [] and calls == []  # unchanged files: trusted, not read
+    inject, k, expected = CORRUPTIONS[fault]
+    inject([s.path for s in planned], k)
+    _, todo = plan()
+    assert calls == [planned[k].path]
+    assert [s.path for s, _ in todo] == [planned[k].path] and any(e in todo[0][1] for e in expected)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("fault", list(CORRUPTIONS))
 def test_corrupt_shard_is_refused_on_read_and_recomputed_alone(fault, pristine, tmp_path):
     """Fault: one shard file of a finished extraction is truncated, bit-flipped (256 bytes in the middle,

@@ -208,8 +208,20 @@ class Lake:
     def local_dir(self, kind: str) -> str:
         """A local folder for this lake's ``kind`` of local state (``locks``, ``reports``), keyed by the lake's
         URL: ``$VLALIGN_CACHE_DIR/<kind>/<digest of the URL>`` (default ``~/.cache/vlalign``). Not created."""
-        home = os.environ.get("VLALIGN_CACHE_DIR") or os.path.join(Path.home(), ".cache", "vlalign")
-        return os.path.join(home, kind, digest_json(self.root))
+        return os.path.join(cache_home(), kind, digest_json(self.root))
+
+    def stat_key(self, path: str) -> str | None:
+        """A signature of the file at ``path`` that any rewrite changes: size, mtime, inode and ctime of a local
+        file (ctime cannot be set back by a user); size and ETag or mtime of an object. None: no such file."""
+        try:
+            if self.is_local:
+                st = os.stat(path)
+                return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}:{st.st_ctime_ns}"
+            info = self.fs.info(path)
+        except (OSError, ValueError):
+            return None
+        tag = info.get("ETag") or info.get("etag") or info.get("LastModified") or info.get("mtime")
+        return f"{info.get('size')}:{tag}" if tag is not None else None
 
     def lock_path(self, name: str) -> str:
         """Where the lock ``name`` lives: ``_locks/`` in a local lake; for an object-store lake, a local
@@ -313,6 +325,11 @@ class Lake:
 
     def run_path(self, run_id: str) -> str:
         return self.path("runs", f"run={check_name(run_id, 'run id')}.json")
+
+
+def cache_home() -> str:
+    """This user's vlalign cache folder: ``$VLALIGN_CACHE_DIR``, default ``~/.cache/vlalign``."""
+    return os.environ.get("VLALIGN_CACHE_DIR") or os.path.join(Path.home(), ".cache", "vlalign")
 
 
 def lake_filesystem(url: str) -> fsspec.AbstractFileSystem:

@@ -12,10 +12,12 @@ vlalign.datalake.digest) is fed plain, NUL-separated pieces -- not digest.update
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
 from typing import Any, Iterable
 
-from vlalign.datalake.digest import finish, hasher, update_file
+from vlalign.datalake.digest import digest_json, finish, hasher, update_file
+from vlalign.datalake.store import atomic_write_bytes, cache_home
 from vlalign.encoders.base import EncoderError, EncoderSpec
 from vlalign.encoders.catalog import _CATALOG, _pkg_dir
 from vlalign.encoders.hub import _hub_commit, _torch_hub_file
@@ -38,8 +40,8 @@ def _hash_files(h: Any, files: Iterable[Path], root: Path | None = None) -> None
 
 @functools.lru_cache(maxsize=64)
 def _digest_files(name: str) -> str:
-    """Catalog entries and local folders: hash the files once per process."""
-    h = hasher()
+    """Catalog entries and local folders: hash the files once per process, and once per machine while none of the
+    files changes (:func:`_remembered`: a weight file of 50 MB costs 0.3 s to hash, every command)."""
     entry = _CATALOG.get(name)
     if entry is not None:
         ok, reason = is_available(entry.spec)
@@ -47,17 +49,47 @@ def _digest_files(name: str) -> str:
             raise EncoderError(reason)
         root = _pkg_dir(entry.package)
         assert root is not None
-        h.update(entry.recipe.encode() + b"\0")
-        _hash_files(h, entry.files(root), root)
+        head, files = entry.recipe + "\0", list(entry.files(root))
+    else:
+        spec, info = _resolve_hub(name)
+        assert info.local_dir
+        head, root = f"{name}\0pooling={spec.pooling}\0", Path(info.local_dir)
+        files = sorted(p for p in root.rglob("*")
+                       if p.is_file() and not any(s.startswith(".") for s in p.relative_to(root).parts))
+
+    def compute() -> str:
+        h = hasher()
+        h.update(head.encode())
+        _hash_files(h, files, root)
         return finish(h, _LEN)
-    spec, info = _resolve_hub(name)
-    assert info.local_dir
-    h.update(f"{name}\0pooling={spec.pooling}\0".encode())
-    root = Path(info.local_dir)
-    files = sorted(p for p in root.rglob("*")
-                   if p.is_file() and not any(s.startswith(".") for s in p.relative_to(root).parts))
-    _hash_files(h, files, root)
-    return finish(h, _LEN)
+
+    return _remembered(head, files, compute)
+
+
+def _remembered(head: str, files: list[Path], compute) -> str:
+    """``compute()``, or the value it gave for the same ``head`` and files, each with the same size, mtime, inode and
+    ctime (a rewrite changes the ctime, which no user can set back): kept in <cache>/weights-digests.json. A cache
+    that cannot be read or written is ignored."""
+    try:
+        sig = [head] + [[str(f), *((st := f.stat()).st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)] for f in files]
+    except OSError:
+        return compute()  # a missing file: hashing names it
+    key = digest_json(sig)
+    path = Path(cache_home()) / "weights-digests.json"
+    try:
+        known = json.loads(path.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if isinstance(known, dict) and isinstance(known.get(key), str):
+        return known[key]
+    value = compute()
+    try:
+        known = known if isinstance(known, dict) else {}
+        known[key] = value
+        atomic_write_bytes(str(path), json.dumps(known).encode(), "digests")
+    except OSError:
+        pass
+    return value
 
 
 def _digest(name: str) -> str:

@@ -19,12 +19,14 @@ shards of their plan, so a shard outside the plan is never read.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -34,7 +36,7 @@ import pyarrow.parquet as pq
 from vlalign.datalake.digest import digest_json, digest_values, finish, hasher, update
 from vlalign.datalake.items import ItemsWriter
 from vlalign.datalake.schemas import REJECT_SCHEMA
-from vlalign.datalake.store import Lake
+from vlalign.datalake.store import Lake, atomic_write_bytes
 from vlalign.datasets.readers import (
     DatasetError,
     DatasetSource,
@@ -412,11 +414,58 @@ def plan_dataset_shards(
         planned += [s for s in plan_shards(lake, dataset, items, enc, digests[enc.name], shard_size)
                     if parts is None or enc.name not in parts or s.part in parts[enc.name]]
     todo = []
+    verified = VerifiedShards(lake)
     for s in planned:
+        if verified.unchanged(s):
+            continue
         _, why = verify_shard(lake, s)
         if why is not None:
             todo.append((s, why))
+        else:
+            verified.add(s)
+    verified.save()
     return planned, todo
+
+
+class VerifiedShards:
+    """The shards a plan found whole (identity and checksum), with each file's signature then (Lake.stat_key: size,
+    mtime, inode and ctime; an object's ETag): a later plan trusts a shard whose file did not change since, instead
+    of reading and checksumming every shard again (a no-op rerun of the default sweep read 330 MB for that). Any
+    rewrite of the file, by a run, a copy or a restore, changes its signature; `vlalign verify` still reads every
+    file. Kept beside the lake's locks (vlalign.datalake.store.Lake.lock_path); a cache that cannot be read or
+    written is ignored."""
+
+    FILE = "verified-shards.json"
+
+    def __init__(self, lake: Lake):
+        self.lake, self.new, self.entries, self.path = lake, {}, {}, None
+        try:
+            self.path = Path(lake.lock_path("verified")).with_name(self.FILE)
+            got = json.loads(self.path.read_text())
+            self.entries = got if isinstance(got, dict) else {}
+        except (OSError, ValueError):
+            pass  # none yet, or unreadable: verify every shard
+
+    def _entry(self, s: ShardSpec) -> list | None:
+        key = self.lake.stat_key(s.path)
+        return None if key is None else [key, digest_json(s.identity)]
+
+    def unchanged(self, s: ShardSpec) -> bool:
+        old = self.entries.get(self.lake.relpath(s.path))
+        return old is not None and old == self._entry(s)
+
+    def add(self, s: ShardSpec) -> None:
+        entry = self._entry(s)
+        if entry is not None:
+            self.new[self.lake.relpath(s.path)] = entry
+
+    def save(self) -> None:
+        if not self.new or self.path is None:
+            return
+        try:
+            atomic_write_bytes(str(self.path), json.dumps({**self.entries, **self.new}).encode(), "verified")
+        except OSError:
+            pass  # a read-only lake: the next plan verifies again
 
 
 def compute_shard(spec: ShardSpec, batch_size: int | None = None, device: str | None = None,

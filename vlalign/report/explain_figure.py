@@ -10,6 +10,7 @@ import numpy as np
 
 from vlalign.encoders import decode_image
 from vlalign.methods.attribution import SPECIAL_TOKENS, Explanation
+from vlalign.report.plotting import DPI, MAX_WIDTH_IN, MIN_FONT_KEY, min_font_px
 
 __all__ = ["plot_explanation"]
 
@@ -35,7 +36,8 @@ def plot_explanation(expl: Explanation, image_bytes: Any = None, path: str | Pat
     vmax = vmax or 1.0
     ncol = min(len(idx) + 1, 6)
     nrow = math.ceil((len(idx) + 1) / ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(2.6 * ncol, 2.8 * nrow + 0.6), squeeze=False)
+    w = min(2.6 * ncol, MAX_WIDTH_IN)  # at most the page's width: shown at its own size, every font >= 10 px
+    fig, axes = plt.subplots(nrow, ncol, figsize=(w, w / ncol * 1.08 * nrow + 0.8), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     ih, iw = img.shape[:2]
@@ -58,6 +60,7 @@ def plot_explanation(expl: Explanation, image_bytes: Any = None, path: str | Pat
         f"({expl.relative_residual:.1e} rel.), {expl.steps} steps", fontsize=9)
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110, bbox_inches="tight")
+    fig.canvas.draw()
+    fig.savefig(out, dpi=DPI, bbox_inches="tight", metadata={MIN_FONT_KEY: f"{min_font_px(fig):.1f}"})
     plt.close(fig)
     return out
