@@ -135,9 +135,14 @@ def _build_catalog(lake: Lake, db_path: str, files: dict[str, list[str]], run_ce
     the views are made by whoever opens it, for the root it opens; vlalign.datalake.views)."""
     con = connect(db_path)
     try:
-        con.execute("CREATE TABLE run_cells (run_id VARCHAR, table_name VARCHAR, cell_id VARCHAR)")
-        if run_cells:
-            con.executemany("INSERT INTO run_cells VALUES (?, ?, ?)", run_cells)
+        cols = list(zip(*run_cells)) if run_cells else [(), (), ()]
+        rows = pa.table({name: pa.array(list(col), pa.string())
+                         for name, col in zip(("run_id", "table_name", "cell_id"), cols)})
+        con.register("vlalign_run_cells_rows", rows)  # one bulk insert from Arrow, not one INSERT per row
+        try:
+            con.execute("CREATE TABLE run_cells AS SELECT run_id, table_name, cell_id FROM vlalign_run_cells_rows")
+        finally:
+            con.unregister("vlalign_run_cells_rows")
         write_lake_files(con, files)
         con.execute("CHECKPOINT")
     finally:

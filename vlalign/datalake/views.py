@@ -88,10 +88,15 @@ def view_statements(files: dict[str, list[str]], temp: bool = False) -> list[tup
 
 def write_lake_files(con: duckdb.DuckDBPyConnection, files: dict[str, list[str]]) -> None:
     """Store ``files`` ({placeholder: paths relative to the lake's root}) in the catalog being built."""
-    con.execute(f"CREATE TABLE {LAKE_FILES} (placeholder VARCHAR, path VARCHAR)")
     rows = [(k, p) for k, paths in sorted(files.items()) for p in paths]
-    if rows:
-        con.executemany(f"INSERT INTO {LAKE_FILES} VALUES (?, ?)", rows)
+    table = pa.table({"placeholder": pa.array([r[0] for r in rows], pa.string()),
+                      "path": pa.array([r[1] for r in rows], pa.string())})
+    # one bulk insert from Arrow (executemany inserts row by row: 3 s for the default run's 5,000 files)
+    con.register("vlalign_lake_files_rows", table)
+    try:
+        con.execute(f"CREATE TABLE {LAKE_FILES} AS SELECT placeholder, path FROM vlalign_lake_files_rows")
+    finally:
+        con.unregister("vlalign_lake_files_rows")
 
 
 def create_views(con: duckdb.DuckDBPyConnection, root: str, only: set[str] | None = None) -> bool:

@@ -35,6 +35,7 @@ from typing import Callable, Iterator, Protocol
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from vlalign.datalake.digest import digest_json
 from vlalign.datalake.schemas import ITEM_SCHEMA
 from vlalign.datasets.format_readers import (
     coco,
@@ -171,6 +172,12 @@ def _read_kept(source: DatasetSource) -> list[ReadResult]:
         while len(_KEPT) > _KEPT_MAX:
             _KEPT.popitem(last=False)
     return batches
+
+
+def source_fingerprint(source: DatasetSource) -> str:
+    """A digest of the source's settings and of its files' fingerprint (the reader's: sizes, times, inodes of the
+    files that make its items): the same while reading it again would give the same items."""
+    return digest_json([source.to_dict(), _kept_key(source)[1]])
 
 
 def forget_reads() -> None:

@@ -8,13 +8,16 @@ start and hand the checked spec to the sweep flow, which checks a spec it is giv
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from vlalign.datasets.readers import EMOJI_DOMAINS, read_dataset
+from vlalign.datalake.digest import digest_json
+from vlalign.datalake.store import atomic_write_bytes, cache_home
+from vlalign.datasets.readers import EMOJI_DOMAINS, read_dataset, source_fingerprint
 from vlalign.encoders import EncoderError, preflight
 from vlalign.encoders.catalog import explain_problem
 from vlalign.engine.spec import DatasetSpec, SpecError, SweepSpec, resolve_spec
@@ -111,6 +114,9 @@ def _read_selections(spec: SweepSpec, i: int, ds: DatasetSpec) -> tuple[dict[tup
     domains = sorted(set(ds.domains) | extra_domains) if ds.domains else None
     langs = sorted(set(ds.langs) | extra_langs) if ds.langs else None
     try:
+        known = _known_selections(ds, domains, langs)
+        if known is not None:
+            return known
         items = read_dataset(ds.source(), domains, langs).items
     except ValueError as e:
         raise SpecError(f"datasets[{i}]: {e}") from None
@@ -129,7 +135,42 @@ def _read_selections(spec: SweepSpec, i: int, ds: DatasetSpec) -> tuple[dict[tup
         if not any(lg == lang for _, lg in counts):
             raise SpecError(f"analyses.cross_lingual.langs: data set {ds.name!r} has no captions in {lang!r} "
                             f"(it has {sorted({lg for _, lg in counts})})")
+    _remember_selections(ds, domains, langs, counts, labels)
     return counts, labels
+
+
+def _selections_key(ds: DatasetSpec, domains, langs) -> str:
+    return digest_json([source_fingerprint(ds.source()), domains, langs, ds.domains, ds.langs])
+
+
+_SELECTIONS_FILE = "selections.json"
+
+
+def _known_selections(ds: DatasetSpec, domains, langs) -> tuple[dict, dict] | None:
+    """What _read_selections found for the same data set files and selection before (kept per machine in the
+    cache folder, keyed by the source's fingerprint: sizes, times and inodes of its files), else None."""
+    try:
+        got = json.loads((Path(cache_home()) / _SELECTIONS_FILE).read_text())[_selections_key(ds, domains, langs)]
+        counts = {tuple(k.split("\0", 1)): int(v) for k, v in got["counts"].items()}
+        return counts, {f: set(v) for f, v in got["labels"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _remember_selections(ds: DatasetSpec, domains, langs, counts: dict, labels: dict) -> None:
+    path = Path(cache_home()) / _SELECTIONS_FILE
+    try:
+        try:
+            known = json.loads(path.read_text())
+            known = known if isinstance(known, dict) else {}
+        except (OSError, ValueError):
+            known = {}
+        known[_selections_key(ds, domains, langs)] = {
+            "counts": {f"{d}\0{lang}": n for (d, lang), n in counts.items()},
+            "labels": {f: sorted(v, key=lambda x: (x is None, str(x))) for f, v in labels.items()}}
+        atomic_write_bytes(str(path), json.dumps(known).encode(), "selections")
+    except (OSError, ValueError):
+        pass  # a cache only
 
 
 def _check_sizes(spec: SweepSpec, ds: DatasetSpec, sizes: dict[tuple[str, str], int],

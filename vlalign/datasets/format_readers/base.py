@@ -272,12 +272,13 @@ def full_url(fs, path: str) -> str:
 
 
 def stat_key(path: str) -> tuple:
-    """What changes when a local file or folder changes: (path, size, mtime, inode)."""
+    """What changes when a local file or folder changes: (path, size, mtime, inode, ctime; a rewrite that sets the
+    mtime back still moves the ctime)."""
     try:
         st = os.stat(path)
     except (OSError, ValueError):
         return (path, None)
-    return (path, st.st_size, st.st_mtime_ns, st.st_ino)
+    return (path, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
 
 
 def stat_keys(paths: list[str | None]) -> tuple:
