@@ -3,6 +3,7 @@ map per caption token."""
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +17,13 @@ __all__ = ["plot_explanation"]
 
 
 def plot_explanation(expl: Explanation, image_bytes: Any = None, path: str | Path = "explanation.png", *,
-                     special: bool = True, max_tokens: int = 16, alpha: float = 0.6) -> Path:
+                     special: bool = True, max_tokens: int = 16, alpha: float = 0.6, strongest: bool = False,
+                     panel_in: float = 2.6) -> Path:
     """PNG: the image as the network saw it (resized and cropped) and one heat map per caption token, upsampled
     over a grey copy of the image, red positive / blue negative on one symmetric scale for all tokens; the score, the
     reference terms and the completeness residual in the title. image_bytes is used only when the
-    explanation carries no image."""
+    explanation carries no image. ``strongest``: the ``max_tokens`` tokens with the largest total attribution (in
+    absolute value), in caption order, instead of the first ones; ``panel_in``: each panel's width in inches."""
     import matplotlib  # heavy: imported only when a figure is drawn
 
     matplotlib.use("Agg", force=False)
@@ -30,13 +33,16 @@ def plot_explanation(expl: Explanation, image_bytes: Any = None, path: str | Pat
         img = expl.image
     else:
         img = np.asarray(decode_image(image_bytes))
-    idx = [t for t, tok in enumerate(expl.tokens) if special or tok not in SPECIAL_TOKENS][: int(max_tokens)]
     maps = expl.token_maps()
+    idx = [t for t, tok in enumerate(expl.tokens) if special or tok not in SPECIAL_TOKENS]
+    if strongest:
+        idx = sorted(sorted(idx, key=lambda t: -abs(float(maps[t].sum())))[: int(max_tokens)])
+    idx = idx[: int(max_tokens)]
     vmax = float(np.abs(maps[idx]).max()) if idx else 1.0
     vmax = vmax or 1.0
     ncol = min(len(idx) + 1, 6)
     nrow = math.ceil((len(idx) + 1) / ncol)
-    w = min(2.6 * ncol, MAX_WIDTH_IN)  # at most the page's width: shown at its own size, every font >= 10 px
+    w = min(panel_in * ncol, MAX_WIDTH_IN)  # at most the page's width: shown at its own size, every font >= 10 px
     fig, axes = plt.subplots(nrow, ncol, figsize=(w, w / ncol * 1.08 * nrow + 0.8), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
@@ -49,15 +55,16 @@ def plot_explanation(expl: Explanation, image_bytes: Any = None, path: str | Pat
         ax.imshow(grey, cmap="gray", vmin=0, vmax=255)
         im = ax.imshow(maps[t], cmap="RdBu_r", vmin=-vmax, vmax=vmax, alpha=alpha, interpolation="bilinear",
                        extent=(0, iw, ih, 0))
-        ax.set_title(f"{expl.tokens[t]}  ({maps[t].sum():+.3f})", fontsize=9)
+        ax.set_title(f"{expl.tokens[t]}\n{maps[t].sum():+.3f}", fontsize=9)
     if im is not None:
         fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.7, label="attribution")
-    fig.suptitle(
-        f"{expl.caption!r}   {expl.vision} (block {expl.vision_layer}, {expl.grid[0]}x{expl.grid[1]}) x "
-        f"{expl.text} (layer {expl.text_layer})\n"
-        f"s = {expl.score:.4f}, target s - s(r,b) - s(a,r) + s(r,r) = {expl.target:.4f}, "
-        f"sum A = {expl.attributions.sum():.4f}, residual = {expl.residual:.2e} "
-        f"({expl.relative_residual:.1e} rel.), {expl.steps} steps", fontsize=9)
+    title = [f"{expl.caption!r}   {expl.vision} (block {expl.vision_layer}, {expl.grid[0]}x{expl.grid[1]}) x "
+             f"{expl.text} (layer {expl.text_layer})",
+             f"s = {expl.score:.4f}, target s - s(r,b) - s(a,r) + s(r,r) = {expl.target:.4f}, "
+             f"sum A = {expl.attributions.sum():.4f}, residual = {expl.residual:.2e} "
+             f"({expl.relative_residual:.1e} rel.), {expl.steps} steps"]
+    chars = max(30, int(w * 15))  # characters of 9 pt text a line of the figure's width holds
+    fig.suptitle("\n".join(part for line in title for part in textwrap.wrap(line, chars)), fontsize=9)
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.canvas.draw()

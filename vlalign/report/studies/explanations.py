@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 from vlalign.engine.explain import explain_file_name, explanations_dir
-from vlalign.report.html import Section, Table
+from vlalign.report.html import FigureRow, Section, Table
 from vlalign.report.rundata import RunData
 from vlalign.report.study import Page
 
@@ -55,12 +55,16 @@ def section(d: RunData, page: Page) -> Section | None:
     if not items and not (d.spec is not None and getattr(d.spec, "explain", None)):
         return None
     body: list = []
+    figures = []
     for item, rows in items.items():
         r = rows[0]
-        caption = (f"s(a, b) = {r['score']:.4f}, completeness residual {r['residual']:.1e} ({r['steps']} steps); "
-                   f"strongest pairs: {_strongest(rows)}")
+        caption = f"s(a, b) = {r['score']:.4f}, completeness residual {r['residual']:.1e} ({r['steps']} steps)"
         figs = page.figure(_FILE.format(explain_file_name(item)), item, caption)
-        body += figs or [f"{item}: {caption} (picture not found: rerun the sweep to draw it)"]
+        figures += figs
+        if not figs:
+            body.append(f"{item}: {caption} (picture not found: rerun the sweep to draw it)")
+    if figures:
+        body.insert(0, FigureRow(figures))
     if not items:
         body.append("The spec asks for explanations, but the lake holds none for this run yet.")
     else:
@@ -69,7 +73,7 @@ def section(d: RunData, page: Page) -> Section | None:
                           ["item", "s(a, b)", "residual", "steps", "token", "region", "attribution"],
                           [(item, r["score"], f"{r['residual']:.1e}", r["steps"], r["token"], f"({r['row']}, {r['col']})",
                             f"{r['attribution']:+.4f}") for item, rows in items.items() for r in rows],
-                          sql=f"select * from attributions where run_id = '{run}' order by abs(attribution) desc"))
+                          top=6, sql=f"select * from attributions where run_id = '{run}' order by abs(attribution) desc"))
     return Section("Explanations", body,
                    intro="Moller et al.: the similarity s(a, b) = f(a)^T g(b) of the best-matched query pairs, "
                          "attributed to (image region, caption token) pairs by integrated Jacobians; red raises the "
