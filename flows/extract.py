@@ -16,6 +16,7 @@ from vlalign.datalake.store import Lake
 from vlalign.datasets.readers import DatasetSource
 from vlalign.encoders import preflight, weights_digest
 from vlalign.encoders.cache import preload_encoders
+from vlalign.engine.extract import by_range
 from vlalign.tasks.extract import embed_shard_task, ingest_items, plan_extraction
 
 
@@ -97,26 +98,30 @@ def run_extraction(
     threads: int | None = None,
     parts: dict[str, list[str]] | None = None,
     ingested: dict | None = None,
+    layers: dict[str, tuple[int, ...]] | None = None,
 ) -> dict:
     """Embed ``dataset`` with every encoder in ``encoders``; only shards not already in the lake run.
 
     ``parts``: {encoder: domains or languages} restricts some encoders to some parts (studies that need
-    one more domain or language for a few encoders only). ``ingested``: the data set is already in the lake
+    one more domain or language for a few encoders only). ``layers``: {encoder: its layers (vlalign.encoders.layers;
+    default the output only)}, every layer of an item range from one forward pass. ``ingested``: the data set is already in the lake
     (``ingest_prompts``), do not read it. Runs its tasks on the task runner of the calling flow."""
     log = get_run_logger()
     specs = preflight(encoders)  # fails on unknown or unloadable names before any shard runs
     digests = {s.name: weights_digest(s) for s in specs}
     warm = Preload.start(lake, dataset.name, specs, device)  # workers load models while this process ingests
     ingested = ingested or ingest_items(lake, dataset)
-    planned, todo = plan_extraction(lake, dataset.name, specs, digests, shard_size, domains, langs, parts)
+    planned, todo = plan_extraction(lake, dataset.name, specs, digests, shard_size, domains, langs, parts, layers)
     warm.join()
     log.info(
         "%s: %d items (%d rejected on read); %d shards planned for %d encoders, %d already in the lake, %d to compute",
         dataset.name, ingested["items"], ingested["rejects"], len(planned), len(specs), len(planned) - len(todo), len(todo),
     )
-    progress = Progress(todo, log)
+    groups = by_range(todo)
+    progress = Progress([s for s, _ in groups], log)
     futures = {
-        embed_shard_task.submit(s, batch_size=batch_size, device=device, threads=threads): s for s in todo
+        embed_shard_task.submit(s, batch_size=batch_size, device=device, threads=threads, more=more): s
+        for s, more in groups
     }
     summaries = []
     for fut in as_completed(list(futures)):

@@ -5,7 +5,8 @@ from __future__ import annotations
 from prefect import task
 
 from vlalign.datalake.store import Lake
-from vlalign.engine.analysis import compute_cell, write_cell
+from vlalign.engine.analysis import write_cell
+from vlalign.engine.scoring import compute_cell
 from vlalign.engine.cells import Cell, cell_is_done
 from vlalign.engine.concept_dictionary import ConceptDictionary, write_concept_dictionary
 from vlalign.engine.pairing import write_pairs
