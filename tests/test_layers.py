@@ -99,7 +99,8 @@ def test_the_vision_output_from_the_layered_pass_is_todays_embedding():
 def _sweep_doc(ann: Path, img: Path, **extra) -> dict:
     return {"name": "layers", "datasets": [{"name": "tiny", "format": "coco", "annotations": str(ann), "images": str(img)}],
             "vision_encoders": ["mobilenetv2"], "text_encoders": ["minilm-l6"],
-            "analyses": {"cka": {"kernels": ["linear", "rbf"], "bootstrap": 10}},
+            "analyses": {"cka": {"kernels": ["linear", "rbf"], "bootstrap": 10}, "matching": [], "retrieval": [],
+                         "baselines": []},
             "extraction": {"shard_size": 8}, **extra}
 
 
@@ -199,3 +200,22 @@ def test_a_sweep_with_layers_has_a_row_for_every_layer_pair(two_lakes):
     for r in rows:
         if r["vision_layer"] == r["text_layer"] == -1:
             assert r == before[r["kernel"]]
+
+
+@pytest.mark.slow
+def test_verify_accepts_layer_shards_and_names_a_misplaced_one(two_lakes, tmp_path):
+    import shutil
+
+    from vlalign.engine.verify import verify_lake
+
+    _, _, layered = two_lakes
+    lake_root = tmp_path / "lake"
+    shutil.copytree(layered, lake_root)
+    lake = Lake.open(str(lake_root))
+    problems, checked = verify_lake(lake)
+    assert problems == [] and checked
+    base = lake_root / "embeddings" / "dataset=tiny" / "encoder=mobilenetv2__avg"
+    one = next((base / "layer=0").rglob("shard=00000.parquet"))
+    shutil.copyfile(one, base / "layer=4" / one.relative_to(base / "layer=0"))  # layer 0's file as layer 4's
+    problems, _ = verify_lake(lake)
+    assert [p.path.split("/")[3] for p in problems] == ["layer=4"] and "holds another shard" in problems[0].reason
