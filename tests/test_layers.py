@@ -219,3 +219,18 @@ def test_verify_accepts_layer_shards_and_names_a_misplaced_one(two_lakes, tmp_pa
     shutil.copyfile(one, base / "layer=4" / one.relative_to(base / "layer=0"))  # layer 0's file as layer 4's
     problems, _ = verify_lake(lake)
     assert [p.path.split("/")[3] for p in problems] == ["layer=4"] and "holds another shard" in problems[0].reason
+
+
+@pytest.mark.slow
+def test_feature_hooks_give_the_same_layers_where_timm_has_no_forward_intermediates():
+    """The fallback for timm models without forward_intermediates (hooks on timm's feature_info modules) gives
+    mobilenetv2's stage outputs exactly as forward_intermediates does, and the output unchanged."""
+    from vlalign.encoders import load_encoder
+
+    enc = load_encoder("mobilenetv2", device="cpu", batch_size=3)
+    imgs = [Image.new("RGB", (64, 64), (30 * i, 90, 220 - 40 * i)) for i in range(4)]
+    want = enc.encode_layers(imgs, [1, 3, -1])
+    hooked = enc._backend._hooked_layers(imgs, 3, "fp32", (1, 3, -1), "avg")
+    assert np.array_equal(hooked[-1], want[-1])
+    for k in (1, 3):
+        np.testing.assert_allclose(hooked[k], want[k], atol=1e-6)

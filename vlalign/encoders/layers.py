@@ -3,7 +3,8 @@
 Layer indices: 0, 1, ... are the model's inner layers; -1 (OUTPUT) is the encoder's own output, the embedding
 the lake has always stored (after any final norm, head, pooling or normalisation of the model). Inner layers:
 
-* timm: the outputs of ``forward_intermediates`` (the stem and stages of a conv net, the blocks of a ViT),
+* timm: the outputs of ``forward_intermediates`` (the stem and stages of a conv net, the blocks of a ViT; a
+  model without it: forward hooks on the modules of its feature_info),
   pooled with the encoder's pooling: ``avg`` the mean over the spatial map (or the patch tokens), ``max`` the
   maximum, ``avgmax`` their mean, ``token`` the class token. Named by timm's feature_info module where it has
   one per intermediate.

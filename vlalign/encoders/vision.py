@@ -82,9 +82,10 @@ class _TimmVision(_Backend):
         from PIL import Image  # as torch: only where a model runs
 
         if self._layer_names is None:
-            if not hasattr(self.model, "forward_intermediates"):
-                raise EncoderError(f"timm {type(self.model).__name__} has no forward_intermediates: only its output "
-                                   "(layers: last) can be embedded")
+            if not hasattr(self.model, "forward_intermediates"):  # feature hooks on timm's feature_info modules
+                self._layer_names = tuple(f["module"] for f in getattr(self.model, "feature_info", []) or []
+                                          if f.get("module"))
+                return self._layer_names
             with torch.inference_mode():
                 inter = self.model.forward_intermediates(self.prepare([Image.new("RGB", (64, 64))]),
                                                          intermediates_only=True)
@@ -100,6 +101,8 @@ class _TimmVision(_Backend):
 
         inner = sorted(i for i in layers if i != OUTPUT)
         check_layers(tuple(inner), self.layer_names(), f"timm {type(self.model).__name__}")
+        if not hasattr(self.model, "forward_intermediates"):
+            return self._hooked_layers(items, batch_size, precision, layers, pooling)
         token = pooling == "token"
         out = []
         for i in range(0, len(items), batch_size):
@@ -111,6 +114,29 @@ class _TimmVision(_Backend):
                 for k, h in zip(inner, inter):
                     got[k] = pool_map(h[0], pooling, h[1]) if token else pool_map(h, pooling)
             out.append({k: v.float().cpu().numpy() for k, v in got.items()})
+        return stack_layers(out, tuple(layers), {OUTPUT: self.dim})
+
+    def _hooked_layers(self, items, batch_size, precision, layers, pooling):
+        """encode_layers for a timm model without forward_intermediates: forward hooks on its feature_info modules
+        catch the inner layers while :meth:`features` computes the output (one forward pass per batch)."""
+        import torch  # seconds to import: only where a model runs
+
+        names, modules = self.layer_names(), dict(self.model.named_modules())
+        caught: dict[int, Any] = {}
+        hooks = [modules[names[k]].register_forward_hook(lambda m, a, o, k=k: caught.__setitem__(k, o))
+                 for k in layers if k != OUTPUT]
+        out = []
+        try:
+            for i in range(0, len(items), batch_size):
+                x = self.prepare(items[i:i + batch_size])
+                with torch.inference_mode(), _autocast(self.device, precision):
+                    got = {OUTPUT: self.features(x)}
+                    got.update({k: pool_map(h, pooling) for k, h in caught.items()})
+                out.append({k: v.float().cpu().numpy() for k, v in got.items() if k in layers})
+                caught.clear()
+        finally:
+            for h in hooks:
+                h.remove()
         return stack_layers(out, tuple(layers), {OUTPUT: self.dim})
 
 
