@@ -99,19 +99,22 @@ def run_extraction(
     parts: dict[str, list[str]] | None = None,
     ingested: dict | None = None,
     layers: dict[str, tuple[int, ...]] | None = None,
+    layer_parts: dict[str, list[str]] | None = None,
 ) -> dict:
     """Embed ``dataset`` with every encoder in ``encoders``; only shards not already in the lake run.
 
     ``parts``: {encoder: domains or languages} restricts some encoders to some parts (studies that need
     one more domain or language for a few encoders only). ``layers``: {encoder: its layers (vlalign.encoders.layers;
-    default the output only)}, every layer of an item range from one forward pass. ``ingested``: the data set is already in the lake
+    default the output only)}, every layer of an item range from one forward pass; ``layer_parts``: {encoder: the
+    parts its inner layers are embedded in} (default: all its parts). ``ingested``: the data set is already in the lake
     (``ingest_prompts``), do not read it. Runs its tasks on the task runner of the calling flow."""
     log = get_run_logger()
     specs = preflight(encoders)  # fails on unknown or unloadable names before any shard runs
     digests = {s.name: weights_digest(s) for s in specs}
     warm = Preload.start(lake, dataset.name, specs, device)  # workers load models while this process ingests
     ingested = ingested or ingest_items(lake, dataset)
-    planned, todo = plan_extraction(lake, dataset.name, specs, digests, shard_size, domains, langs, parts, layers)
+    planned, todo = plan_extraction(lake, dataset.name, specs, digests, shard_size, domains, langs, parts, layers,
+                                    layer_parts)
     warm.join()
     log.info(
         "%s: %d items (%d rejected on read); %d shards planned for %d encoders, %d already in the lake, %d to compute",

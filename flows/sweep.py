@@ -58,6 +58,12 @@ def _encoder_parts(sweep: SweepSpec, ds_name: str, main: list, sizes: dict) -> d
     return parts
 
 
+def _main_parts(sweep: SweepSpec, main: list) -> dict[str, list[str]]:
+    """{encoder: its parts in the main grid}: where the cka cells, and so their inner layers, are."""
+    out = {v: sorted({d for d, _ in main}) for v in sweep.vision_encoders}
+    return {**out, **{t: sorted({lang for _, lang in main}) for t in sweep.text_encoders}}
+
+
 def prepare_cells(sweep: SweepSpec, sizes: dict, lake: Lake, record: dict, device=None, batch_size=None,
                   layers: dict | None = None) -> list:
     """Extraction (missing shards only), pairing, class prompts, and the plan of every cell; records the files used.
@@ -77,7 +83,8 @@ def prepare_cells(sweep: SweepSpec, sizes: dict, lake: Lake, record: dict, devic
         langs = sorted({p for e in sweep.text_encoders for p in parts[e]})
         ext = run_extraction(source, encoders, lake, sweep.shard_size, domains, langs,
                              batch_size or sweep.batch_size, device, parts={k: sorted(v) for k, v in parts.items()},
-                             layers={k: tuple(i for i, _ in v) for k, v in layers.items()})
+                             layers={k: tuple(i for i, _ in v) for k, v in layers.items()},
+                             layer_parts=_main_parts(sweep, main[ds.name]))
         record_extraction(record, lake, ext)
         for name in encoders:
             enc = get_encoder(name)
@@ -85,7 +92,7 @@ def prepare_cells(sweep: SweepSpec, sizes: dict, lake: Lake, record: dict, devic
                 shards = [s for s in ext["planned"] if s.encoder == enc.name and s.part == part]
                 embeddings[(ds.name, name, part)] = Embeddings.of(
                     lake, name, enc.lake_name, part, [s for s in shards if s.layer == OUTPUT])
-                if name in layers:
+                if name in layers and part in _main_parts(sweep, main[ds.name])[name]:
                     layer_embeddings[(ds.name, name, part)] = tuple(
                         Embeddings.of(lake, name, enc.lake_name, part, [s for s in shards if s.layer == i], i, lname)
                         for i, lname in layers[name])

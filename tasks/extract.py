@@ -34,10 +34,12 @@ def plan_extraction(
     langs: list[str] | None = None,
     parts: dict[str, list[str]] | None = None,
     layers: dict[str, tuple[int, ...]] | None = None,
+    layer_parts: dict[str, list[str]] | None = None,
 ) -> tuple[list[ShardSpec], list[ShardSpec]]:
     """(all shards, shards still to compute) (:func:`vlalign.engine.extract.plan_dataset_shards`); a shard that
     failed verification is logged."""
-    planned, todo = plan_dataset_shards(lake, dataset, encoders, digests, shard_size, domains, langs, parts, layers)
+    planned, todo = plan_dataset_shards(lake, dataset, encoders, digests, shard_size, domains, langs, parts, layers,
+                                         layer_parts)
     for s, why in todo:
         if why != "missing":
             get_run_logger().warning("shard %s failed verification: %s; recomputing it", s.path, why)

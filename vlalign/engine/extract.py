@@ -426,10 +426,12 @@ def plan_dataset_shards(
     langs: list[str] | None = None,
     parts: dict[str, list[str]] | None = None,
     layers: dict[str, tuple[int, ...]] | None = None,
+    layer_parts: dict[str, list[str]] | None = None,
 ) -> tuple[list[ShardSpec], list[tuple[ShardSpec, str]]]:
     """(all shards, [(shard still to compute, why: 'missing' or the verification failure)]) for every encoder over
     the selected domains/languages (``parts``: {encoder: its domains or languages}, to embed some parts with some
-    encoders only; ``layers``: {encoder: its layers}, default the output only)."""
+    encoders only; ``layers``: {encoder: its layers}, default the output only; ``layer_parts``: {encoder: the parts
+    its inner layers are embedded in}, default all of its parts)."""
     items = lake.read_table(lake.items_path(dataset), columns=["image_id", "domain", "image", "image_bytes",
                                                                "caption_id", "lang", "caption"])
     if domains:
@@ -442,7 +444,8 @@ def plan_dataset_shards(
     for enc in encoders:
         enc_layers = (layers or {}).get(enc.name, (OUTPUT,))
         planned += [s for s in plan_shards(lake, dataset, items, enc, digests[enc.name], shard_size, enc_layers)
-                    if parts is None or enc.name not in parts or s.part in parts[enc.name]]
+                    if (parts is None or enc.name not in parts or s.part in parts[enc.name])
+                    and (s.layer == OUTPUT or layer_parts is None or s.part in layer_parts.get(enc.name, ()))]
     todo = []
     for s in planned:
         _, why = verify_shard(lake, s)
