@@ -72,6 +72,28 @@ def test_out_of_range_indices_fail_before_work_naming_the_model_and_the_key():
     assert spec_layers(parse_spec(_doc())) == {}  # the default opens no model
 
 
+def test_the_outputs_identities_are_those_of_the_first_lakes(tmp_path):
+    """A shard, an Embeddings and a cka cell of the output name no layer: their identities (and so cell ids of
+    every kind but cka's new version) are what they were; an inner layer's name it."""
+    from vlalign.engine.cells import CKACell, Embeddings
+    from vlalign.engine.extract import ShardSpec
+
+    lake = Lake.open(str(tmp_path / "lake"))
+    shard = ShardSpec(lake, "d", "mobilenetv2", "mobilenetv2__avg", "vision", "google", 0, 8, 0, 8, "x", "w", "avg")
+    assert set(shard.identity) == {"format", "dataset", "part", "start", "stop", "data_digest", "encoder",
+                                   "weights_digest", "pooling"}
+    assert shard.path.endswith("embeddings/dataset=d/encoder=mobilenetv2__avg/part=google/size=8/shard=00000.parquet")
+    inner = ShardSpec(**{**shard.__dict__, "layer": 2})
+    assert inner.identity == {**shard.identity, "layer": 2} and "/encoder=mobilenetv2__avg/layer=2/part=" in inner.path
+    emb = Embeddings("mobilenetv2", "mobilenetv2__avg", "google", (shard,), "dg")
+    assert emb.identity == {"name": "mobilenetv2", "lake_name": "mobilenetv2__avg", "part": "google", "digest": "dg"}
+    common = dict(lake=lake, dataset="d", domain="google", lang="en", pairs_path="p", pairs_digest="pd", vision=emb,
+                  text=emb)
+    assert "layers" not in CKACell(**common).identity
+    layered = CKACell(**common, vision_layers=(emb, Embeddings(**{**emb.__dict__, "layer": 2, "layer_name": "b"})))
+    assert [e["layer"] for e in layered.identity["layers"]["vision"][1:]] == [2]
+
+
 # ------------------------------------------------------------------ the encoders
 @pytest.mark.slow
 def test_the_vision_output_from_the_layered_pass_is_todays_embedding():
