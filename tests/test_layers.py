@@ -256,3 +256,30 @@ def test_feature_hooks_give_the_same_layers_where_timm_has_no_forward_intermedia
     assert np.array_equal(hooked[-1], want[-1])
     for k in (1, 3):
         np.testing.assert_allclose(hooked[k], want[k], atol=1e-6)
+
+
+def test_a_hub_style_transformers_vision_model_gets_its_hidden_states(tmp_path):
+    """hf/<folder> (a tiny random ViT saved here: no network): hidden_states 0..L pooled as the output (cls: the
+    first token), the output from the same pass bit for bit, and the layer count checked."""
+    ensure_torchvision()
+    import torch  # after ensure_torchvision
+    from transformers import ViTConfig, ViTImageProcessor, ViTModel  # as torch
+
+    from vlalign.encoders import EncoderError, load_encoder
+
+    torch.manual_seed(0)
+    ViTModel(ViTConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64,
+                       image_size=32, patch_size=8)).save_pretrained(tmp_path / "vit")
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path / "vit")
+    enc = load_encoder(f"hf/{tmp_path / 'vit'}", device="cpu")
+    assert enc.layer_names == tuple(f"hidden_states.{i}" for i in range(4))
+    imgs = [Image.new("RGB", (40, 40), (30 * i, 90, 220 - 40 * i)) for i in range(4)]
+    out = enc.encode_layers(imgs, [0, 3, -1])
+    assert np.array_equal(out[-1], enc.encode(imgs))
+    be = enc._backend
+    with torch.inference_mode():
+        hs = enc.model(pixel_values=be._pixels(imgs), output_hidden_states=True).hidden_states
+    for k in (0, 3):
+        np.testing.assert_allclose(out[k], hs[k][:, 0].numpy(), atol=1e-6)
+    with pytest.raises(EncoderError, match="inner layers 0..3"):
+        enc.encode_layers(imgs, [4])
