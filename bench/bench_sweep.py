@@ -44,7 +44,7 @@ def main() -> None:
     from prefect.task_runners import ThreadPoolTaskRunner
 
     from vlalign.datalake.store import Lake
-    from vlalign.engine.analysis import compute_cell
+    from vlalign.engine.scoring import compute_cell
     from vlalign.engine.spec import load_spec, parse_spec, resolve_spec
     from vlalign.flows.sweep import plan_sweep, sweep_flow
 

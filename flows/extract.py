@@ -17,6 +17,7 @@ from vlalign.datalake.store import Lake
 from vlalign.datasets.readers import DatasetSource
 from vlalign.encoders import preflight, weights_digest
 from vlalign.encoders.cache import preload_encoders
+from vlalign.engine.extract import by_range
 from vlalign.flows.runtime import Automatic, heavy_runner
 from vlalign.tasks.extract import embed_shard_task, ingest_items, plan_extraction
 
@@ -89,8 +90,10 @@ class Preload:
 
 def _embed(todo: list, batch_size: int | None, device: str | None, threads: int | None) -> list[dict]:
     """Submit every shard of ``todo`` to the running flow's task runner; log progress as they land."""
-    progress = Progress(todo, get_run_logger())
-    futures = {embed_shard_task.submit(s, batch_size=batch_size, device=device, threads=threads): s for s in todo}
+    groups = by_range(todo)  # the layers of one item range come from one forward pass: one task
+    progress = Progress([s for s, _ in groups], get_run_logger())
+    futures = {embed_shard_task.submit(s, batch_size=batch_size, device=device, threads=threads, more=more): s
+               for s, more in groups}
     summaries = []
     for fut in as_completed(list(futures)):
         summary = fut.result()
@@ -111,12 +114,14 @@ def embed_shards(todo: list, batch_size: int | None, device: str | None, threads
     (vlalign.flows.runtime.heavy_runner), in a sub-flow on a LocalCluster. Nothing to do: nothing starts."""
     if not todo:
         return []
-    runner = heavy_runner("items", sum(s.size for s in todo))
+    units = sum(s.size for s, _ in by_range(todo))
+    runner = heavy_runner("items", units)
     if runner is None:
         if threads is None and isinstance(FlowRunContext.get().task_runner, Automatic):
-            threads = max(1, (os.cpu_count() or 1) // min(len(todo), os.cpu_count() or 1))  # shards share the cores
+            tasks = len(by_range(todo))
+            threads = max(1, (os.cpu_count() or 1) // min(tasks, os.cpu_count() or 1))  # shards share the cores
         return _embed(todo, batch_size, device, threads)
-    get_run_logger().info("%d shards (%d items): on a LocalCluster", len(todo), sum(s.size for s in todo))
+    get_run_logger().info("%d shards (%d units to embed): on a LocalCluster", len(todo), units)
     return embed_shards_on_cluster.with_options(task_runner=runner)(todo, batch_size, device, threads)
 
 
@@ -132,18 +137,23 @@ def run_extraction(
     threads: int | None = None,
     parts: dict[str, list[str]] | None = None,
     ingested: dict | None = None,
+    layers: dict[str, tuple[int, ...]] | None = None,
+    layer_parts: dict[str, list[str]] | None = None,
 ) -> dict:
     """Embed ``dataset`` with every encoder in ``encoders``; only shards not already in the lake run.
 
     ``parts``: {encoder: domains or languages} restricts some encoders to some parts (studies that need
-    one more domain or language for a few encoders only). ``ingested``: the data set is already in the lake
+    one more domain or language for a few encoders only). ``layers``: {encoder: its layers (vlalign.encoders.layers;
+    default the output only)}, every layer of an item range from one forward pass; ``layer_parts``: {encoder: the
+    parts its inner layers are embedded in} (default: all its parts). ``ingested``: the data set is already in the lake
     (``ingest_prompts``), do not read it. Runs its tasks on the task runner of the calling flow."""
     log = get_run_logger()
     specs = preflight(encoders)  # fails on unknown or unloadable names before any shard runs
     digests = {s.name: weights_digest(s) for s in specs}
     warm = Preload.start(lake, dataset.name, specs, device)  # workers load models while this process ingests
     ingested = ingested or ingest_items(lake, dataset)
-    planned, todo = plan_extraction(lake, dataset.name, specs, digests, shard_size, domains, langs, parts)
+    planned, todo = plan_extraction(lake, dataset.name, specs, digests, shard_size, domains, langs, parts, layers,
+                                    layer_parts)
     warm.join()
     log.info(
         "%s: %d items (%d rejected on read); %d shards planned for %d encoders, %d already in the lake, %d to compute",

@@ -17,6 +17,7 @@ from vlalign.datalake.store import Lake
 from vlalign.datasets.prompts import prompt_items, prompts_dataset
 from vlalign.datasets.readers import DatasetSource
 from vlalign.encoders import get_encoder
+from vlalign.encoders.layers import OUTPUT
 from vlalign.engine.cells import Embeddings, cell_is_done, english_only_reason, plan_cells
 from vlalign.engine.concept_dictionary import concept_domains
 from vlalign.engine.spec import SweepSpec
@@ -58,9 +59,19 @@ def _encoder_parts(sweep: SweepSpec, ds_name: str, main: list, sizes: dict) -> d
     return parts
 
 
-def prepare_cells(sweep: SweepSpec, sizes: dict, lake: Lake, record: dict, device=None, batch_size=None) -> list:
-    """Extraction (missing shards only), pairing, class prompts, and the plan of every cell; records the files used."""
+def _main_parts(sweep: SweepSpec, main: list) -> dict[str, list[str]]:
+    """{encoder: its parts in the main grid}: where the cka cells, and so their inner layers, are."""
+    out = {v: sorted({d for d, _ in main}) for v in sweep.vision_encoders}
+    return {**out, **{t: sorted({lang for _, lang in main}) for t in sweep.text_encoders}}
+
+
+def prepare_cells(sweep: SweepSpec, sizes: dict, lake: Lake, record: dict, device=None, batch_size=None,
+                  layers: dict | None = None) -> list:
+    """Extraction (missing shards only), pairing, class prompts, and the plan of every cell; records the files used.
+    ``layers``: {encoder: ((index, name), ...)} (vlalign.engine.layers.spec_layers), the layers of the cka cells."""
     main = main_selections(sweep, sizes)
+    layers = layers or {}
+    layer_embeddings: dict[tuple[str, str, str], tuple[Embeddings, ...]] = {}
     pairs: dict[str, dict] = {}
     embeddings: dict[tuple[str, str, str], Embeddings] = {}
     prompts: dict[tuple[str, str], tuple] = {}
@@ -72,13 +83,20 @@ def prepare_cells(sweep: SweepSpec, sizes: dict, lake: Lake, record: dict, devic
         domains = sorted({p for e in sweep.vision_encoders for p in parts[e]})
         langs = sorted({p for e in sweep.text_encoders for p in parts[e]})
         ext = run_extraction(source, encoders, lake, sweep.shard_size, domains, langs,
-                             batch_size or sweep.batch_size, device, parts={k: sorted(v) for k, v in parts.items()})
+                             batch_size or sweep.batch_size, device, parts={k: sorted(v) for k, v in parts.items()},
+                             layers={k: tuple(i for i, _ in v) for k, v in layers.items()},
+                             layer_parts=_main_parts(sweep, main[ds.name]))
         record_extraction(record, lake, ext)
         for name in encoders:
             enc = get_encoder(name)
             for part in parts[name]:
                 shards = [s for s in ext["planned"] if s.encoder == enc.name and s.part == part]
-                embeddings[(ds.name, name, part)] = Embeddings.of(lake, name, enc.lake_name, part, shards)
+                embeddings[(ds.name, name, part)] = Embeddings.of(
+                    lake, name, enc.lake_name, part, [s for s in shards if s.layer == OUTPUT])
+                if name in layers and part in _main_parts(sweep, main[ds.name])[name]:
+                    layer_embeddings[(ds.name, name, part)] = tuple(
+                        Embeddings.of(lake, name, enc.lake_name, part, [s for s in shards if s.layer == i], i, lname)
+                        for i, lname in layers[name])
         selections = sorted({(d, lang) for d in domains for lang in langs if (d, lang) in sizes[ds.name]})
         pairs[ds.name] = {(d, lang): pair_items(lake, ds.name, d, lang) for d, lang in selections}
         if sweep.classification:
@@ -95,7 +113,7 @@ def prepare_cells(sweep: SweepSpec, sizes: dict, lake: Lake, record: dict, devic
             prompts.update({(ds.name, t): v for t, v in embedded.items()})
         if sweep.concepts:
             concepts[ds.name] = _concept_inputs(sweep, ds, lake, main[ds.name], record, device, batch_size)
-    return plan_cells(sweep, lake, pairs, embeddings, main, prompts, concepts)
+    return plan_cells(sweep, lake, pairs, embeddings, main, prompts, concepts, layer_embeddings)
 
 
 def _embed_text_dataset(sweep: SweepSpec, lake: Lake, name: str, items, texts: list[str], record: dict, device,
@@ -127,7 +145,7 @@ def _concept_inputs(sweep: SweepSpec, ds, lake: Lake, main: list, record: dict, 
 def plan_sweep(spec: str | dict | CheckedSpec | None = None, lake_root: str = "lake") -> list:
     """The cells of a sweep, without computing them (extracts what is missing); for benchmarks and tools."""
     checked = checked_spec(spec)
-    return prepare_cells(checked.spec, checked.sizes, Lake.open(lake_root), {})
+    return prepare_cells(checked.spec, checked.sizes, Lake.open(lake_root), {}, layers=checked.layers)
 
 
 def _score_all(todo: list, on_done: Callable[[], None]) -> tuple[int, list[str]]:
@@ -196,7 +214,7 @@ def sweep_flow(
         log.info("removed %d temporaries left by dead writers", len(removed))
     t_start = time.perf_counter()
     with recorded_run(lake, run_id, "sweep", sweep.source, on_exit=lambda lk: refresh_or_log(lk, log)) as record:
-        cells = prepare_cells(sweep, sizes, lake, record, device, batch_size)
+        cells = prepare_cells(sweep, sizes, lake, record, device, batch_size, checked.layers)
         for c in cells:
             for table in c.tables:
                 record["cells"].setdefault(table, []).append(c.cell_id)

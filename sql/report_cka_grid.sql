@@ -2,6 +2,8 @@
 -- text_encoder): v, the mean value, s, the mean value of the shuffled pairing, ci_low and ci_high, the mean
 -- bounds of the 95% bootstrap interval (NULL where none was computed), and n, the rows averaged (data sets,
 -- domains, languages). Ordered by kernel, debiased, vision_encoder, text_encoder.
+-- The encoders' outputs only (vision_layer = text_layer = -1, or NULL in cells made before the layer columns);
+-- the other layer pairs are in the cka table.
 -- Parameters: $run_id.
 SELECT
     kernel,
@@ -14,6 +16,6 @@ SELECT
     avg(ci_high)        AS ci_high,
     count(value)        AS n
 FROM cka
-WHERE run_id = $run_id
+WHERE run_id = $run_id AND coalesce(vision_layer, -1) = -1 AND coalesce(text_layer, -1) = -1
 GROUP BY kernel, debiased, vision_encoder, text_encoder
 ORDER BY kernel, debiased, vision_encoder, text_encoder;

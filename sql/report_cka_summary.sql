@@ -2,6 +2,8 @@
 -- debiased (biased first): n (rows), mean_value and mean_shuffled (mean value and mean value of the shuffled
 -- pairing), beats_shuffled (rows whose value exceeds their shuffled value), best_pair ('<vision_encoder> x
 -- <text_encoder>' of the highest value) and best_value. Rows without a value (see note) are not counted.
+-- The encoders' outputs only (vision_layer = text_layer = -1, or NULL in cells made before the layer columns);
+-- the other layer pairs are in the cka table.
 -- Parameters: $run_id.
 SELECT
     kernel,
@@ -13,6 +15,6 @@ SELECT
     arg_max(vision_encoder || ' x ' || text_encoder, value)    AS best_pair,
     max(value)                                                 AS best_value
 FROM cka
-WHERE run_id = $run_id AND value IS NOT NULL
+WHERE run_id = $run_id AND value IS NOT NULL AND coalesce(vision_layer, -1) = -1 AND coalesce(text_layer, -1) = -1
 GROUP BY kernel, debiased
 ORDER BY kernel, debiased;

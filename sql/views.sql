@@ -22,14 +22,17 @@ FROM read_parquet({items}, filename = true, hive_partitioning = false)
 SELECT * FROM read_parquet({rejects}, union_by_name = true, hive_partitioning = false)
 
 -- view: embeddings
-SELECT m.dataset, m.encoder, m.part, m.shard_size, m.shard, unit_id, embedding FROM (
-    SELECT regexp_extract(filename, 'dataset=([^/]+)/encoder=([^/]+)/part=([^/]+)/size=([0-9]+)/shard=([0-9]+)\.parquet$',
-                          ['dataset', 'encoder', 'part', 'shard_size', 'shard']) AS m, unit_id, embedding
+-- layer: an inner layer's index (the layer=<i> folder), -1 for the encoder's output (no folder)
+SELECT m.dataset, m.encoder, coalesce(nullif(m.layer, ''), '-1') AS layer, m.part, m.shard_size, m.shard, unit_id,
+    embedding FROM (
+    SELECT regexp_extract(filename,
+                          'dataset=([^/]+)/encoder=([^/]+)/(?:layer=([0-9]+)/)?part=([^/]+)/size=([0-9]+)/shard=([0-9]+)\.parquet$',
+                          ['dataset', 'encoder', 'layer', 'part', 'shard_size', 'shard']) AS m, unit_id, embedding
     FROM read_parquet({embeddings}, filename = true, hive_partitioning = false))
 
 -- view: embedding_index
 SELECT
-    m.dataset, m.encoder, m.part, m.shard_size, m.shard,
+    m.dataset, m.encoder, coalesce(nullif(m.layer, ''), '-1') AS layer, m.part, m.shard_size, m.shard,
     json_extract_string(decode(value), '$.identity.data_digest')    AS data_digest,
     json_extract_string(decode(value), '$.identity.weights_digest') AS weights_digest,
     json_extract_string(decode(value), '$.identity.pooling')        AS pooling,
@@ -40,8 +43,9 @@ SELECT
     json_extract_string(decode(value), '$.checksum')                AS checksum,
     json_extract(decode(value), '$.seconds')                        AS seconds,
     file_name                                                       AS path
-FROM (SELECT *, regexp_extract(file_name, 'dataset=([^/]+)/encoder=([^/]+)/part=([^/]+)/size=([0-9]+)/shard=([0-9]+)\.parquet$',
-                                  ['dataset', 'encoder', 'part', 'shard_size', 'shard']) AS m
+FROM (SELECT *, regexp_extract(file_name,
+                   'dataset=([^/]+)/encoder=([^/]+)/(?:layer=([0-9]+)/)?part=([^/]+)/size=([0-9]+)/shard=([0-9]+)\.parquet$',
+                   ['dataset', 'encoder', 'layer', 'part', 'shard_size', 'shard']) AS m
       FROM parquet_kv_metadata({embeddings}))
 WHERE decode(key) = 'vlalign'
 

@@ -7,11 +7,12 @@ import functools
 from prefect import get_run_logger, task
 
 from vlalign.datalake.store import Lake
-from vlalign.engine.analysis import compute_cell, write_cell
+from vlalign.engine.analysis import write_cell
 from vlalign.engine.cells import Cell, cell_is_done, engine_version
 from vlalign.engine.concept_dictionary import ConceptDictionary, write_concept_dictionary
 from vlalign.engine.explain import explain_best
 from vlalign.engine.pairing import write_pairs
+from vlalign.engine.scoring import compute_cell
 from vlalign.report.explain_figure import plot_explanation
 
 

@@ -33,10 +33,13 @@ def plan_extraction(
     domains: list[str] | None = None,
     langs: list[str] | None = None,
     parts: dict[str, list[str]] | None = None,
+    layers: dict[str, tuple[int, ...]] | None = None,
+    layer_parts: dict[str, list[str]] | None = None,
 ) -> tuple[list[ShardSpec], list[ShardSpec]]:
     """(all shards, shards still to compute) (:func:`vlalign.engine.extract.plan_dataset_shards`); a shard that
     failed verification is logged."""
-    planned, todo = plan_dataset_shards(lake, dataset, encoders, digests, shard_size, domains, langs, parts)
+    planned, todo = plan_dataset_shards(lake, dataset, encoders, digests, shard_size, domains, langs, parts, layers,
+                                         layer_parts)
     for s, why in todo:
         if why != "missing":
             get_run_logger().warning("shard %s failed verification: %s; recomputing it", s.path, why)
@@ -45,6 +48,7 @@ def plan_extraction(
 
 @task(name="embed_shard", task_run_name="embed-{spec.lake_name}-{spec.part}-{spec.shard}")
 def embed_shard_task(spec: ShardSpec, batch_size: int | None = None, device: str | None = None,
-                     threads: int | None = None) -> dict:
-    """Embed one shard unless another run did (:func:`vlalign.engine.extract.compute_shard`)."""
-    return compute_shard(spec, batch_size, device, threads)
+                     threads: int | None = None, more: tuple[ShardSpec, ...] = ()) -> dict:
+    """Embed one shard (and ``more``: its other layers) unless another run did
+    (:func:`vlalign.engine.extract.compute_shard`)."""
+    return compute_shard(spec, batch_size, device, threads, more)

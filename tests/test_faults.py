@@ -313,7 +313,8 @@ def test_non_finite_or_constant_embeddings_give_null_results_with_a_note(fault, 
     `note` saying why ('non-finite' or 'constant'); write_cell stores them as NULL. Never a number.
     Kept: the 'clean' control gives finite numbers from the same setup (so the NULLs are the fault's)."""
     from vlalign.encoders import get_encoder
-    from vlalign.engine.analysis import run_cka_cell, run_match_cell, write_cell
+    from vlalign.engine.alignment import run_cka_cell
+    from vlalign.engine.analysis import run_match_cell, write_cell
     from vlalign.engine.cells import CKACell, Embeddings, MatchCell, Protocol
     from vlalign.tasks.analysis import pair_items
 
@@ -385,7 +386,8 @@ def test_a_cell_whose_every_pair_was_rejected_gives_a_null_row_with_a_note(tmp_p
     Product (expected): run_cka_cell / run_match_cell return rows with NULL values and a note saying that
     only 0 pairs have embeddings, as they do for 1..3 pairs. Kept: the shards and their reject rows."""
     from vlalign.encoders import get_encoder
-    from vlalign.engine.analysis import run_cka_cell, run_match_cell
+    from vlalign.engine.alignment import run_cka_cell
+    from vlalign.engine.analysis import run_match_cell
     from vlalign.engine.cells import CKACell, Embeddings, MatchCell
     from vlalign.tasks.analysis import pair_items
 

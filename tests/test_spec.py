@@ -291,7 +291,8 @@ def test_vlalign_spec_schema(capsys):
     assert main(["spec", "--schema"]) == 0
     schema = json.loads(capsys.readouterr().out)
     top = {"name", "datasets", "vision_encoders", "text_encoders", "analyses", "base_size", "query_size",
-           "base_selection", "stretch", "seeds", "extraction", "protocol", "stretch_scope", "kmeans_metric"}
+           "base_selection", "stretch", "seeds", "extraction", "protocol", "stretch_scope", "kmeans_metric",
+           "vision_layers", "text_layers"}
     assert set(schema["properties"]) == top and set(base_doc()) <= top
     assert schema["title"] and schema["description"] and schema["additionalProperties"] is False
     assert all(p.get("description") for p in schema["properties"].values())
@@ -302,7 +303,10 @@ def test_vlalign_spec_schema(capsys):
     doc = base_doc()
     doc["analyses"]["cka"] = False
     assert validator.is_valid(doc)
-    for mutate in (lambda d: d.update(colour="red"), lambda d: d["analyses"]["qap"].update(kernel=["linear", "rbf"]),
+    for layers in ("all", [0, 3, -1], {"every": 2}):
+        assert validator.is_valid({**base_doc(), "vision_layers": layers, "text_layers": layers})
+    for mutate in (lambda d: d.update(vision_layers="first"), lambda d: d.update(text_layers={"every": 0}),
+                   lambda d: d.update(colour="red"), lambda d: d["analyses"]["qap"].update(kernel=["linear", "rbf"]),
                    lambda d: d["datasets"][0].update(name="../x"), lambda d: d.update(seeds=[0, 0]),
                    lambda d: d.update(stretch="yes")):
         doc = base_doc()

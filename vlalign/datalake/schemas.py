@@ -43,7 +43,8 @@ _F = pa.float64()
 CKA_SCHEMA = pa.schema(
     [("cell_id", _S), ("dataset", _S), ("domain", _S), ("lang", _S), ("vision_encoder", _S), ("text_encoder", _S),
      ("kernel", _S), ("debiased", pa.bool_()), ("n", _I), ("value", _F), ("shuffled_value", _F),
-     ("ci_low", _F), ("ci_high", _F), ("seed", _I), ("seconds", _F), ("note", _S)]
+     ("ci_low", _F), ("ci_high", _F), ("seed", _I), ("seconds", _F), ("note", _S),
+     ("vision_layer", _I), ("text_layer", _I), ("vision_layer_name", _S), ("text_layer_name", _S)]
 )
 MATCHING_SCHEMA = pa.schema(
     [("cell_id", _S), ("dataset", _S), ("domain", _S), ("lang", _S), ("vision_encoder", _S), ("text_encoder", _S),
@@ -90,12 +91,12 @@ RUNS_SCHEMA = pa.schema(
 )
 RUN_CELLS_SCHEMA = pa.schema([("run_id", _S), ("table_name", _S), ("cell_id", _S)])
 EMBEDDINGS_SCHEMA = pa.schema(
-    [("dataset", _S), ("encoder", _S), ("part", _S), ("shard_size", pa.int32()), ("shard", pa.int32()), ("unit_id", _S),
-     ("embedding", pa.list_(pa.float32()))]
+    [("dataset", _S), ("encoder", _S), ("layer", pa.int32()), ("part", _S), ("shard_size", pa.int32()),
+     ("shard", pa.int32()), ("unit_id", _S), ("embedding", pa.list_(pa.float32()))]
 )
 EMBEDDING_INDEX_SCHEMA = pa.schema(
-    [("dataset", _S), ("encoder", _S), ("part", _S), ("shard_size", pa.int32()), ("shard", pa.int32()),
-     ("data_digest", _S), ("weights_digest", _S), ("pooling", _S), ("start", pa.int32()), ("stop", pa.int32()),
+    [("dataset", _S), ("encoder", _S), ("layer", pa.int32()), ("part", _S), ("shard_size", pa.int32()),
+     ("shard", pa.int32()), ("data_digest", _S), ("weights_digest", _S), ("pooling", _S), ("start", pa.int32()), ("stop", pa.int32()),
      ("rows", pa.int32()), ("rejects", pa.int32()), ("checksum", _S), ("seconds", _F), ("path", _S)]
 )
 ITEMS_VIEW_SCHEMA = pa.schema(

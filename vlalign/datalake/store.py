@@ -303,12 +303,17 @@ class Lake:
     def read_rejects_path(self, dataset: str) -> str:
         return self.path("rejects", f"dataset={check_name(dataset, 'data set name')}", "stage=read", "part-items.parquet")
 
-    def shard_path(self, dataset: str, encoder: str, part: str, size: int, shard: int, kind: str = "embeddings") -> str:
+    def shard_path(self, dataset: str, encoder: str, part: str, size: int, shard: int, kind: str = "embeddings",
+                   layer: int = -1) -> str:
+        """An embedding shard's file (or its rejects'). ``layer``: an inner layer's index (a ``layer=<i>`` folder
+        below the encoder's); -1, the encoder's output, has none (the paths of the first lakes)."""
         prefix = ("embeddings",) if kind == "embeddings" else ("rejects",)
         stage = () if kind == "embeddings" else ("stage=extract",)
+        inner = () if layer == -1 else (f"layer={int(layer)}",)
         return self.path(
             *prefix, f"dataset={check_name(dataset, 'data set name')}", *stage,
-            f"encoder={check_name(encoder, 'encoder lake name')}", f"part={check_name(part, 'part (domain or language)')}",
+            f"encoder={check_name(encoder, 'encoder lake name')}", *inner,
+            f"part={check_name(part, 'part (domain or language)')}",
             f"size={int(size)}", f"shard={int(shard):05d}.parquet",
         )
 

@@ -13,6 +13,7 @@ from typing import Any, ContextManager
 import numpy as np
 
 from vlalign._compat import ensure_torchvision
+from vlalign.encoders.layers import OUTPUT, check_layers
 
 __all__: list[str] = []
 
@@ -24,6 +25,16 @@ class _Backend:
 
     def encode(self, items: list, batch_size: int, threads: int | None, precision: str) -> np.ndarray:
         raise NotImplementedError
+
+    def layer_names(self) -> tuple[str, ...]:
+        """The names of the model's inner layers (vlalign.encoders.layers); none: the encoder has only its output."""
+        return ()
+
+    def encode_layers(self, items: list, batch_size: int, threads: int | None, precision: str,
+                      layers: tuple[int, ...], pooling: str) -> dict[int, np.ndarray]:
+        """{layer: (n, d) float32} for ``layers`` (-1: the output), from one forward pass per batch."""
+        check_layers(tuple(layers), self.layer_names(), f"{type(self).__name__.strip('_')}")
+        return {OUTPUT: self.encode(items, batch_size, threads, precision)}
 
 
 def _autocast(device: str, precision: str) -> ContextManager[Any]:

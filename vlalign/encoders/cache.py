@@ -20,6 +20,7 @@ from PIL import Image
 from vlalign.encoders.backend import _Backend
 from vlalign.encoders.base import EncoderError, EncoderSpec
 from vlalign.encoders.catalog import _CATALOG, _pkg_dir
+from vlalign.encoders.layers import OUTPUT
 from vlalign.encoders.probes import is_available
 from vlalign.encoders.resolve import _resolve_hub, get_encoder
 from vlalign.encoders.text import _E5Text, _STText, _WordLlamaText
@@ -76,6 +77,33 @@ class LoadedEncoder:
         out = np.ascontiguousarray(out, dtype=np.float32)
         if out.shape != (len(items), self.dim):
             raise RuntimeError(f"{self.spec.name}: expected output {(len(items), self.dim)}, got {out.shape}")
+        return out
+
+    @property
+    def layer_names(self) -> tuple[str, ...]:
+        """The names of the model's inner layers 0, 1, ... (vlalign.encoders.layers); () for an encoder that has
+        only its output (index -1)."""
+        with self._lock:
+            return tuple(self._backend.layer_names())
+
+    def encode_layers(self, batch: Sequence, layers: Sequence[int]) -> dict[int, np.ndarray]:
+        """{layer: float32 (n, d)} for every index in ``layers`` (0, 1, ...: inner layers, pooled as the output
+        is; -1: the output, exactly what :meth:`encode` returns), from one forward pass per batch."""
+        layers = tuple(layers)
+        if layers == (OUTPUT,):
+            return {OUTPUT: self.encode(batch)}
+        items = list(batch)
+        with self._lock:
+            if self.threads:
+                import torch  # seconds to import: only where a model runs
+
+                if torch.get_num_threads() != self.threads:
+                    torch.set_num_threads(self.threads)
+            out = self._backend.encode_layers(items, self.batch_size, self.threads, self.precision, layers,
+                                              self.spec.pooling)
+        out = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in out.items()}
+        if OUTPUT in out and out[OUTPUT].shape != (len(items), self.dim):
+            raise RuntimeError(f"{self.spec.name}: expected output {(len(items), self.dim)}, got {out[OUTPUT].shape}")
         return out
 
     def __reduce__(self):

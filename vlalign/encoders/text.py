@@ -19,6 +19,7 @@ from vlalign._compat import ensure_torchvision, offline_env
 from vlalign.encoders.backend import _autocast, _Backend, _nullctx, _quiet_transformers
 from vlalign.encoders.base import EncoderError
 from vlalign.encoders.catalog import _CATALOG, _pkg_dir
+from vlalign.encoders.layers import OUTPUT, check_layers, mean_pool
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,50 @@ class _STText(_Backend):
             e = self.model.encode(list(items), batch_size=batch_size, convert_to_numpy=True,
                                   show_progress_bar=False)
         return np.asarray(e, dtype=np.float32).reshape(len(items), self.dim)
+
+    def _transformer(self):
+        """The underlying transformers model (None for a model without one, e.g. static embeddings)."""
+        first = self.model[0] if len(self.model) else None
+        return getattr(first, "auto_model", None)
+
+    def layer_names(self) -> tuple[str, ...]:
+        """hidden_states.0 (the token embeddings) .. hidden_states.L of the transformers model."""
+        hf = self._transformer()
+        n = getattr(getattr(hf, "config", None), "num_hidden_layers", None)
+        return tuple(f"hidden_states.{i}" for i in range(n + 1)) if isinstance(n, int) else ()
+
+    def encode_layers(self, items, batch_size, threads, precision, layers, pooling):
+        """{layer: (n, d)}: the requested hidden states mean-pooled over the attention mask, and the output (-1,
+        the model's own pipeline), from one forward pass per batch: a forward hook on the model pools the
+        hidden states of each batch into one batch-first tensor, which encode() hands back per sentence in
+        the input order."""
+        import torch  # seconds to import: only where a model runs
+
+        inner = [i for i in layers if i != OUTPUT]
+        check_layers(tuple(inner), self.layer_names(), f"sentence-transformers {self.model[0].__class__.__name__}")
+        config = self._transformer().config
+
+        def pool(module, args, out):
+            hs, mask = out["all_layer_embeddings"], out["attention_mask"]
+            out["vlalign_layers"] = torch.stack([mean_pool(hs[i].float(), mask) for i in inner], dim=1)
+            return out
+
+        was = config.output_hidden_states
+        config.output_hidden_states = True
+        hook = self.model.register_forward_hook(pool)
+        try:
+            with _autocast(self.device, precision):
+                rows = self.model.encode(list(items), batch_size=batch_size, output_value=None,
+                                         show_progress_bar=False)
+        finally:
+            hook.remove()
+            config.output_hidden_states = was
+        got = {OUTPUT: torch.stack([r["sentence_embedding"] for r in rows]).float().cpu().numpy()} \
+            if OUTPUT in layers else {}
+        if inner:
+            stacked = torch.stack([r["vlalign_layers"] for r in rows]).cpu().numpy()
+            got.update({k: np.ascontiguousarray(stacked[:, j], dtype=np.float32) for j, k in enumerate(inner)})
+        return got
 
 
 class _E5Text(_Backend):

@@ -20,6 +20,7 @@ from vlalign.encoders.backend import _autocast, _Backend, _nullctx
 from vlalign.encoders.base import EncoderError, EncoderSpec
 from vlalign.encoders.catalog import _CATALOG, _pkg_dir
 from vlalign.encoders.images import decode_image
+from vlalign.encoders.layers import OUTPUT, check_layers, pool_map, stack_layers
 from vlalign.encoders.resolve import _HubInfo
 
 __all__: list[str] = []
@@ -72,6 +73,72 @@ class _TimmVision(_Backend):
                 outs.append(self.features(x).float().cpu().numpy())
         return np.concatenate(outs) if outs else np.zeros((0, self.dim), np.float32)
 
+    _layer_names: tuple[str, ...] | None = None
+
+    def layer_names(self) -> tuple[str, ...]:
+        """The names of forward_intermediates' outputs (timm's feature_info modules where they match one to one),
+        counted with one probe image."""
+        import torch  # seconds to import: only where a model runs
+        from PIL import Image  # as torch: only where a model runs
+
+        if self._layer_names is None:
+            if not hasattr(self.model, "forward_intermediates"):  # feature hooks on timm's feature_info modules
+                self._layer_names = tuple(f["module"] for f in getattr(self.model, "feature_info", []) or []
+                                          if f.get("module"))
+                return self._layer_names
+            with torch.inference_mode():
+                inter = self.model.forward_intermediates(self.prepare([Image.new("RGB", (64, 64))]),
+                                                         intermediates_only=True)
+            info = [f.get("module", "") for f in getattr(self.model, "feature_info", [])]
+            self._layer_names = tuple(info) if len(info) == len(inter) and all(info) else \
+                tuple(f"intermediate.{i}" for i in range(len(inter)))
+        return self._layer_names
+
+    def encode_layers(self, items, batch_size, threads, precision, layers, pooling):
+        """{layer: (n, d)}: forward_intermediates' outputs pooled with ``pooling``, and the output (-1), from one
+        forward pass per batch; the output is forward_head of the same final features, as :meth:`features`."""
+        import torch  # seconds to import: only where a model runs
+
+        inner = sorted(i for i in layers if i != OUTPUT)
+        check_layers(tuple(inner), self.layer_names(), f"timm {type(self.model).__name__}")
+        if not hasattr(self.model, "forward_intermediates"):
+            return self._hooked_layers(items, batch_size, precision, layers, pooling)
+        token = pooling == "token"
+        out = []
+        for i in range(0, len(items), batch_size):
+            x = self.prepare(items[i:i + batch_size])
+            with torch.inference_mode(), _autocast(self.device, precision):
+                final, inter = self.model.forward_intermediates(x, indices=inner or [0], return_prefix_tokens=token) \
+                    if token else self.model.forward_intermediates(x, indices=inner or [0])
+                got = {OUTPUT: self.model.forward_head(final, pre_logits=True)} if OUTPUT in layers else {}
+                for k, h in zip(inner, inter):
+                    got[k] = pool_map(h[0], pooling, h[1]) if token else pool_map(h, pooling)
+            out.append({k: v.float().cpu().numpy() for k, v in got.items()})
+        return stack_layers(out, tuple(layers), {OUTPUT: self.dim})
+
+    def _hooked_layers(self, items, batch_size, precision, layers, pooling):
+        """encode_layers for a timm model without forward_intermediates: forward hooks on its feature_info modules
+        catch the inner layers while :meth:`features` computes the output (one forward pass per batch)."""
+        import torch  # seconds to import: only where a model runs
+
+        names, modules = self.layer_names(), dict(self.model.named_modules())
+        caught: dict[int, Any] = {}
+        hooks = [modules[names[k]].register_forward_hook(lambda m, a, o, k=k: caught.__setitem__(k, o))
+                 for k in layers if k != OUTPUT]
+        out = []
+        try:
+            for i in range(0, len(items), batch_size):
+                x = self.prepare(items[i:i + batch_size])
+                with torch.inference_mode(), _autocast(self.device, precision):
+                    got = {OUTPUT: self.features(x)}
+                    got.update({k: pool_map(h, pooling) for k, h in caught.items()})
+                out.append({k: v.float().cpu().numpy() for k, v in got.items() if k in layers})
+                caught.clear()
+        finally:
+            for h in hooks:
+                h.remove()
+        return stack_layers(out, tuple(layers), {OUTPUT: self.dim})
+
 
 def _load_timm_catalog(name: str, device: str) -> _TimmVision:
     ensure_torchvision()
@@ -120,27 +187,63 @@ class _HFVision(_Backend):
             self.model = AutoModel.from_pretrained(repo).eval().to(device)
         self.pooling, self.device = pooling, device
 
+    def _pixels(self, items: list) -> Any:
+        imgs = [decode_image(it) for it in items]
+        return self.processor(images=imgs, return_tensors="pt")["pixel_values"].to(self.device)
+
+    def _output(self, out: Any) -> Any:
+        """The encoder's output (its embedding) from the model's outputs, pooled as the name says."""
+        if self.pooling == "pooler":
+            po = getattr(out, "pooler_output", None)
+            if po is None:
+                raise EncoderError("this model has no pooler_output: use @cls or @mean")
+            return po.flatten(1)
+        h = out.last_hidden_state
+        if h.dim() == 4:  # conv net: (B, C, H, W)
+            if self.pooling == "cls":
+                raise EncoderError("a convolutional model has no CLS token: use @mean or @pooler")
+            return h.mean(dim=(2, 3))
+        return h[:, 0] if self.pooling == "cls" else h.mean(dim=1)
+
     def encode(self, items, batch_size, threads, precision):
         import torch  # seconds to import: only where a model runs
 
         outs = []
         for i in range(0, len(items), batch_size):
-            imgs = [decode_image(it) for it in items[i:i + batch_size]]
-            px = self.processor(images=imgs, return_tensors="pt")["pixel_values"].to(self.device)
+            px = self._pixels(items[i:i + batch_size])
             with torch.inference_mode(), _autocast(self.device, precision):
                 out = self.model(pixel_values=px)
-            if self.pooling == "pooler":
-                po = getattr(out, "pooler_output", None)
-                if po is None:
-                    raise EncoderError("this model has no pooler_output: use @cls or @mean")
-                f = po.flatten(1)
-            else:
-                h = out.last_hidden_state
-                if h.dim() == 4:  # conv net: (B, C, H, W)
-                    if self.pooling == "cls":
-                        raise EncoderError("a convolutional model has no CLS token: use @mean or @pooler")
-                    f = h.mean(dim=(2, 3))
-                else:
-                    f = h[:, 0] if self.pooling == "cls" else h.mean(dim=1)
-            outs.append(f.float().cpu().numpy())
+            outs.append(self._output(out).float().cpu().numpy())
         return np.concatenate(outs) if outs else np.zeros((0, self.dim), np.float32)
+
+    _layer_names: tuple[str, ...] | None = None
+
+    def layer_names(self) -> tuple[str, ...]:
+        """hidden_states.0 (the embeddings) .. hidden_states.L, counted with one probe image."""
+        import torch  # seconds to import: only where a model runs
+        from PIL import Image  # as torch: only where a model runs
+
+        if self._layer_names is None:
+            with torch.inference_mode():
+                out = self.model(pixel_values=self._pixels([Image.new("RGB", (64, 64))]), output_hidden_states=True)
+            self._layer_names = tuple(f"hidden_states.{i}" for i in range(len(out.hidden_states or ())))
+        return self._layer_names
+
+    def encode_layers(self, items, batch_size, threads, precision, layers, pooling):
+        """{layer: (n, d)}: every requested hidden state pooled as the output (cls: first token; mean: all
+        tokens or the spatial map), and the output (-1), from one forward pass per batch."""
+        import torch  # seconds to import: only where a model runs
+
+        check_layers(tuple(layers), self.layer_names(), f"hf {type(self.model).__name__}")
+        if self.pooling == "pooler" and any(i != OUTPUT for i in layers):
+            raise EncoderError("pooling 'pooler' exists for the output only: name the encoder with @cls or @mean to "
+                               "embed its inner layers")
+        outs = []
+        for i in range(0, len(items), batch_size):
+            px = self._pixels(items[i:i + batch_size])
+            with torch.inference_mode(), _autocast(self.device, precision):
+                out = self.model(pixel_values=px, output_hidden_states=True)
+            got = {k: self._output(out) if k == OUTPUT else pool_map(out.hidden_states[k], self.pooling)
+                   for k in layers}
+            outs.append({k: v.float().cpu().numpy() for k, v in got.items()})
+        return stack_layers(outs, tuple(layers), {OUTPUT: self.dim})

@@ -18,14 +18,12 @@ from vlalign.datalake.digest import digest_json
 from vlalign.datalake.schemas import RESULT_SCHEMAS
 from vlalign.datalake.store import Lake
 from vlalign.datasets.wordprops import polysemy, word_frequency, wordnet_available
-from vlalign.engine.cells import Cell, CKACell, ClassifyCell, ConceptCell, Embeddings, MatchCell
+from vlalign.engine.cells import Cell, ClassifyCell, ConceptCell, Embeddings, MatchCell
 from vlalign.engine.extract import read_shards
 from vlalign.methods import baselines as bl
-from vlalign.methods.cka import cka, cka_bootstrap
 from vlalign.methods.classify import classify, top1_accuracy
 from vlalign.methods.concepts import breakdown, concept_alignment, dispersion
 from vlalign.methods.matching import assignment_match, matching_accuracy, qap_match
-from vlalign.methods.measures import mutual_knn
 from vlalign.methods.preprocess import select_base, stretch, stretch_by
 from vlalign.methods.retrieval import local_cka_scores, recall_at_k
 
@@ -108,42 +106,6 @@ def input_problem(x: np.ndarray, y: np.ndarray, min_rows: int = 4) -> str | None
 
 def _finite(v: float | None) -> float | None:
     return float(v) if v is not None and np.isfinite(v) else None
-
-
-# ------------------------------------------------------------------ CKA and the other alignment measures
-def measure(x: np.ndarray, y: np.ndarray, kernel: str, debiased: bool) -> float:
-    """One alignment measure of paired rows: CKA with ``kernel`` (linear, rbf), or ``mutual_knn_k<k>``."""
-    if kernel.startswith("mutual_knn_k"):
-        return mutual_knn(x, y, k=int(kernel.removeprefix("mutual_knn_k")))
-    return cka(x, y, kernel, debiased)
-
-
-def run_cka_cell(cell: CKACell) -> list[dict]:
-    """The cell's measure of its (vision, text) pair, with the shuffled baseline and (CKA) a bootstrap interval."""
-    t0 = time.perf_counter()
-    _, x, y = paired_embeddings(cell)
-    row = {
-        "cell_id": cell.cell_id, "dataset": cell.dataset, "domain": cell.domain, "lang": cell.lang,
-        "vision_encoder": cell.vision.name, "text_encoder": cell.text.name, "kernel": cell.kernel,
-        "debiased": cell.debiased, "n": int(x.shape[0]), "value": None, "shuffled_value": None,
-        "ci_low": None, "ci_high": None, "seed": cell.seed, "seconds": None, "note": input_problem(x, y),
-    }
-    if row["note"] is None and cell.kernel.startswith("mutual_knn_k"):
-        k = int(cell.kernel.removeprefix("mutual_knn_k"))
-        if k >= x.shape[0]:
-            row["note"] = f"k = {k} needs more than {x.shape[0]} pairs"
-    if row["note"] is None:
-        row["value"] = _finite(measure(x, y, cell.kernel, cell.debiased))
-        if cell.shuffled:
-            perm = np.random.default_rng(cell.seed).permutation(x.shape[0])
-            row["shuffled_value"] = _finite(measure(x[perm], y, cell.kernel, cell.debiased))
-        if cell.bootstrap and not cell.kernel.startswith("mutual_knn"):
-            ci = cka_bootstrap(x, y, cell.kernel, cell.debiased, n_boot=cell.bootstrap, seed=cell.seed)
-            row["ci_low"], row["ci_high"] = _finite(ci.low), _finite(ci.high)
-        if row["value"] is None:
-            row["note"] = "the measure is not a finite number (a kernel with zero variance)"
-    row["seconds"] = time.perf_counter() - t0
-    return [row]
 
 
 # ------------------------------------------------------------------ splits
@@ -417,15 +379,3 @@ def write_cell(cell: Cell, rows: dict[str, list[dict]]) -> list[str]:
         lake.write_table(paths[table], pa.Table.from_pylist(rows[table], schema=RESULT_SCHEMAS[table]),
                          {"identity": cell.identity, "cell_id": cell.cell_id})
     return list(paths.values())
-
-
-def compute_cell(cell: Cell) -> dict[str, list[dict]]:
-    """The rows of every result table of ``cell``."""
-    if isinstance(cell, CKACell):
-        return {"cka": run_cka_cell(cell)}
-    if isinstance(cell, ClassifyCell):
-        return {"classification": run_classify_cell(cell)}
-    if isinstance(cell, ConceptCell):
-        return run_concept_cell(cell)
-    matching, retrieval = run_match_cell(cell)
-    return {"matching": matching, "retrieval": retrieval}

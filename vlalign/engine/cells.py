@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 from vlalign.datalake.digest import digest_json, digest_values
 from vlalign.datalake.store import Lake
 from vlalign.encoders import get_encoder
+from vlalign.encoders.layers import OUTPUT
 from vlalign.engine.extract import ShardSpec
 from vlalign.engine.spec import (
     PROTOCOLS,
@@ -41,7 +42,8 @@ from vlalign.engine.spec import (
 # The modules whose code a cell kind's results depend on. analysis holds the pairing and splitting code
 # every kind shares; the cka kind needs none of the matching modules, and the matching kind none of cka.
 ENGINE_MODULES: dict[str, tuple[str, ...]] = {
-    "cka": ("vlalign.methods.kernels", "vlalign.methods.cka", "vlalign.methods.measures", "vlalign.engine.analysis"),
+    "cka": ("vlalign.methods.kernels", "vlalign.methods.cka", "vlalign.methods.measures", "vlalign.engine.analysis",
+            "vlalign.engine.alignment"),
     "matching": ("vlalign.methods.kernels", "vlalign.methods.matching", "vlalign.methods.retrieval",
                  "vlalign.methods.baselines", "vlalign.methods.preprocess", "vlalign.engine.analysis"),
     "concepts": ("vlalign.methods.kernels", "vlalign.methods.concepts", "vlalign.datasets.wordprops",
@@ -60,10 +62,13 @@ ENGINE_MODULES: dict[str, tuple[str, ...]] = {
 ENGINE_LINEAGE: dict[str, dict[str, str]] = {
     # 0.2: the library moved into subpackages (vlalign.methods, .engine, ...); same code, same numbers. Then cells
     # carry the Lake they read (cell.lake) instead of its root (Lake.open(cell.lake_root)); same numbers.
+    # Then cka's code moved to engine.alignment, compute_cell to engine.scoring: the other kinds lost definitions
+    # they never ran, same code, same numbers (cka itself moved on: its rows gained the layer columns).
     "cka": {"14d54e47da1f07c7": "17818ab91b23ca6f", "6e6fbe4c9ecce2e2": "17818ab91b23ca6f"},
-    "matching": {"65073459268047d0": "3532328c6e6cfc73", "8c9cb0400243690d": "3532328c6e6cfc73"},
-    "concepts": {"33f6c3e745c012c3": "479703d750b94290", "b059ee0b44315201": "479703d750b94290"},
-    "classification": {"abbcb5a4a3b99972": "e321d8a624e7e986", "d46f7cc6b1348f47": "e321d8a624e7e986"},
+    "matching": {"65073459268047d0": "3532328c6e6cfc73", "8c9cb0400243690d": "3532328c6e6cfc73", "026a34990cc2cd5f": "3532328c6e6cfc73"},
+    "concepts": {"33f6c3e745c012c3": "479703d750b94290", "b059ee0b44315201": "479703d750b94290", "669a867e1ac9cbf2": "479703d750b94290"},
+    "classification": {"abbcb5a4a3b99972": "e321d8a624e7e986", "d46f7cc6b1348f47": "e321d8a624e7e986",
+                       "26224a1b23eb1948": "e321d8a624e7e986"},
 }
 
 
@@ -118,18 +123,22 @@ class Embeddings:
     part: str
     shards: tuple[ShardSpec, ...] = field(repr=False)
     digest: str = ""  # digest of the shards' identities and content checksums
+    layer: int = OUTPUT  # an inner layer's index, or -1: the encoder's output (identity as in the first lakes)
+    layer_name: str = "output"
 
     @classmethod
-    def of(cls, lake: Lake, name: str, lake_name: str, part: str, shards: list[ShardSpec]) -> "Embeddings":
+    def of(cls, lake: Lake, name: str, lake_name: str, part: str, shards: list[ShardSpec], layer: int = OUTPUT,
+           layer_name: str = "output") -> "Embeddings":
         """The reference to ``shards`` (already extracted), with a digest of what they hold."""
         shards = sorted(shards, key=lambda s: s.start)
         checksums = [(lake.read_metadata(s.path) or {}).get("checksum") for s in shards]
         digest = digest_json([[s.identity, c] for s, c in zip(shards, checksums)])
-        return cls(name, lake_name, part, tuple(shards), digest)
+        return cls(name, lake_name, part, tuple(shards), digest, layer, layer_name)
 
     @property
     def identity(self) -> dict:
-        return {"name": self.name, "lake_name": self.lake_name, "part": self.part, "digest": self.digest}
+        out = {"name": self.name, "lake_name": self.lake_name, "part": self.part, "digest": self.digest}
+        return out if self.layer == OUTPUT else {**out, "layer": self.layer, "layer_name": self.layer_name}
 
 
 @dataclass(frozen=True)
@@ -179,8 +188,23 @@ class CKACell(Cell):
     bootstrap: int = 0
     seed: int = 0
 
+    # the layers measured, each vision with each text layer (engine.alignment); empty: the outputs, as before
+    vision_layers: tuple[Embeddings, ...] = ()
+    text_layers: tuple[Embeddings, ...] = ()
+
     kind: ClassVar[str] = "cka"
     tables: ClassVar[tuple[str, ...]] = ("cka",)
+
+    def layers(self) -> tuple[tuple[Embeddings, ...], tuple[Embeddings, ...]]:
+        return self.vision_layers or (self.vision,), self.text_layers or (self.text,)
+
+    @property
+    def identity(self) -> dict:
+        out = super().identity
+        if self.vision_layers or self.text_layers:
+            vision, text = self.layers()
+            out["layers"] = {"vision": [e.identity for e in vision], "text": [e.identity for e in text]}
+        return out
 
     def settings(self) -> dict[str, Any]:
         return {"kernel": self.kernel, "debiased": self.debiased, "shuffled": self.shuffled,
@@ -394,6 +418,7 @@ class _Plan:
     main: dict
     protocol: Protocol
     settings: list[Setting]
+    layers: dict = field(default_factory=dict)
 
     def common(self, ds: str, domain: str, lang: str) -> dict:
         path, digest = self.pairs[ds][(domain, lang)]
@@ -411,7 +436,7 @@ class _Plan:
 
 
 def plan_cells(spec: SweepSpec, lake: Lake, pairs: dict, embeddings: dict, main: dict | None = None,
-               prompts: dict | None = None, concepts: dict | None = None) -> list[Cell]:
+               prompts: dict | None = None, concepts: dict | None = None, layers: dict | None = None) -> list[Cell]:
     """Every analysis cell of a sweep, in a fixed order, each identity once.
 
     ``pairs``: {dataset: {(domain, lang): (pairs path, pairs digest)}}, for the main grid and every study;
@@ -419,9 +444,11 @@ def plan_cells(spec: SweepSpec, lake: Lake, pairs: dict, embeddings: dict, main:
     ``main``: {dataset: [(domain, lang), ...]}, the selections of the main grid (default: every key of ``pairs``);
     ``prompts``: {(dataset, text encoder): (Embeddings, prompt items path, digest)}, for classification;
     ``concepts``: {dataset: (domains, members path, members digest, {text encoder: (Embeddings, aliases items
-    path, digest)})}, for concept alignment."""
+    path, digest)})}, for concept alignment;
+    ``layers``: {(dataset, encoder name, part): (Embeddings of each layer, in the spec's order)}, for the cka cells
+    of a spec that names vision_layers or text_layers (default: the encoders' outputs only)."""
     plan = _Plan(spec, lake, pairs, embeddings, main or {ds: sorted(sel) for ds, sel in pairs.items()},
-                 Protocol.of(spec), spec.settings())
+                 Protocol.of(spec), spec.settings(), layers or {})
     cells = _main_grid(plan)
     if spec.cross_lingual:
         cells += _cross_lingual(plan, spec.cross_lingual)
@@ -446,13 +473,16 @@ def _main_grid(plan: _Plan) -> list[Cell]:
             if spec.cka:
                 measures = [(k, d) for k in spec.cka.kernels for d in spec.cka.debiased]
                 measures += [(f"mutual_knn_k{k}", False) for k in spec.cka.mutual_knn]
+                vlay = [plan.layers.get((ds.name, v, domain), ()) for v in spec.vision_encoders]
+                tlay = [plan.layers.get((ds.name, t, lang), ()) for t in spec.text_encoders]
                 for kernel, debiased in measures:
-                    for v in venc:
-                        for t in tenc:
-                            cells.append(CKACell(**plan.common(ds.name, domain, lang), vision=v, text=t, kernel=kernel,
-                                                 debiased=debiased, shuffled=spec.cka.shuffled,
+                    for v, vl in zip(venc, vlay):
+                        for t, tl in zip(tenc, tlay):
+                            cells.append(CKACell(**plan.common(ds.name, domain, lang), vision=vl[0] if vl else v,
+                                                 text=tl[0] if tl else t, kernel=kernel, debiased=debiased,
+                                                 shuffled=spec.cka.shuffled,
                                                  bootstrap=0 if kernel.startswith("mutual_knn") else spec.cka.bootstrap,
-                                                 seed=spec.seeds[0]))
+                                                 seed=spec.seeds[0], vision_layers=tuple(vl), text_layers=tuple(tl)))
             if spec.has_matching:
                 for s in plan.settings:
                     for v in spec.vision_encoders:

@@ -19,14 +19,12 @@ shards of their plan, so a shard outside the plan is never read.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -36,7 +34,7 @@ import pyarrow.parquet as pq
 from vlalign.datalake.digest import digest_json, digest_values, finish, hasher, update
 from vlalign.datalake.items import ItemsWriter
 from vlalign.datalake.schemas import REJECT_SCHEMA
-from vlalign.datalake.store import Lake, atomic_write_bytes
+from vlalign.datalake.store import Lake
 from vlalign.datasets.readers import (
     DatasetError,
     DatasetSource,
@@ -48,6 +46,8 @@ from vlalign.datasets.readers import (
 )
 from vlalign.encoders import decode_image
 from vlalign.encoders.cache import auto_batch_size, load_encoder
+from vlalign.encoders.layers import OUTPUT
+from vlalign.engine.remembered import IngestedSources, VerifiedShards
 
 SHARD_FORMAT = 2  # bump when the shard file layout changes: old shards then no longer match
 log = logging.getLogger(__name__)
@@ -82,9 +82,16 @@ class ShardSpec:
     data_digest: str
     weights_digest: str
     pooling: str
+    layer: int = OUTPUT  # an inner layer's index (0, 1, ...), or the encoder's output (-1)
 
     @property
     def identity(self) -> dict:
+        """What the shard holds. An inner layer's shard also names its layer; the output's identity is that of
+        the shards of the first lakes (which held only the output), so they stay valid."""
+        return {**self._identity, **({"layer": self.layer} if self.layer != OUTPUT else {})}
+
+    @property
+    def _identity(self) -> dict:
         return {
             "format": SHARD_FORMAT,
             "dataset": self.dataset,
@@ -99,12 +106,13 @@ class ShardSpec:
 
     @property
     def path(self) -> str:
-        return self.lake.shard_path(self.dataset, self.lake_name, self.part, self.shard_size, self.shard)
+        return self.lake.shard_path(self.dataset, self.lake_name, self.part, self.shard_size, self.shard,
+                                    layer=self.layer)
 
     @property
     def rejects_path(self) -> str:
         return self.lake.shard_path(
-            self.dataset, self.lake_name, self.part, self.shard_size, self.shard, kind="rejects")
+            self.dataset, self.lake_name, self.part, self.shard_size, self.shard, kind="rejects", layer=self.layer)
 
     @property
     def size(self) -> int:
@@ -157,8 +165,9 @@ def plan_shards(
     encoder,  # EncoderSpec
     weights_digest: str,
     shard_size: int,
+    layers: tuple[int, ...] = (OUTPUT,),
 ) -> list[ShardSpec]:
-    """All shards of ``encoder`` over ``items``, in a fixed order."""
+    """All shards of ``encoder`` over ``items`` (one per item range and layer in ``layers``), in a fixed order."""
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
     specs = []
@@ -167,7 +176,7 @@ def plan_shards(
         for k, start in enumerate(range(0, len(units.ids), shard_size)):
             stop = min(start + shard_size, len(units.ids))
             digest = digest_values(units.ids[start:stop] + units.content_keys[start:stop])
-            specs.append(
+            specs += [
                 ShardSpec(
                     lake=lake,
                     dataset=dataset,
@@ -182,8 +191,10 @@ def plan_shards(
                     data_digest=digest,
                     weights_digest=weights_digest,
                     pooling=encoder.pooling,
+                    layer=layer,
                 )
-            )
+                for layer in layers
+            ]
     return specs
 
 
@@ -281,10 +292,54 @@ def shard_inputs(lake: Lake, spec: ShardSpec) -> tuple[list[str], list]:
     return units.ids, inputs
 
 
-def embed_shard(lake: Lake, spec: ShardSpec, encoder, batch_size: int = 32) -> dict:
-    """Embed one shard with a loaded encoder and write it (and its rejects) atomically. Returns a summary."""
+def embed_shard(lake: Lake, spec: ShardSpec, encoder, batch_size: int = 32, more: tuple[ShardSpec, ...] = ()) -> dict:
+    """Embed one shard with a loaded encoder and write it (and its rejects) atomically. Returns a summary.
+
+    ``more``: the shards of the same item range for other layers of the encoder: every layer comes from the same
+    forward passes, and a unit rejected in one layer (non-finite values) is rejected in all."""
     t0 = time.perf_counter()
+    specs = [spec, *more]
     ids, inputs = shard_inputs(lake, spec)
+    rejects, good_ids, good_inputs = _readable(spec, ids, inputs)
+    layers = tuple(s.layer for s in specs)
+    chunks: dict[int, list[np.ndarray]] = {layer: [] for layer in layers}
+    for i in range(0, len(good_inputs), batch_size):
+        batch = good_inputs[i : i + batch_size]
+        got = {OUTPUT: encoder.encode(batch)} if layers == (OUTPUT,) else encoder.encode_layers(batch, layers)
+        for layer in layers:
+            chunks[layer].append(np.asarray(got[layer], dtype=np.float32))
+    dim = encoder.spec.dim or 0
+    embs = {layer: np.concatenate(c) if c else np.zeros((0, dim if layer == OUTPUT else 0), np.float32)
+            for layer, c in chunks.items()}
+    finite = np.ones(len(good_ids), dtype=bool)
+    for e in embs.values():
+        finite &= np.isfinite(e).all(axis=1)
+    if not finite.all():  # an input the encoder cannot represent: a reject with its reason, not a silent number
+        for i in np.flatnonzero(~finite):
+            rejects.append(_extract_reject(spec, good_ids[i], "encoder produced non-finite values (NaN or inf)"))
+        good_ids = [u for u, ok in zip(good_ids, finite) if ok]
+        embs = {layer: e[finite] for layer, e in embs.items()}
+    if not good_ids and len(ids) >= 4:
+        # every unit failed the same way: a systematic problem (format, decoder), not bad items
+        raise RuntimeError(f"shard {spec.path}: all {len(ids)} inputs were rejected, e.g. {rejects[0]['reason']}")
+
+    # per layer, the shard's rejects first (always, possibly empty: a recomputed shard replaces stale ones), the shard last
+    for s in specs:
+        lake.write_table(s.rejects_path, pa.Table.from_pylist(rejects, schema=REJECT_SCHEMA), {"identity": s.identity})
+        table = embeddings_table(good_ids, embs[s.layer])
+        seconds = time.perf_counter() - t0
+        lake.write_table(
+            s.path,
+            table,
+            metadata={"identity": s.identity, "checksum": shard_checksum(table), "rows": table.num_rows,
+                      "encoder_name": s.encoder, "seconds": seconds, "rejects": len(rejects)},
+        )
+    return {"path": spec.path, "encoder": spec.encoder, "rows": len(good_ids), "rejects": len(rejects),
+            "seconds": time.perf_counter() - t0, "layers": len(specs)}
+
+
+def _readable(spec: ShardSpec, ids: list[str], inputs: list) -> tuple[list[dict], list[str], list]:
+    """(rejects, ids, inputs) of a shard's units: images read and decoded, captions not empty."""
     rejects = []
     good_ids, good_inputs = [], []
     for uid, x in zip(ids, inputs):
@@ -305,33 +360,7 @@ def embed_shard(lake: Lake, spec: ShardSpec, encoder, batch_size: int = 32) -> d
             continue
         good_ids.append(uid)
         good_inputs.append(x)
-
-    chunks = []
-    for i in range(0, len(good_inputs), batch_size):
-        chunks.append(np.asarray(encoder.encode(good_inputs[i : i + batch_size]), dtype=np.float32))
-    dim = encoder.spec.dim or (chunks[0].shape[1] if chunks else 0)
-    emb = np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)
-    finite = np.isfinite(emb).all(axis=1)
-    if not finite.all():  # an input the encoder cannot represent: a reject with its reason, not a silent number
-        for i in np.flatnonzero(~finite):
-            rejects.append(_extract_reject(spec, good_ids[i], "encoder produced non-finite values (NaN or inf)"))
-        good_ids = [u for u, ok in zip(good_ids, finite) if ok]
-        emb = emb[finite]
-    if not good_ids and len(ids) >= 4:
-        # every unit failed the same way: a systematic problem (format, decoder), not bad items
-        raise RuntimeError(f"shard {spec.path}: all {len(ids)} inputs were rejected, e.g. {rejects[0]['reason']}")
-
-    # the shard's rejects first (always, possibly empty: a recomputed shard replaces stale ones), the shard last
-    lake.write_table(spec.rejects_path, pa.Table.from_pylist(rejects, schema=REJECT_SCHEMA), {"identity": spec.identity})
-    table = embeddings_table(good_ids, emb)
-    seconds = time.perf_counter() - t0
-    lake.write_table(
-        spec.path,
-        table,
-        metadata={"identity": spec.identity, "checksum": shard_checksum(table), "rows": table.num_rows,
-                  "encoder_name": spec.encoder, "seconds": seconds, "rejects": len(rejects)},
-    )
-    return {"path": spec.path, "encoder": spec.encoder, "rows": len(good_ids), "rejects": len(rejects), "seconds": seconds}
+    return rejects, good_ids, good_inputs
 
 
 def _extract_reject(spec: ShardSpec, uid: str, reason: str) -> dict:
@@ -396,49 +425,6 @@ def ingest_dataset(lake: Lake, source: DatasetSource) -> dict:
     return result
 
 
-class IngestedSources:
-    """What each data set's last ingest read: its source's fingerprint (vlalign.datasets.readers.source_fingerprint:
-    the settings and the files' sizes, times and inodes) and the ingest's result. An ingest of an unchanged source,
-    whose items and rejects files are still the ones it wrote (their digest), reads nothing: a no-op rerun of the
-    default sweep spent 2 s reading and hashing 38,120 items for that. Kept beside the lake's locks; a cache that
-    cannot be read or written is ignored."""
-
-    FILE = "ingested-sources.json"
-
-    def __init__(self, lake: Lake):
-        self.lake, self.entries, self.path = lake, {}, None
-        try:
-            self.path = Path(lake.lock_path("ingested")).with_name(self.FILE)
-            got = json.loads(self.path.read_text())
-            self.entries = got if isinstance(got, dict) else {}
-        except (OSError, ValueError):
-            pass  # none yet, or unreadable: ingest reads the source
-
-    def unchanged(self, name: str, fingerprint: str) -> dict | None:
-        entry = self.entries.get(name)
-        if not isinstance(entry, dict) or entry.get("fingerprint") != fingerprint:
-            return None
-        result = entry.get("result") or {}
-        try:
-            same = ((self.lake.read_metadata(self.lake.items_path(name)) or {}).get("digest") == result.get("digest")
-                    and (self.lake.read_metadata(self.lake.read_rejects_path(name)) or {}).get("digest")
-                    == result.get("digest"))
-        except Exception:  # noqa: BLE001 - any doubt: read the source
-            return None
-        if not same:
-            return None
-        return {**result, "path": self.lake.items_path(name), "rejects_path": self.lake.read_rejects_path(name)}
-
-    def remember(self, name: str, fingerprint: str, result: dict) -> None:
-        if self.path is None:
-            return
-        keep = {k: result[k] for k in ("digest", "items", "rejects")}
-        try:
-            atomic_write_bytes(str(self.path), json.dumps({**self.entries, name: {"fingerprint": fingerprint,
-                                                                                  "result": keep}}).encode(), "ingested")
-        except OSError:
-            pass  # a read-only lake: the next ingest reads the source again
-
 
 def plan_dataset_shards(
     lake: Lake,
@@ -449,10 +435,13 @@ def plan_dataset_shards(
     domains: list[str] | None = None,
     langs: list[str] | None = None,
     parts: dict[str, list[str]] | None = None,
+    layers: dict[str, tuple[int, ...]] | None = None,
+    layer_parts: dict[str, list[str]] | None = None,
 ) -> tuple[list[ShardSpec], list[tuple[ShardSpec, str]]]:
     """(all shards, [(shard still to compute, why: 'missing' or the verification failure)]) for every encoder over
     the selected domains/languages (``parts``: {encoder: its domains or languages}, to embed some parts with some
-    encoders only)."""
+    encoders only; ``layers``: {encoder: its layers}, default the output only; ``layer_parts``: {encoder: the parts
+    its inner layers are embedded in}, default all of its parts)."""
     items = lake.read_table(lake.items_path(dataset), columns=["image_id", "domain", "image", "image_bytes",
                                                                "caption_id", "lang", "caption"])
     if domains:
@@ -463,8 +452,10 @@ def plan_dataset_shards(
         raise ValueError(f"data set {dataset!r}: no items left for domains={domains} langs={langs}")
     planned = []
     for enc in encoders:
-        planned += [s for s in plan_shards(lake, dataset, items, enc, digests[enc.name], shard_size)
-                    if parts is None or enc.name not in parts or s.part in parts[enc.name]]
+        enc_layers = (layers or {}).get(enc.name, (OUTPUT,))
+        planned += [s for s in plan_shards(lake, dataset, items, enc, digests[enc.name], shard_size, enc_layers)
+                    if (parts is None or enc.name not in parts or s.part in parts[enc.name])
+                    and (s.layer == OUTPUT or layer_parts is None or s.part in layer_parts.get(enc.name, ()))]
     todo = []
     verified = VerifiedShards(lake)
     for s in planned:
@@ -479,60 +470,31 @@ def plan_dataset_shards(
     return planned, todo
 
 
-class VerifiedShards:
-    """The shards a plan found whole (identity and checksum), with each file's signature then (Lake.stat_key: size,
-    mtime, inode and ctime; an object's ETag): a later plan trusts a shard whose file did not change since, instead
-    of reading and checksumming every shard again (a no-op rerun of the default sweep read 330 MB for that). Any
-    rewrite of the file, by a run, a copy or a restore, changes its signature; `vlalign verify` still reads every
-    file. Kept beside the lake's locks (vlalign.datalake.store.Lake.lock_path); a cache that cannot be read or
-    written is ignored."""
-
-    FILE = "verified-shards.json"
-
-    def __init__(self, lake: Lake):
-        self.lake, self.new, self.entries, self.path = lake, {}, {}, None
-        try:
-            self.path = Path(lake.lock_path("verified")).with_name(self.FILE)
-            got = json.loads(self.path.read_text())
-            self.entries = got if isinstance(got, dict) else {}
-        except (OSError, ValueError):
-            pass  # none yet, or unreadable: verify every shard
-
-    def _entry(self, s: ShardSpec) -> list | None:
-        key = self.lake.stat_key(s.path)
-        return None if key is None else [key, digest_json(s.identity)]
-
-    def unchanged(self, s: ShardSpec) -> bool:
-        old = self.entries.get(self.lake.relpath(s.path))
-        return old is not None and old == self._entry(s)
-
-    def add(self, s: ShardSpec) -> None:
-        entry = self._entry(s)
-        if entry is not None:
-            self.new[self.lake.relpath(s.path)] = entry
-
-    def save(self) -> None:
-        if not self.new or self.path is None:
-            return
-        try:
-            atomic_write_bytes(str(self.path), json.dumps({**self.entries, **self.new}).encode(), "verified")
-        except OSError:
-            pass  # a read-only lake: the next plan verifies again
-
 
 def compute_shard(spec: ShardSpec, batch_size: int | None = None, device: str | None = None,
-                  threads: int | None = None) -> dict:
-    """Embed one shard unless it is done; the encoder is loaded once per process and reused.
+                  threads: int | None = None, more: tuple[ShardSpec, ...] = ()) -> dict:
+    """Embed one shard unless it is done; the encoder is loaded once per process and reused. ``more``: the shards
+    of other layers of the same item range, computed in the same forward passes (those not done).
 
-    The shard's lock is held while it is computed: a concurrent run that planned the same shard waits,
-    then finds it done and computes nothing."""
+    The shard's lock (the first one's, for all its layers) is held while it is computed: a concurrent run that
+    planned the same shard waits, then finds it done and computes nothing."""
     lake = spec.lake
     with lake.lock(f"shard-{digest_json(spec.path)}"):
-        if shard_is_done(lake, spec):  # written meanwhile by another run
+        todo = [s for s in (spec, *more) if not shard_is_done(lake, s)]
+        if not todo:  # written meanwhile by another run
             return {"path": spec.path, "encoder": spec.encoder, "rows": 0, "rejects": 0, "seconds": 0.0, "reused": True}
         batch_size = batch_size or auto_batch_size(device)
         encoder = load_encoder(spec.encoder, device=device, threads=threads or worker_threads(), batch_size=batch_size)
-        return embed_shard(lake, spec, encoder, batch_size=batch_size)
+        return embed_shard(lake, todo[0], encoder, batch_size=batch_size, more=tuple(todo[1:]))
+
+
+def by_range(shards: list[ShardSpec]) -> list[tuple[ShardSpec, tuple[ShardSpec, ...]]]:
+    """Shards grouped by (encoder, part, item range), in order: [(first, the other layers' shards)], the unit of
+    :func:`compute_shard`."""
+    groups: dict[tuple, list[ShardSpec]] = {}
+    for s in shards:
+        groups.setdefault((s.encoder, s.part, s.shard_size, s.shard), []).append(s)
+    return [(g[0], tuple(g[1:])) for g in groups.values()]
 
 
 @functools.lru_cache(maxsize=1)

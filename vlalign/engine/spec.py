@@ -58,6 +58,7 @@ from vlalign.engine.spec_types import (
     Grid,
     Kernel,
     Kernels,
+    Layers,
     MatchingMethods,
     NonEmpty,
     QuerySizes,
@@ -65,6 +66,8 @@ from vlalign.engine.spec_types import (
     Seeds,
     Strings,
     _Section,
+    expanded_size,
+    plain_layers,
 )
 from vlalign.methods.kernels import KERNELS
 from vlalign.methods.preprocess import METRICS as KMEANS_METRICS
@@ -294,6 +297,12 @@ class SweepSpec(_Section):
     )
     vision_encoders: Strings = Field(description="catalog or hub names; every combination with the text encoders is analysed")
     text_encoders: Strings = Field(description="catalog or hub names; every combination with the vision encoders is analysed")
+    vision_layers: Annotated[Any, Layers()] = Field(
+        "last", description="the vision encoders' layers whose alignment with the text layers is measured (cka): last "
+        "(the encoder's output), all, a list of indices (0, 1, ...: inner layers; -1: the output) or {every: k}")
+    text_layers: Annotated[Any, Layers()] = Field(
+        "last", description="the text encoders' layers, as vision_layers (0: the token embeddings; a static "
+        "embedding such as wordllama has only its output)")
     analyses: AnalysesSpec = Field(AnalysesSpec(), description="cka, matching, retrieval, baselines, qap, local_cka")
     base_size: BaseSizes = Field((320,), description="base set size: an integer or a list (a list makes a grid)")
     query_size: QuerySizes = Field((500,), description="query set size: an integer or a list (a list makes a grid)")
@@ -396,7 +405,7 @@ class SweepSpec(_Section):
         """Canonical JSON (the run id's digest), in the flat layout of the first runs. Keys added after the
         first runs are left out while they hold their defaults, and a single debiased flag is written as
         before, so older specs keep their run ids."""
-        d = {k: _plain(getattr(self, k)) for k in _JSON_KEYS}
+        d = {k: plain_layers(v) if k.endswith("_layers") else _plain(v) for k in _JSON_KEYS for v in [getattr(self, k)]}
         for ds in d["datasets"]:
             for key in ("split", "lang"):
                 if ds[key] is None:
@@ -429,12 +438,14 @@ class SweepSpec(_Section):
         return {k: getattr(self, k) for k in PROTOCOLS["default"]}
 
 
-_JSON_KEYS = ("name", "datasets", "vision_encoders", "text_encoders", "cka", "matching", "retrieval", "baselines",
+_JSON_KEYS = ("name", "datasets", "vision_encoders", "text_encoders", "vision_layers", "text_layers", "cka", "matching",
+              "retrieval", "baselines",
               "qap_restarts", "qap_kernel", "local_cka_kernel", "protocol", "qap_tol", "stretch_scope",
               "kmeans_metric", "linreg_intercept", "retrieval_ties", "cross_domain", "cross_lingual",
               "classification", "curves", "concepts", "explain", "base_size", "query_size", "base_selection",
               "stretch", "seeds", "shard_size", "batch_size")
-_LATER_KEYS = {"protocol": "default", "qap_tol": 0.03, "stretch_scope": "selected", "kmeans_metric": "euclidean",
+_LATER_KEYS = {"vision_layers": "last", "text_layers": "last", "protocol": "default", "qap_tol": 0.03,
+               "stretch_scope": "selected", "kmeans_metric": "euclidean",
                "linreg_intercept": True, "retrieval_ties": "against", "cross_domain": None, "cross_lingual": None,
                "classification": None, "curves": None, "concepts": None, "explain": None}
 
@@ -457,28 +468,11 @@ MAX_SPEC_BYTES = 1 << 20  # a spec is a short text file
 MAX_SPEC_VALUES = 100_000  # values in a spec once YAML aliases are expanded (a real spec has a few hundred)
 
 
-def _expanded_size(doc: Any, limit: int) -> int:
-    """How many values ``doc`` holds with every shared (aliased) list or mapping counted each time it appears, up to
-    ``limit`` (then the count stops). Linear in the distinct nodes: a YAML alias bomb is measured, not expanded."""
-    sizes: dict[int, int] = {}
-    order, todo = [], [doc]
-    while todo:  # the distinct containers, parents before children (iterative: deep nesting is no problem)
-        node = todo.pop()
-        if isinstance(node, (dict, list)) and id(node) not in sizes:
-            sizes[id(node)] = 0
-            order.append(node)
-            todo.extend(node.values() if isinstance(node, dict) else node)
-    for node in reversed(order):  # children first
-        children = node.values() if isinstance(node, dict) else node
-        sizes[id(node)] = min(limit, 1 + sum(sizes.get(id(c), 1) for c in children))
-    return sizes.get(id(doc), 1)
-
-
 def parse_spec(doc: Any, where: str = "spec") -> SweepSpec:
     """Validate a spec mapping (structure and values, no I/O) and return a SweepSpec. Every problem is
     reported, one line each, in one SpecError; `where` names the top level in messages. A document that expands
     to more than MAX_SPEC_VALUES values (YAML aliases of aliases) is refused before it is walked."""
-    if _expanded_size(doc, MAX_SPEC_VALUES + 1) > MAX_SPEC_VALUES:
+    if expanded_size(doc, MAX_SPEC_VALUES + 1) > MAX_SPEC_VALUES:
         raise SpecError(f"{where}: holds more than {MAX_SPEC_VALUES:,} values once its YAML aliases are expanded; "
                         "a spec names data sets, encoders and settings, and needs far fewer")
     try:

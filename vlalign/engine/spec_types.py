@@ -4,6 +4,7 @@ Their errors are spec errors (vlalign.engine.spec_errors): one line that names t
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Optional, TypeVar
 
 from annotated_types import Ge
@@ -98,3 +99,76 @@ class _Section(BaseModel):
     """A mapping of the spec: frozen, unknown keys refused."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+OUTPUT_LAYER = -1  # the encoder's own output (its embedding as the sweep has always stored it); inner layers: 0, 1, ...
+
+
+class Layers:
+    """The layers of an encoder list to embed: ``last`` (the encoder's output, the default), ``all`` (every inner
+    layer and the output), a list of indices (0, 1, ...: inner layers; -1: the output) or ``{every: k}`` (inner
+    layers 0, k, 2k, ... and the output). Validated to one of: "last", "all", a tuple of distinct ints, or
+    :class:`Every`. Which indices exist depends on the model: checked against it before work starts
+    (vlalign.engine.layers)."""
+
+    expected = "last, all, a list of layer indices (0, 1, ...; -1: the output) or {every: k}"
+
+    def validate(self, value: Any) -> Any:
+        if value in ("last", "all"):
+            return value
+        if isinstance(value, dict):
+            k = value.get("every")
+            if set(value) != {"every"} or not isinstance(k, int) or isinstance(k, bool) or k < 1:
+                raise spec_error(f"expected {self.expected} (every: an integer >= 1)", got=value)
+            return Every(k)
+        if isinstance(value, (list, tuple)) and value:
+            if not all(isinstance(i, int) and not isinstance(i, bool) and i >= OUTPUT_LAYER for i in value):
+                raise spec_error(f"expected {self.expected}", got=value)
+            if len(set(value)) != len(value):
+                raise spec_error("expected distinct layer indices", got=value)
+            return tuple(value)
+        raise spec_error(f"expected {self.expected}", got=value)
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> core_schema.CoreSchema:
+        return core_schema.no_info_plain_validator_function(self.validate)
+
+    def __get_pydantic_json_schema__(self, schema: Any, handler: Any) -> dict:
+        return {"anyOf": [{"type": "string", "enum": ["last", "all"]},
+                          {"type": "array", "items": {"type": "integer", "minimum": OUTPUT_LAYER}, "minItems": 1,
+                           "uniqueItems": True},
+                          {"type": "object", "properties": {"every": {"type": "integer", "minimum": 1}},
+                           "required": ["every"], "additionalProperties": False}]}
+
+
+@dataclass(frozen=True)
+class Every:
+    """``{every: k}`` of a layers key."""
+
+    k: int
+
+    def plain(self) -> dict:
+        return {"every": self.k}
+
+
+def plain_layers(value: Any) -> Any:
+    """A layers value as plain data (the run id's canonical JSON): {every: k} as a mapping, a list as a list."""
+    if isinstance(value, Every):
+        return value.plain()
+    return list(value) if isinstance(value, tuple) else value
+
+
+def expanded_size(doc: Any, limit: int) -> int:
+    """How many values ``doc`` holds with every shared (aliased) list or mapping counted each time it appears, up to
+    ``limit`` (then the count stops). Linear in the distinct nodes: a YAML alias bomb is measured, not expanded."""
+    sizes: dict[int, int] = {}
+    order, todo = [], [doc]
+    while todo:  # the distinct containers, parents before children (iterative: deep nesting is no problem)
+        node = todo.pop()
+        if isinstance(node, (dict, list)) and id(node) not in sizes:
+            sizes[id(node)] = 0
+            order.append(node)
+            todo.extend(node.values() if isinstance(node, dict) else node)
+    for node in reversed(order):  # children first
+        children = node.values() if isinstance(node, dict) else node
+        sizes[id(node)] = min(limit, 1 + sum(sizes.get(id(c), 1) for c in children))
+    return sizes.get(id(doc), 1)

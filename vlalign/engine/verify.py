@@ -5,8 +5,8 @@ What is checked, per kind of file (paths relative to the lake's root, as the rec
 
 * run records (``runs/run=<id>.json``): a JSON object with a run id that matches the file name;
 * items (``items/dataset=<d>/items.parquet``): readable in full, with the canonical item columns;
-* embedding shards (``embeddings/dataset=<d>/encoder=<e>/part=<p>/size=<s>/shard=<k>.parquet``): the identity in the
-  file's metadata names the data set, encoder, part and shard size of its path (a shard copied over another
+* embedding shards (``embeddings/dataset=<d>/encoder=<e>[/layer=<i>]/part=<p>/size=<s>/shard=<k>.parquet``): the
+  identity in the file's metadata names the data set, encoder, layer, part and shard size of its path (a shard copied over another
   encoder's is misplaced), and its contents match the checksum recorded when it was written;
 * result cells (``results/<table>/cell=<id>.parquet``): readable in full, the identity in the metadata digests to the
   cell id of the file name, and every row carries that cell id.
@@ -30,7 +30,8 @@ from vlalign.datalake.schemas import ITEM_SCHEMA
 from vlalign.datalake.store import TMP_MARK, Lake
 from vlalign.engine.extract import shard_checksum
 
-_SHARD = re.compile(r"embeddings/dataset=([^/]+)/encoder=([^/]+)/part=([^/]+)/size=([0-9]+)/shard=([0-9]+)\.parquet$")
+_SHARD = re.compile(r"embeddings/dataset=([^/]+)/encoder=([^/]+)/(?:layer=([0-9]+)/)?part=([^/]+)/size=([0-9]+)/"
+                    r"shard=([0-9]+)\.parquet$")
 _CELL = re.compile(r"results/([^/]+)/cell=([^/]+)\.parquet$")
 _RUN = re.compile(r"runs/run=([^/]+)\.json$")
 
@@ -69,9 +70,9 @@ def check_shard(lake: Lake, rel: str) -> str | None:
     if why:
         return why
     ident = (md or {}).get("identity") or {}
-    dataset, encoder, part, size, shard = where.groups()
-    expect = {"dataset": dataset, "encoder": encoder, "part": part}
-    found = {k: ident.get(k) for k in expect}
+    dataset, encoder, layer, part, size, shard = where.groups()
+    expect = {"dataset": dataset, "encoder": encoder, "part": part, "layer": None if layer is None else int(layer)}
+    found = {k: ident.get(k) for k in expect}  # the output's shards name no layer (as in the first lakes)
     if found != expect:
         return f"holds another shard: its identity says {found}, its path {expect}"
     start, stop = ident.get("start"), ident.get("stop")

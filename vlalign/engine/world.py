@@ -9,7 +9,7 @@ start and hand the checked spec to the sweep flow, which checks a spec it is giv
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
@@ -20,6 +20,7 @@ from vlalign.datalake.store import atomic_write_bytes, cache_home
 from vlalign.datasets.readers import EMOJI_DOMAINS, read_dataset, source_fingerprint
 from vlalign.encoders import EncoderError, preflight
 from vlalign.encoders.catalog import explain_problem
+from vlalign.engine.layers import Layers, spec_layers
 from vlalign.engine.spec import DatasetSpec, SpecError, SweepSpec, resolve_spec
 
 Sizes = dict[str, dict[tuple[str, str], int]]  # {data set: {(domain, lang): number of pairs}}
@@ -31,13 +32,15 @@ class CheckedSpec:
 
     spec: SweepSpec
     sizes: Sizes
+    layers: dict[str, Layers] = field(default_factory=dict)  # vlalign.engine.layers.spec_layers; {}: outputs only
 
 
 def check_spec(spec: str | Path | dict | None) -> CheckedSpec:
     """Every check a sweep makes before work starts, on a spec file, a spec mapping or (None) the default.
     Raises SpecError (a ValueError) naming the key and what is wrong."""
     sweep = resolve_spec(spec)
-    return CheckedSpec(sweep, validate_against_world(sweep))
+    sizes = validate_against_world(sweep)
+    return CheckedSpec(sweep, sizes, spec_layers(sweep))
 
 
 def study_parts(spec: SweepSpec, ds: DatasetSpec) -> tuple[set[str], set[str]]:

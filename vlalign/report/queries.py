@@ -47,7 +47,7 @@ GROUP BY ALL ORDER BY label_field, mean_pct DESC"""
 
 CKA_ROWS = """SELECT dataset, domain, lang, vision_encoder, text_encoder, kernel, debiased, n, round(value, 3) AS cka,
   round(shuffled_value, 3) AS shuffled, round(ci_low, 3) AS ci_low, round(ci_high, 3) AS ci_high, seed, note
-FROM cka WHERE run_id = $run_id ORDER BY value DESC"""
+FROM cka WHERE run_id = $run_id AND coalesce(vision_layer, -1) = -1 AND coalesce(text_layer, -1) = -1 ORDER BY value DESC"""
 
 CONCEPT_BREAKDOWN = """SELECT DISTINCT vision_encoder, text_encoder, mapping, retrieval, property, bin, low, high, n,
   n_missing, round(100 * p_at_1, 1) AS p1_pct, round(100 * p_at_10, 1) AS p10_pct, round(100 * p_at_100, 1) AS p100_pct

@@ -1,0 +1,57 @@
+"""The layers a sweep embeds: the spec's vision_layers / text_layers resolved against each model.
+
+Indices are the model's (vlalign.encoders.layers): 0, 1, ... its inner layers, -1 its output (the embedding of the
+first lakes). ``last`` is (-1,); ``all`` every inner layer and the output; ``{every: k}`` inner layers 0, k, 2k, ...
+and the output; a list is taken as written, checked against the model before any work starts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vlalign.encoders import EncoderError
+from vlalign.encoders.cache import load_encoder
+from vlalign.encoders.layers import OUTPUT
+from vlalign.engine.spec import SpecError, SweepSpec
+from vlalign.engine.spec_types import Every
+
+Layers = tuple[tuple[int, str], ...]  # ((index, name), ...) in the spec's order
+
+
+def resolve_layers(choice: Any, names: tuple[str, ...], key: str, encoder: str) -> tuple[int, ...]:
+    """The indices ``choice`` (a validated layers value) selects from a model whose inner layers are ``names``."""
+    if choice == "last":
+        return (OUTPUT,)
+    if choice == "all":
+        return (*range(len(names)), OUTPUT)
+    if isinstance(choice, Every):
+        return (*range(0, len(names), choice.k), OUTPUT)
+    bad = [i for i in choice if i != OUTPUT and i >= len(names)]
+    if bad:
+        have = (f"inner layers 0..{len(names) - 1}" if names else
+                "one layer (its output, a static embedding or a model whose layers are not exposed)")
+        raise SpecError(f"{key}: layer {', '.join(map(str, bad))} is out of range for {encoder}, which has {have}; "
+                        "-1 (or last) is its output")
+    return tuple(choice)
+
+
+def layer_name(names: tuple[str, ...], index: int) -> str:
+    return "output" if index == OUTPUT else names[index]
+
+
+def spec_layers(spec: SweepSpec) -> dict[str, Layers]:
+    """{encoder: ((index, name), ...)} for every encoder of a spec that names vision_layers or text_layers; {} for
+    one that does not (only the outputs are embedded, no model is opened here). Loads each model once (on the
+    CPU, in this process's cache) to count its layers."""
+    if spec.vision_layers == "last" and spec.text_layers == "last":
+        return {}
+    out: dict[str, Layers] = {}
+    for key, encoders in (("vision_layers", spec.vision_encoders), ("text_layers", spec.text_encoders)):
+        choice = getattr(spec, key)
+        for name in encoders:
+            try:
+                names = () if choice == "last" else load_encoder(name, device="cpu").layer_names
+            except EncoderError as e:
+                raise SpecError(f"{key}: {name}: {e}") from None
+            out[name] = tuple((i, layer_name(names, i)) for i in resolve_layers(choice, names, key, name))
+    return out
