@@ -53,6 +53,25 @@ WHERE decode(key) = 'vlalign'
 SELECT rc.run_id, c.* FROM read_parquet({cka}, union_by_name = true, hive_partitioning = false) c
 JOIN run_cells rc ON rc.cell_id = c.cell_id AND rc.table_name = 'cka'
 
+-- view: best_layers
+-- per (run, data set, domain, lang, vision encoder, text encoder, measure = kernel, debiased): the best layer pair by
+-- the raw value and by the calibrated value; p_value_layers is the p-value of the raw maximum against the null of
+-- the maximum over every layer pair of the cell (the same permutation for each pair): corrected for the search
+SELECT run_id, dataset, domain, lang, vision_encoder, text_encoder, kernel, debiased,
+       count(*) AS layer_pairs,
+       arg_max(vision_layer, value) AS vision_layer, arg_max(text_layer, value) AS text_layer,
+       arg_max(vision_layer_name, value) AS vision_layer_name, arg_max(text_layer_name, value) AS text_layer_name,
+       max(value) AS value, arg_max(shuffled_value, value) AS shuffled_value,
+       arg_max(calibrated, value) AS calibrated_at_best, arg_max(p_value_layers, value) AS p_value_layers,
+       arg_max(vision_layer, calibrated) AS calibrated_vision_layer,
+       arg_max(text_layer, calibrated) AS calibrated_text_layer, max(calibrated) AS calibrated,
+       arg_max(p_value, calibrated) AS calibrated_p_value,
+       max(CASE WHEN vision_layer = -1 AND text_layer = -1 THEN value END) AS output_value,
+       max(permutations) AS permutations
+FROM cka
+WHERE value IS NOT NULL
+GROUP BY run_id, dataset, domain, lang, vision_encoder, text_encoder, kernel, debiased
+
 -- view: matching
 SELECT rc.run_id, c.* FROM read_parquet({matching}, union_by_name = true, hive_partitioning = false) c
 JOIN run_cells rc ON rc.cell_id = c.cell_id AND rc.table_name = 'matching'

@@ -44,7 +44,9 @@ CKA_SCHEMA = pa.schema(
     [("cell_id", _S), ("dataset", _S), ("domain", _S), ("lang", _S), ("vision_encoder", _S), ("text_encoder", _S),
      ("kernel", _S), ("debiased", pa.bool_()), ("n", _I), ("value", _F), ("shuffled_value", _F),
      ("ci_low", _F), ("ci_high", _F), ("seed", _I), ("seconds", _F), ("note", _S),
-     ("vision_layer", _I), ("text_layer", _I), ("vision_layer_name", _S), ("text_layer_name", _S)]
+     ("vision_layer", _I), ("text_layer", _I), ("vision_layer_name", _S), ("text_layer_name", _S),
+     ("tau", _F), ("p_value", _F), ("calibrated", _F), ("null_mean", _F), ("p_value_layers", _F),
+     ("permutations", _I), ("alpha", _F)]
 )
 MATCHING_SCHEMA = pa.schema(
     [("cell_id", _S), ("dataset", _S), ("domain", _S), ("lang", _S), ("vision_encoder", _S), ("text_encoder", _S),
@@ -73,6 +75,15 @@ CONCEPT_BREAKDOWN_SCHEMA = pa.schema(
     [("cell_id", _S), ("dataset", _S), ("vision_encoder", _S), ("text_encoder", _S), ("retrieval", _S),
      ("mapping", _S), ("property", _S), ("bin", _I), ("low", _F), ("high", _F), ("n", _I), ("n_missing", _I),
      ("p_at_1", _F), ("p_at_10", _F), ("p_at_100", _F), ("note", _S)]
+)
+# A view over cka (sql/views.sql): the best layer pair of every (run, encoder pair, measure), raw and calibrated.
+BEST_LAYERS_SCHEMA = pa.schema(
+    [("run_id", _S), ("dataset", _S), ("domain", _S), ("lang", _S), ("vision_encoder", _S), ("text_encoder", _S),
+     ("kernel", _S), ("debiased", pa.bool_()), ("layer_pairs", _I), ("vision_layer", _I), ("text_layer", _I),
+     ("vision_layer_name", _S), ("text_layer_name", _S), ("value", _F), ("shuffled_value", _F),
+     ("calibrated_at_best", _F), ("p_value_layers", _F), ("calibrated_vision_layer", _I),
+     ("calibrated_text_layer", _I), ("calibrated", _F), ("calibrated_p_value", _F), ("output_value", _F),
+     ("permutations", _I)]
 )
 RESULT_SCHEMAS: dict[str, pa.Schema] = {"cka": CKA_SCHEMA, "matching": MATCHING_SCHEMA, "retrieval": RETRIEVAL_SCHEMA,
                                         "classification": CLASSIFICATION_SCHEMA, "concepts": CONCEPTS_SCHEMA,
@@ -115,6 +126,7 @@ TABLE_SCHEMAS: dict[str, pa.Schema] = {
     "embeddings": EMBEDDINGS_SCHEMA,
     "embedding_index": EMBEDDING_INDEX_SCHEMA,
     "cka": _with_run_id(CKA_SCHEMA),
+    "best_layers": BEST_LAYERS_SCHEMA,
     "matching": _with_run_id(MATCHING_SCHEMA),
     "retrieval": _with_run_id(RETRIEVAL_SCHEMA),
     "classification": _with_run_id(CLASSIFICATION_SCHEMA),

@@ -31,6 +31,10 @@ def load_sql(name: str) -> str:
     return path.read_text()
 
 
+# views that read other views (created first: sql/views.sql lists them before)
+VIEW_DEPENDS: dict[str, tuple[str, ...]] = {"best_layers": ("cka",)}
+
+
 def view_sources() -> dict[str, str]:
     """{view name: the SELECT it reads from}, from sql/views.sql."""
     text = "\n".join(line for line in load_sql("views").splitlines() if not line.startswith("-- ") or line.startswith("-- view:"))
@@ -110,6 +114,8 @@ def create_views(con: duckdb.DuckDBPyConnection, root: str, only: set[str] | Non
     files: dict[str, list[str]] = {}
     for placeholder, rel in con.execute(f"SELECT placeholder, path FROM {LAKE_FILES} ORDER BY placeholder, path").fetchall():
         files.setdefault(placeholder, []).append(f"{root.rstrip('/')}/{rel}")
+    if only is not None:
+        only = set(only) | {d for name in only for d in VIEW_DEPENDS.get(name, ())}
     for name, stmt in view_statements(files, temp=True):
         if only is not None and name not in only:
             continue

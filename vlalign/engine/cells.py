@@ -38,12 +38,14 @@ from vlalign.engine.spec import (
     Setting,
     SweepSpec,
 )
+from vlalign.methods.kernels import KERNELS
 
 # The modules whose code a cell kind's results depend on. analysis holds the pairing and splitting code
 # every kind shares; the cka kind needs none of the matching modules, and the matching kind none of cka.
 ENGINE_MODULES: dict[str, tuple[str, ...]] = {
     "cka": ("vlalign.methods.kernels", "vlalign.methods.cka", "vlalign.methods.measures", "vlalign.engine.analysis",
-            "vlalign.engine.alignment"),
+            "vlalign.engine.alignment", "vlalign.methods.registry", "vlalign.methods.knn_measures",
+            "vlalign.methods.geometry_measures", "vlalign.methods.calibration"),
     "matching": ("vlalign.methods.kernels", "vlalign.methods.matching", "vlalign.methods.retrieval",
                  "vlalign.methods.baselines", "vlalign.methods.preprocess", "vlalign.engine.analysis"),
     "concepts": ("vlalign.methods.kernels", "vlalign.methods.concepts", "vlalign.datasets.wordprops",
@@ -187,6 +189,8 @@ class CKACell(Cell):
     shuffled: bool = True
     bootstrap: int = 0
     seed: int = 0
+    permutations: int = 0  # K of the permutation calibration (0: none)
+    alpha: float = 0.05
 
     # the layers measured, each vision with each text layer (engine.alignment); empty: the outputs, as before
     vision_layers: tuple[Embeddings, ...] = ()
@@ -207,8 +211,11 @@ class CKACell(Cell):
         return out
 
     def settings(self) -> dict[str, Any]:
-        return {"kernel": self.kernel, "debiased": self.debiased, "shuffled": self.shuffled,
-                "bootstrap": self.bootstrap, "seed": self.seed}
+        out = {"kernel": self.kernel, "debiased": self.debiased, "shuffled": self.shuffled,
+               "bootstrap": self.bootstrap, "seed": self.seed}
+        if self.permutations:
+            out.update(permutations=self.permutations, alpha=self.alpha)
+        return out
 
 
 @dataclass(frozen=True)
@@ -473,6 +480,10 @@ def _main_grid(plan: _Plan) -> list[Cell]:
             if spec.cka:
                 measures = [(k, d) for k in spec.cka.kernels for d in spec.cka.debiased]
                 measures += [(f"mutual_knn_k{k}", False) for k in spec.cka.mutual_knn]
+                measures += [(f"cknna_k{k}", False) for k in spec.cka.cknna]
+                measures += [(f"cycle_knn_k{k}", False) for k in spec.cka.cycle_knn]
+                measures += [(f"svcca_{v:g}", False) for v in spec.cka.svcca]
+                measures += [(f"rsa_{d}", False) for d in spec.cka.rsa]
                 vlay = [plan.layers.get((ds.name, v, domain), ()) for v in spec.vision_encoders]
                 tlay = [plan.layers.get((ds.name, t, lang), ()) for t in spec.text_encoders]
                 for kernel, debiased in measures:
@@ -481,8 +492,10 @@ def _main_grid(plan: _Plan) -> list[Cell]:
                             cells.append(CKACell(**plan.common(ds.name, domain, lang), vision=vl[0] if vl else v,
                                                  text=tl[0] if tl else t, kernel=kernel, debiased=debiased,
                                                  shuffled=spec.cka.shuffled,
-                                                 bootstrap=0 if kernel.startswith("mutual_knn") else spec.cka.bootstrap,
-                                                 seed=spec.seeds[0], vision_layers=tuple(vl), text_layers=tuple(tl)))
+                                                 bootstrap=spec.cka.bootstrap if kernel in KERNELS else 0,
+                                                 seed=spec.seeds[0], vision_layers=tuple(vl), text_layers=tuple(tl),
+                                                 permutations=spec.cka.calibration.permutations,
+                                                 alpha=spec.cka.calibration.alpha))
             if spec.has_matching:
                 for s in plan.settings:
                     for v in spec.vision_encoders:

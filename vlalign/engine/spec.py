@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
 import yaml
-from annotated_types import Ge
+from annotated_types import Ge, Gt, Lt
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -69,6 +69,7 @@ from vlalign.engine.spec_types import (
     expanded_size,
     plain_layers,
 )
+from vlalign.methods.geometry_measures import RDM_DISTANCES
 from vlalign.methods.kernels import KERNELS
 from vlalign.methods.preprocess import METRICS as KMEANS_METRICS
 from vlalign.methods.retrieval import TIES as RETRIEVAL_TIES
@@ -144,6 +145,13 @@ class DatasetSpec(_Section):
                              split=self.split)
 
 
+class CalibrationSpec(_Section):
+    """Permutation calibration (Groger, Wen and Brbic 2026): the measure under K random pairings gives the null."""
+
+    permutations: Annotated[int, Strict(), Ge(0)] = Field(200, description="K, the permutations of the null (0: off)")
+    alpha: Annotated[float, Gt(0), Lt(1)] = Field(0.05, description="tau is the (1 - alpha) critical value of the null")
+
+
 class CKASpec(_Section):
     """Centered kernel alignment (and other alignment measures) of every vision x text encoder pair."""
 
@@ -154,10 +162,29 @@ class CKASpec(_Section):
     mutual_knn: Annotated[tuple[int, ...], Grid(int, ge=1, allow_empty=True)] = Field(
         (), description="k values of mutual k-nearest-neighbour alignment (Huh et al. 2024), rows kernel=mutual_knn_k<k>"
     )
+    cknna: Annotated[tuple[int, ...], Grid(int, ge=1, allow_empty=True)] = Field(
+        (), description="k values of CKNNA (Huh et al. 2024), rows kernel=cknna_k<k>")
+    cycle_knn: Annotated[tuple[int, ...], Grid(int, ge=1, allow_empty=True)] = Field(
+        (), description="k values of cycle k-NN (Huh et al. 2024), rows kernel=cycle_knn_k<k>")
+    svcca: Annotated[tuple[float, ...], Grid(float, allow_empty=True)] = Field(
+        (), description="kept-variance thresholds of SVCCA (Raghu et al. 2017), rows kernel=svcca_<threshold>")
+    rsa: Annotated[tuple[str, ...], Grid(str, choices=RDM_DISTANCES, allow_empty=True)] = Field(
+        (), description="RDM distances of RSA (Spearman of the RDMs' upper triangles), rows kernel=rsa_<distance>")
     shuffled: Annotated[bool, Strict()] = Field(True, description="also every measure with a seeded random pairing (the baseline)")
     bootstrap: Annotated[int, Strict(), Ge(0)] = Field(
         200, description="resamples for a 95% bootstrap confidence interval of CKA (0: none)"
     )
+    calibration: CalibrationSpec = Field(
+        CalibrationSpec(), description="{permutations: 200, alpha: 0.05}: permutation calibration of every row "
+                                       "(Groger et al.); permutations 0: none")
+
+    @field_validator("svcca")
+    @classmethod
+    def _thresholds(cls, values: tuple[float, ...]) -> tuple[float, ...]:
+        for v in values:
+            if not 0 < v <= 1:
+                raise spec_error("every kept-variance threshold must be in (0, 1]", got=v)
+        return values
 
 
 class QAPSpec(_Section):
@@ -416,8 +443,11 @@ class SweepSpec(_Section):
         if d["cka"] is not None:
             if len(d["cka"]["debiased"]) == 1:
                 d["cka"]["debiased"] = d["cka"]["debiased"][0]
-            if not d["cka"]["mutual_knn"]:
-                d["cka"].pop("mutual_knn")
+            for key in ("mutual_knn", "cknna", "cycle_knn", "svcca", "rsa"):  # keys added later: left out when unused
+                if not d["cka"][key]:
+                    d["cka"].pop(key)
+            if d["cka"]["calibration"] == CalibrationSpec().model_dump():
+                d["cka"].pop("calibration")  # the default: older specs keep their run ids
         return json.dumps(d, sort_keys=True)
 
     @property

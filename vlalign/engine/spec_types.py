@@ -30,11 +30,15 @@ class Grid:
         if self.kind is int:
             lim = f" >= {self.ge}" if self.ge is not None else ""
             return f"an integer{lim} or a list of integers{lim}"
+        if self.kind is float:
+            return "a number or a list of numbers"
         return "a string or a list of strings" + (f", each one of {list(self.choices)}" if self.choices else "")
 
     def _typed(self, x: Any) -> bool:
         if self.kind is int:
             return isinstance(x, int) and not isinstance(x, bool) and (self.ge is None or x >= self.ge)
+        if self.kind is float:
+            return isinstance(x, (int, float)) and not isinstance(x, bool) and x == x  # a number, not NaN
         return isinstance(x, self.kind)  # bool: only true/false; str: only strings
 
     def validate(self, value: Any) -> tuple:
@@ -48,7 +52,7 @@ class Grid:
                 raise spec_error(f"unknown value {show(x)}; expected one of {list(self.choices)}")
         if len(set(items)) != len(items):
             raise spec_error("expected distinct values", got=value)
-        return tuple(items)
+        return tuple(float(x) for x in items) if self.kind is float else tuple(items)
 
     def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> core_schema.CoreSchema:
         return core_schema.no_info_plain_validator_function(self.validate)
@@ -58,6 +62,8 @@ class Grid:
             item: dict = {"type": "integer", **({"minimum": self.ge} if self.ge is not None else {})}
         elif self.kind is bool:
             item = {"type": "boolean"}
+        elif self.kind is float:
+            item = {"type": "number"}
         else:
             item = {"type": "string", **({"enum": list(self.choices)} if self.choices else {})}
         many = {"type": "array", "items": item, "uniqueItems": True, **({} if self.allow_empty else {"minItems": 1})}
