@@ -19,7 +19,7 @@ from vlalign._compat import ensure_torchvision
 from vlalign.datalake.catalog import query
 from vlalign.datalake.store import Lake
 from vlalign.engine.layers import resolve_layers, spec_layers
-from vlalign.engine.spec import SpecError, load_spec, parse_spec
+from vlalign.engine.spec import SpecError, parse_spec
 from vlalign.engine.spec_types import Every
 
 
@@ -29,8 +29,7 @@ def _doc(**extra) -> dict:
 
 
 # ------------------------------------------------------------------ the spec
-def test_the_default_spec_keeps_its_run_id_and_last_is_the_default():
-    assert load_spec().default_run_id == "emoji-default-b4be8cd285"
+def test_last_is_the_default_and_keeps_run_ids():
     plain = parse_spec(_doc())
     assert plain.vision_layers == plain.text_layers == "last"
     assert parse_spec(_doc(vision_layers="last", text_layers="last")).default_run_id == plain.default_run_id

@@ -253,7 +253,7 @@ def test_a_sweep_on_s3_writes_every_file_to_the_bucket(s3_sweep):
     assert len([k for k in keys if k.startswith(f"{base}/results/matching/")]) == 1
     run_id = re.search(r"run_id = '([^']+)'", stdout).group(1)
     assert f"{base}/runs/run={run_id}.json" in keys
-    assert f"{base}/reports/run={run_id}/report.html" in keys and f"{base}/reports/run={run_id}/cka_linear.png" in keys
+    assert f"{base}/reports/run={run_id}/report.html" in keys and f"{base}/reports/run={run_id}/cka_measures.png" in keys
     assert not [k for k in keys if ".tmp-" in k]
 
 

@@ -123,6 +123,7 @@ def test_prompts_are_templates_over_labels():
 
 def test_a_spec_with_every_study_plans_each_cell_once(tmp_path):
     doc = yaml.safe_load(DEFAULT_SPEC.read_text())
+    doc["analyses"].pop("concepts")  # its cells need the concept dictionary's inputs (test_concepts.py plans them)
     spec = parse_spec(doc)
     lake = Lake.open(tmp_path)
     langs = ["en", *spec.cross_lingual.langs]
@@ -140,8 +141,12 @@ def test_a_spec_with_every_study_plans_each_cell_once(tmp_path):
     kinds = {}
     for c in cells:
         kinds[c.kind] = kinds.get(c.kind, 0) + 1
-    n_pairs, n_seeds = len(spec.vision_encoders) * len(spec.text_encoders), 3
-    assert kinds["cka"] == n_pairs * (2 * 2 + 1)  # linear, rbf x biased, debiased; mutual kNN
+    n_pairs, n_seeds = len(spec.vision_encoders) * len(spec.text_encoders), len(spec.seeds)
+    cka = spec.cka
+    n_measures = (len(cka.kernels) * len(cka.debiased) + len(cka.mutual_knn) + len(cka.cknna) + len(cka.cycle_knn)
+                  + len(cka.svcca) + len(cka.rsa))
+    assert n_measures == 6  # linear x biased, debiased; mutual kNN, CKNNA, cycle kNN, RSA
+    assert kinds["cka"] == n_pairs * n_measures
     assert kinds["classification"] == n_pairs * 2  # label, sublabel; one seed
     match = [c for c in cells if isinstance(c, MatchCell)]
     grid = [c for c in match if c.base is None and c.lang == "en" and c.baselines]
@@ -150,14 +155,15 @@ def test_a_spec_with_every_study_plans_each_cell_once(tmp_path):
     assert len(cross_domain) == 2 * 3 and {(c.base.domain, c.domain) for c in cross_domain} == {
         ("google", "twitter"), ("twitter", "google")}
     lingual = [c for c in match if c.lang != "en"]
-    assert len(lingual) == 9 * 3  # 9 languages x 3 text encoders (one vision encoder, one seed)
+    n_langs = len(spec.cross_lingual.langs)
+    assert len(lingual) == n_langs * 3  # the languages x 3 text encoders (one vision encoder, one seed)
     skipped = [c for c in lingual if c.skip]
-    assert {c.text.name for c in skipped} == {"minilm-l6", "wordllama"} and len(skipped) == 18
+    assert {c.text.name for c in skipped} == {"minilm-l6", "wordllama"} and len(skipped) == 2 * n_langs
     curves = [c for c in match if c.base is None and c.lang == "en" and not c.baselines]
     # 5 base sizes + 4 query sizes + 4 ablation points, 3 seeds; the grid's own point (320/500, k-means,
     # stretched) is the grid's cell, so it appears in neither the base-size, query-size nor ablation lines
     n_points = len(spec.curves.base_sizes) + len(spec.curves.query_sizes) + 4  # + the 2 x 2 ablation
-    assert len(curves) == (n_points - 3) * 3
+    assert len(curves) == (n_points - 3) * len(spec.curves.seeds)
     assert all(isinstance(c, ClassifyCell) for c in cells if c.kind == "classification")
 
 

@@ -22,7 +22,7 @@ def code_digest() -> str:
 
 def _key(d: RunData) -> str:
     rows = [d.cka_summary, d.cka_grid, d.cka, d.matching, d.retrieval, d.classification, d.concepts,
-            d.concept_breakdown, d.explanations, d.spec.source if d.spec is not None else None]
+            d.concept_breakdown, d.explanations, d.best_layers, d.cka_layers, d.spec.source if d.spec is not None else None]
 
     def canon(v):  # floats to 12 digits: SQL aggregates may differ in the last bits from one query to the next
         return f"{v:.12g}" if isinstance(v, float) else v

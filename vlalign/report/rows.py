@@ -21,9 +21,12 @@ def measure_name(kernel: str, debiased: bool | None) -> str:
 
 def measure_title(kernel: str, debiased: bool | None) -> str:
     """A measure as a reader names it: 'CKA (linear)', 'CKA (rbf, debiased)', 'mutual kNN (k=10)'."""
-    m = re.fullmatch(r"mutual_knn_k(\d+)", kernel)
-    if m:
-        return f"mutual kNN (k={m.group(1)})" + (" (debiased)" if debiased else "")
+    for pattern, label in ((r"mutual_knn_k(\d+)", "mutual kNN (k={})"), (r"cknna_k(\d+)", "CKNNA (k={})"),
+                           (r"cycle_knn_k(\d+)", "cycle kNN (k={})"), (r"svcca_(.+)", "SVCCA ({} variance)"),
+                           (r"rsa_(.+)", "RSA ({})")):
+        m = re.fullmatch(pattern, kernel)
+        if m:
+            return label.format(m.group(1)) + (" (debiased)" if debiased else "")
     return f"CKA ({kernel}{', debiased' if debiased else ''})"
 
 

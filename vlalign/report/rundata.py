@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from vlalign.datalake.catalog import query
+from vlalign.datalake.runs import RunRecordError, read_run
 from vlalign.datalake.store import Lake
 from vlalign.datalake.views import load_sql
 from vlalign.engine.spec import parse_spec
@@ -40,7 +41,9 @@ class RunData:
     run_cells: list[dict]
     concepts: list[dict] = field(default_factory=list)
     concept_breakdown: list[dict] = field(default_factory=list)
-    explanations: list[dict] = field(default_factory=list)  # the explain study's top attributions, 3 rows per item
+    explanations: list[dict] = field(default_factory=list)
+    best_layers: list[dict] = field(default_factory=list)  # the best layer pair per encoder pair and measure
+    cka_layers: list[dict] = field(default_factory=list)  # every layer pair's value of multi-layer cells  # the explain study's top attributions, 3 rows per item
     plan: Plan = field(init=False)
     # values derived from the rows that a study's figure and its section both use, by name (JSON-able): computed
     # once (derive), and kept with the cached figures (vlalign.report.cache)
@@ -62,6 +65,15 @@ class RunData:
         if name not in self.derived:
             self.derived[name] = compute(self)
         return self.derived[name]
+
+
+def _explanations(lake: Lake, run_id: str) -> list[dict]:
+    """The rows of the explain run that sweep run ``run_id`` names in its record (its analyses.explain), if any."""
+    try:
+        explain = (read_run(lake, run_id).get("explain") or {}).get("run_id")
+    except (RunRecordError, AttributeError):
+        return []
+    return _rows(lake, "report_explanations", run_id=explain) if isinstance(explain, str) else []
 
 
 def load_run(lake: Lake, run_id: str) -> RunData:
@@ -91,5 +103,7 @@ def load_run(lake: Lake, run_id: str) -> RunData:
         run_cells=_rows(lake, "report_run_cells", run_id=run_id),
         concepts=_rows(lake, "report_concepts_rows", run_id=run_id),
         concept_breakdown=_rows(lake, "report_concept_breakdown_rows", run_id=run_id),
-        explanations=_rows(lake, "report_explanations", run_id=run_id),
+        explanations=_explanations(lake, run_id),
+        best_layers=_rows(lake, "report_best_layers", run_id=run_id),
+        cka_layers=_rows(lake, "report_cka_layers", run_id=run_id),
     )

@@ -44,6 +44,8 @@ def _points(d: RunData) -> list[dict]:
         acc = over_seeds(rows, lambda r: (r["method"], pair_name(r)))
         methods = sorted({m for m, _ in acc})
         for kernel, debiased in d.measures:
+            if not (kernel in ("linear", "rbf") or kernel.startswith("mutual_knn")):
+                continue  # CKA and mutual kNN only: the other measures' values are in the cka table
             out += [{**c, "label": labels[setting]}
                     for c in _correlate(d, kernel, debiased, methods, acc, setting_text(setting), sst)]
     return out
@@ -115,7 +117,7 @@ def figures(d: RunData, out: Path) -> list[str]:
         return []
     settings = list(dict.fromkeys(c["setting"] for c in chosen))
     per_setting = len(chosen) // len(settings)
-    ncols = min(3, per_setting)
+    ncols = min(4, per_setting)
     nrows = len(settings) * -(-per_setting // ncols)
     fig, axes = new_figure(0.4 + 3.5 * ncols, 2.4 * nrows + 0.3, ncols=ncols, nrows=nrows)
     pairs = sorted({p for c in chosen for p in c["pairs"]})
