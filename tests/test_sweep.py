@@ -143,16 +143,16 @@ def test_failed_cell_then_resume_equals_the_uninterrupted_run(reference, prefect
     doc, ref_root, out = reference
     lake_root = tmp_path / "lake"
     seed_lake(ref_root, lake_root)
-    import vlalign.engine.analysis
+    import vlalign.engine.scoring  # compute_cell, which calls run_match_cell
 
-    real = vlalign.engine.analysis.run_match_cell
+    real = vlalign.engine.scoring.run_match_cell
 
     def failing(cell):  # every matching cell of one text encoder fails
         if cell.text.name == "wordllama":
             raise RuntimeError(f"injected failure in {cell.label}")
         return real(cell)
 
-    monkeypatch.setattr(vlalign.engine.analysis, "run_match_cell", failing)
+    monkeypatch.setattr(vlalign.engine.scoring, "run_match_cell", failing)
     with pytest.raises(Exception, match="cells failed"):
         run_sweep(doc, lake_root, in_process=True)
     lake = Lake.open(lake_root)
@@ -161,7 +161,7 @@ def test_failed_cell_then_resume_equals_the_uninterrupted_run(reference, prefect
     assert "injected failure" in run["error"]
     done_before = {p: p.stat().st_mtime_ns for p in (lake_root / "results").rglob("*.parquet")}
 
-    monkeypatch.setattr(vlalign.engine.analysis, "run_match_cell", real)
+    monkeypatch.setattr(vlalign.engine.scoring, "run_match_cell", real)
     resumed = run_sweep(doc, lake_root)
     assert resumed["computed"] == len(SEEDS)  # exactly the failed cells
     for p, mtime in done_before.items():
