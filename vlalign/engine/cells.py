@@ -41,7 +41,8 @@ from vlalign.engine.spec import (
 # The modules whose code a cell kind's results depend on. analysis holds the pairing and splitting code
 # every kind shares; the cka kind needs none of the matching modules, and the matching kind none of cka.
 ENGINE_MODULES: dict[str, tuple[str, ...]] = {
-    "cka": ("vlalign.methods.kernels", "vlalign.methods.cka", "vlalign.methods.measures", "vlalign.engine.analysis"),
+    "cka": ("vlalign.methods.kernels", "vlalign.methods.cka", "vlalign.methods.blockwise", "vlalign.methods.measures",
+            "vlalign.engine.analysis"),
     "matching": ("vlalign.methods.kernels", "vlalign.methods.matching", "vlalign.methods.retrieval",
                  "vlalign.methods.baselines", "vlalign.methods.preprocess", "vlalign.engine.analysis"),
     "concepts": ("vlalign.methods.kernels", "vlalign.methods.concepts", "vlalign.datasets.wordprops",
@@ -60,7 +61,11 @@ ENGINE_MODULES: dict[str, tuple[str, ...]] = {
 ENGINE_LINEAGE: dict[str, dict[str, str]] = {
     # 0.2: the library moved into subpackages (vlalign.methods, .engine, ...); same code, same numbers. Then cells
     # carry the Lake they read (cell.lake) instead of its root (Lake.open(cell.lake_root)); same numbers.
-    "cka": {"14d54e47da1f07c7": "17818ab91b23ca6f", "6e6fbe4c9ecce2e2": "17818ab91b23ca6f"},
+    "cka": {"14d54e47da1f07c7": "17818ab91b23ca6f", "6e6fbe4c9ecce2e2": "17818ab91b23ca6f",
+            # issue #20: RBF CKA and its bootstrap above blockwise.DENSE_MAX_N = 5,000 samples (or with block_rows)
+            # visit the Grams by tiles (vlalign.methods.blockwise); up to 5,000 samples the dense code is unchanged
+            # and gives the same bytes. Cells above 5,000 samples computed before may differ at rounding (~1e-15).
+            "566214554393bc91": "17818ab91b23ca6f"},
     "matching": {"65073459268047d0": "3532328c6e6cfc73", "8c9cb0400243690d": "3532328c6e6cfc73"},
     "concepts": {"33f6c3e745c012c3": "479703d750b94290", "b059ee0b44315201": "479703d750b94290"},
     "classification": {"abbcb5a4a3b99972": "e321d8a624e7e986", "d46f7cc6b1348f47": "e321d8a624e7e986"},
