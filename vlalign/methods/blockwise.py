@@ -34,6 +34,7 @@ n^2 (d1 + d2) multiply-adds, half of a dense product each.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -61,6 +62,8 @@ BLOCK_ROWS = 2_048
 # Radix selection: buckets per histogram pass, and the most values a final pass collects (32 MiB of float64).
 _SELECT_BUCKETS = 1 << 18
 _SELECT_COLLECT = 1 << 22
+# Rows whose pairwise distances give the selection's first interval.
+_SAMPLE_ROWS = 512
 # Bit patterns of positive float64 values: 1 (the smallest subnormal) up to +inf's, inclusive.
 _POS_FIRST = 1
 _POS_END = 0x7FF0000000000000 + 1
@@ -98,9 +101,14 @@ def _gram_tile(x: np.ndarray, rows: slice, cols: slice) -> np.ndarray:
     """G_IJ = X_I X_J^T; on the diagonal (I == J) the upper triangle mirrored, so that G is exactly symmetric."""
     g = x[rows] @ x[cols].T
     if rows == cols:
-        lower = np.tril_indices(g.shape[0], -1)
-        g[lower] = g.T[lower]
+        np.copyto(g, g.T, where=_strictly_lower(g.shape[0]))
     return g
+
+
+@functools.lru_cache(maxsize=4)
+def _strictly_lower(m: int) -> np.ndarray:
+    """Boolean (m, m) mask of the entries below the diagonal (cached: one per tile size)."""
+    return np.tri(m, k=-1, dtype=bool)
 
 
 def _distances_from_gram(g: np.ndarray, sq_rows: np.ndarray, sq_cols: np.ndarray, diagonal: bool) -> np.ndarray:
@@ -169,16 +177,20 @@ class _Rank:
 
 def _histogram(chunks: Iterator[np.ndarray], lo: int, hi: int, shift: int) -> tuple[np.ndarray, int, int]:
     """Counts of the positive values' bits in [lo, hi) per bucket (bits - lo) >> shift, and the counts of the
-    positive values below lo and at or above hi."""
-    counts = np.zeros(((hi - lo - 1) >> shift) + 1, dtype=np.int64)
-    below = above = 0
+    positive values below lo and at or above hi (in place on one int64 copy of each chunk: no compressed copies)."""
+    nb = ((hi - lo - 1) >> shift) + 1
+    counts = np.zeros(nb + 2, dtype=np.int64)  # [below or not positive, the nb buckets, at or above hi]
+    not_positive = 0
     for chunk in chunks:
-        bits = _positive_bits(chunk)
-        below += int(np.count_nonzero(bits < lo))
-        above += int(np.count_nonzero(bits >= hi))
-        inside = bits[(bits >= lo) & (bits < hi)]
-        counts += np.bincount((inside - lo) >> shift, minlength=counts.size)
-    return counts, below, above
+        key = np.maximum(np.ascontiguousarray(chunk, dtype=np.float64).reshape(-1).view(np.int64), 0)
+        not_positive += key.size - int(np.count_nonzero(key))
+        np.putmask(key, key >= hi, lo + (nb << shift))  # key nb: past the last bucket, in which hi may end
+        key -= lo
+        key >>= shift  # arithmetic: every value below lo gets a negative key
+        np.clip(key, -1, nb, out=key)
+        key += 1
+        counts += np.bincount(key, minlength=nb + 2)
+    return counts[1:-1], int(counts[0]) - not_positive, int(counts[-1])
 
 
 def _locate(r: _Rank, counts: np.ndarray, below: int, above: int, shift: int) -> None:
@@ -219,11 +231,14 @@ def _first_interval(chunks: Iterator[np.ndarray]) -> tuple[int, int]:
     return _POS_FIRST, _POS_END
 
 
-def select_positive(chunks: Callable[[], Iterator[np.ndarray]], which: Callable[[int], list[int]]) -> list[float]:
+def select_positive(chunks: Callable[[], Iterator[np.ndarray]], which: Callable[[int], list[int]],
+                    sample: Callable[[], Iterator[np.ndarray]] | None = None) -> list[float]:
     """Exact order statistics of the positive values among ``chunks()`` (called once per pass; each call must
     yield the same values). ``which(m)`` gives the wanted ranks (0-based, ascending order) for m positive values.
+    ``sample()``: some of the values, whose range sets the first histogram's interval (default: the first chunk);
+    any choice gives the same result, a good one saves passes.
     Memory: one chunk, a histogram of 2^18 counts, and at most 2^22 collected values per rank."""
-    lo, hi = _first_interval(chunks())
+    lo, hi = _first_interval((sample or chunks)())
     probe = _Rank(0, lo, hi, 0, None)
     counts, below, above = _histogram(chunks(), lo, hi, probe.shift())
     m = below + int(counts.sum()) + above
@@ -260,7 +275,9 @@ def median_squared_distance_blockwise(x: np.ndarray, *, block_rows: int = BLOCK_
 
 
 def _median_blockwise(x: np.ndarray, sq: np.ndarray, block: int) -> float:
-    a, b = select_positive(lambda: _distance_chunks(x, sq, block), _median_ranks)
+    sample = min(x.shape[0], _SAMPLE_ROWS)  # the first interval from the distances among the first rows
+    a, b = select_positive(lambda: _distance_chunks(x, sq, block), _median_ranks,
+                           lambda: _distance_chunks(x[:sample], sq[:sample], sample))
     return float((np.float64(a) + np.float64(b)) / 2)
 
 
