@@ -14,6 +14,7 @@ from vlalign import cka, cka_bootstrap
 from vlalign.methods import blockwise as B
 from vlalign.methods import cka as C
 from vlalign.methods import kernels as K
+from vlalign.methods import measures as M
 
 try:
     from tests import reference as ref
@@ -193,3 +194,42 @@ def test_blockwise_bootstrap_resamples_equal_cka_of_the_cut_grams():
     for b, rows in enumerate(idx):
         k, l = K.gram(x, "rbf", sigma=np.sqrt(s2x)), K.gram(y, "rbf", sigma=np.sqrt(s2y))
         _close(out.samples[b], C.cka_from_grams(k[rows][:, rows], l[rows][:, rows], debiased=True), 1e-10)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Mutual k-NN above EXACT_MAX_N: approximate neighbour sets with their recall
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_exact_neighbours_of_sampled_rows_are_the_knn_mask_sets():
+    x = _integers(9, 150, 3)  # many ties: the lower index wins, as in knn_mask
+    mask = M.knn_mask(x, 7)
+    rows = np.array([0, 3, 50, 149])
+    got = M._exact_neighbours(M._unit_rows(x), rows, 7)
+    for r, found in zip(rows, got):
+        assert sorted(found) == list(np.flatnonzero(mask[r]))
+
+
+def test_approximate_mutual_knn_is_close_to_exact_and_reports_its_recall():
+    x, y = _latent(10, 600, 24, 12)
+    exact = M.mutual_knn(x, y, 10)
+    assert M.mutual_knn(x, y, 10, exact_max_n=600) == exact  # at the threshold: still exact
+    approx = M.mutual_knn_approx(x, y, 10, check=600)
+    assert M.mutual_knn(x, y, 10, exact_max_n=599) == approx.value
+    assert approx.checked == 600 and approx.recall_x > 0.9 and approx.recall_y > 0.9
+    # the value moves by at most the neighbours the approximate sets miss
+    assert abs(approx.value - exact) <= (1 - approx.recall_x) + (1 - approx.recall_y) + 1e-12
+    # the recall is the overlap with knn_mask's exact sets
+    nx = M._approx_neighbours(M._unit_rows(x), 10)
+    mask = M.knn_mask(x, 10)
+    assert approx.recall_x == pytest.approx(np.mean([mask[i, nx[i]].sum() / 10 for i in range(600)]), abs=1e-12)
+
+
+def test_approximate_mutual_knn_rejects_bad_options():
+    x, y = _latent(11, 30, 4, 3)
+    with pytest.raises(ValueError, match="exact_max_n"):
+        M.mutual_knn(x, y, 3, exact_max_n=-1)
+    with pytest.raises(ValueError, match="check must be a positive integer"):
+        M.mutual_knn_approx(x, y, 3, check=0)
+    with pytest.raises(ValueError, match="k must be an integer"):
+        M.mutual_knn_approx(x, y, 30)
