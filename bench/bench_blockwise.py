@@ -13,6 +13,7 @@ the n^2 law and printed as estimates, unless --large.
     .venv/bin/python bench/bench_blockwise.py                 # n = 30,000 (100,000 estimated), dense at 5,000
     .venv/bin/python bench/bench_blockwise.py --large         # also runs n = 100,000 (hours on 2 cores)
     .venv/bin/python bench/bench_blockwise.py --quick         # n = 2,500, dense at 1,500: under a minute
+    .venv/bin/python bench/bench_blockwise.py --measures knn-approx --n 30000 --dense-n 0   # HNSW and its recall
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
 D1, D2, LATENT, K_NN = 1280, 384, 16, 10
-MEASURES = ("rbf", "rbf-debiased", "bootstrap", "knn")
+MEASURES = ("rbf", "rbf-debiased", "bootstrap", "knn", "knn-approx")
 
 
 def data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -53,6 +54,7 @@ def _status_mb(field: str) -> float:
 def child(what: str, n: int, path: str, n_boot: int, block_rows: int | None) -> None:
     """One measurement in this process; prints one JSON line."""
     from vlalign import cka, cka_bootstrap, mutual_knn
+    from vlalign.methods.measures import mutual_knn_approx
 
     x, y = data(n)
     before = _status_mb("VmRSS")
@@ -60,6 +62,9 @@ def child(what: str, n: int, path: str, n_boot: int, block_rows: int | None) -> 
     t0 = time.perf_counter()
     if what == "knn":
         value = mutual_knn(x, y, K_NN)
+    elif what == "knn-approx":  # approximate at any n: value, recall of the x and y sets on 1,000 rows
+        a = mutual_knn_approx(x, y, K_NN)
+        value = [a.value, a.recall_x, a.recall_y]
     elif what == "bootstrap":
         ci = cka_bootstrap(x, y, "rbf", n_boot=n_boot, seed=0, **opts)
         value = [ci.estimate, ci.low, ci.high]
@@ -85,6 +90,8 @@ def flops(what: str, n: int, path: str, n_boot: int) -> float:
     its moments (5), dense 1 (estimate) + 1 (bandwidths) + 2 (its moments from full rows) = 4, plus the 5 products
     of the Grams by the (n, B) counts (10 n^2 B). Mutual k-NN forms both full similarity matrices (2)."""
     one = float(n) ** 2 * (D1 + D2)
+    if what == "knn-approx":
+        return 0.0  # graph building and search: no plain product to compare with
     units = {"knn": 2, "bootstrap": 5 if path == "tiles" else 4}.get(what, 4 if path == "tiles" else 1)
     return units * one + (10 * float(n) ** 2 * n_boot if what == "bootstrap" else 0.0)
 
@@ -104,7 +111,7 @@ def gemm_rate(dtype: type) -> float:
 
 def report(r: dict, rates: dict[str, float], n_boot: int) -> str:
     f = flops(r["what"], r["n"], r["path"], n_boot)
-    share = " ".join(f"{k} {f / rate / r['seconds']:.2f}" for k, rate in rates.items())
+    share = " ".join(f"{k} {f / rate / r['seconds']:.2f}" for k, rate in rates.items()) if f else "n/a"
     value = ", ".join(f"{v:.6f}" for v in np.atleast_1d(r["value"]))
     return (f"{r['what']:>13} n = {r['n']:>7,} {r['path']:>5}: {r['seconds']:8.1f} s, peak RSS {r['peak_mb']:7.0f} MB "
             f"(before the call {r['before_mb']:.0f} MB), value {value}; share of machine (plain product) {share}")
@@ -118,6 +125,8 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=600.0, help="seconds: larger sizes estimated instead of run")
     ap.add_argument("--large", action="store_true", help="run every size, whatever its estimate")
     ap.add_argument("--quick", action="store_true", help="n = 2500, dense at 1500, 10 resamples")
+    ap.add_argument("--measures", default="rbf,rbf-debiased,bootstrap,knn",
+                    help=f"comma-separated, in order, of {', '.join(MEASURES)}")
     ap.add_argument("--child", choices=MEASURES, help=argparse.SUPPRESS)
     ap.add_argument("--path", default="auto", help=argparse.SUPPRESS)
     ap.add_argument("--block-rows", type=int, default=None, help=argparse.SUPPRESS)
@@ -132,12 +141,15 @@ def main() -> None:
           f"{rates['f64'] / 1e9:.0f} GFlop/s float64, {rates['f32'] / 1e9:.0f} float32")
     from vlalign.methods.blockwise import BLOCK_ROWS
 
-    for what in ("rbf", "rbf-debiased", "bootstrap"):
+    measures = [m for m in args.measures.split(",") if m]
+    if any(m not in MEASURES for m in measures):
+        ap.error(f"--measures: each of {MEASURES}, got {measures}")
+    for what in [m for m in measures if args.dense_n and m in ("rbf", "rbf-debiased", "bootstrap")]:
         dense = run_child(what, args.dense_n, "dense", args.boot)
         tiled = run_child(what, args.dense_n, "tiles", args.boot, BLOCK_ROWS)
         print(report(dense, rates, args.boot))
         print(report(tiled, rates, args.boot) + f"; tiles / dense time {tiled['seconds'] / dense['seconds']:.2f}")
-    for what in MEASURES:
+    for what in measures:
         last = None
         for n in sizes:
             if last is not None and not args.large:
@@ -146,8 +158,9 @@ def main() -> None:
                     print(f"{what:>13} n = {n:>7,} tiles: estimated {guess:,.0f} s (n^2 from n = {last['n']:,}); "
                           "not run (--large runs it)")
                     continue
-            tiles = None if what == "knn" else BLOCK_ROWS  # forced: the tiles also at n <= DENSE_MAX_N (--quick)
-            last = run_child(what, n, "rows" if what == "knn" else "tiles", args.boot, tiles)
+            tiles = BLOCK_ROWS  # forced: the tiles also at n <= DENSE_MAX_N (--quick)
+            last = run_child(what, n, {"knn": "rows", "knn-approx": "hnsw"}.get(what, "tiles"), args.boot,
+                             None if what.startswith("knn") else tiles)
             print(report(last, rates, args.boot))
     print(f"(1-minute load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; "
           "other jobs on the machine inflate the times)")

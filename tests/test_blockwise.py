@@ -50,19 +50,22 @@ def _integers(seed: int, n: int, d: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _chunks_of(values: np.ndarray, cuts: list[int]):
+def _chunks_of(values: np.ndarray, cuts: list[int], times: tuple[int, ...] = (1,)):
+    """``values`` cut at ``cuts``, as (chunk, multiplicity) with the multiplicities ``times`` in turn."""
     edges = [0, *sorted(c % (values.size + 1) for c in cuts), values.size]
-    return lambda: (values[a:b] for a, b in zip(edges[:-1], edges[1:]))
+    return lambda: ((values[a:b], times[i % len(times)]) for i, (a, b) in enumerate(zip(edges[:-1], edges[1:])))
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(values=st.lists(st.one_of(st.floats(-1e6, 1e6, allow_nan=False), st.sampled_from([0.0, 1.0, 2.5, 1e-300])),
                        min_size=1, max_size=300),
        cuts=st.lists(st.integers(0, 400), max_size=5), wanted=st.lists(st.floats(0, 1), min_size=1, max_size=3),
-       tiny=st.booleans())
-def test_select_positive_gives_the_sorted_positive_values_at_any_rank(values, cuts, wanted, tiny):
+       times=st.lists(st.integers(1, 3), min_size=1, max_size=3).map(tuple), tiny=st.booleans())
+def test_select_positive_gives_the_sorted_positive_values_at_any_rank(values, cuts, wanted, times, tiny):
     a = np.array(values)
-    pos = np.sort(a[a > 0])
+    chunks = _chunks_of(a, cuts, times)
+    every = np.concatenate([np.repeat(c[None, :], m, axis=0).ravel() for c, m in chunks()])
+    pos = np.sort(every[every > 0])
     if pos.size == 0:
         return
     ranks = sorted({int(q * (pos.size - 1)) for q in wanted})
@@ -70,7 +73,7 @@ def test_select_positive_gives_the_sorted_positive_values_at_any_rank(values, cu
         if tiny:  # 4 buckets, nothing collected: many refinement passes down to single bit patterns
             mp.setattr(B, "_SELECT_BUCKETS", 4)
             mp.setattr(B, "_SELECT_COLLECT", 0)
-        got = B.select_positive(_chunks_of(a, cuts), lambda m: ranks if m == pos.size else [])
+        got = B.select_positive(chunks, lambda m: ranks if m == pos.size else [])
     assert got == [float(pos[r]) for r in ranks]
 
 

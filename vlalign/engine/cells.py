@@ -67,7 +67,7 @@ ENGINE_LINEAGE: dict[str, dict[str, str]] = {
             # and gives the same bytes. Cells above 5,000 samples computed before may differ at rounding (~1e-15).
             "566214554393bc91": "17818ab91b23ca6f", "b7db60003d979ce9": "17818ab91b23ca6f",
             # and mutual_knn is exact (unchanged code) up to measures.EXACT_MAX_N = 100,000 samples, approximate above
-            "c717f23a3cb704bc": "17818ab91b23ca6f"},
+            "c717f23a3cb704bc": "17818ab91b23ca6f", "8c89b37f8a3e4c0e": "17818ab91b23ca6f"},
     "matching": {"65073459268047d0": "3532328c6e6cfc73", "8c9cb0400243690d": "3532328c6e6cfc73"},
     "concepts": {"33f6c3e745c012c3": "479703d750b94290", "b059ee0b44315201": "479703d750b94290"},
     "classification": {"abbcb5a4a3b99972": "e321d8a624e7e986", "d46f7cc6b1348f47": "e321d8a624e7e986"},

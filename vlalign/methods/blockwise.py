@@ -13,7 +13,7 @@ with G symmetric (a diagonal tile keeps its upper triangle and mirrors it, as nu
   ``kernels.median_squared_distance``). The order statistics are selected exactly by radix passes over the tiles
   on the bits of the values (a positive float64 orders like its bit pattern): a histogram of the bits in an
   interval locates each wanted rank's bucket, and a last pass collects that bucket's few values and partitions
-  them. The result is the exact order statistic of the tiles' distances, bit for bit; it equals the dense median
+  them. An off-diagonal tile's D_ij (i < j) is counted twice, for D_ji. The result is the exact order statistic of the tiles' distances, bit for bit; it equals the dense median
   whenever the tiles' products round like the one whole-matrix product (exact for integer data; otherwise the
   two BLAS calls may differ in the last bit of some D_ij, and the medians then differ at that level).
 - CKA (``cka_blockwise``): a first pass accumulates the row sums r of K and L (of K~ = K off its diagonal for the
@@ -133,20 +133,17 @@ def _kernel_tile(x: np.ndarray, sq: np.ndarray | None, kernel: str, sigma2: floa
     return np.exp(d, out=d)
 
 
-def _distance_chunks(x: np.ndarray, sq: np.ndarray, block: int) -> Iterator[np.ndarray]:
-    """Every off-diagonal squared distance D_ij (i != j, both orders), as flat chunks; the diagonal entries come
-    as -1 (left out like the zeros). D_ij and D_ji are computed in their own order of additions, as the dense
-    matrix does."""
+def _distance_chunks(x: np.ndarray, sq: np.ndarray, block: int) -> Iterator[tuple[np.ndarray, int]]:
+    """Every off-diagonal squared distance D_ij (i != j, both orders) as (flat chunk, multiplicity): a diagonal
+    tile once, with its diagonal entries as -1 (left out like the zeros); an off-diagonal tile (i < j) twice,
+    standing for D_ji too. The dense matrix adds sq_j before sq_i in D_ji, which can move its last bit: exact
+    data (integers) has D_ji == D_ij either way, and on other data the tiles' products already round otherwise
+    than the one dense product."""
     for rows, cols in _tiles(x.shape[0], block):
-        g = _gram_tile(x, rows, cols)
+        d = _distances_from_gram(_gram_tile(x, rows, cols), sq[rows], sq[cols], False)
         if rows == cols:
-            d = _distances_from_gram(g, sq[rows], sq[cols], False)
             np.fill_diagonal(d, -1.0)
-            yield d.ravel()
-            continue
-        gt = g.T.copy()  # a copy even where g.T is contiguous (one-row tiles): g is overwritten next
-        yield _distances_from_gram(g, sq[rows], sq[cols], False).ravel()
-        yield _distances_from_gram(gt, sq[cols], sq[rows], False).ravel()
+        yield d.ravel(), 1 if rows == cols else 2
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -175,21 +172,22 @@ class _Rank:
         return self.count is not None and self.count <= _SELECT_COLLECT
 
 
-def _histogram(chunks: Iterator[np.ndarray], lo: int, hi: int, shift: int) -> tuple[np.ndarray, int, int]:
+def _histogram(chunks: Iterator[tuple[np.ndarray, int]], lo: int, hi: int, shift: int) -> tuple[np.ndarray, int, int]:
     """Counts of the positive values' bits in [lo, hi) per bucket (bits - lo) >> shift, and the counts of the
     positive values below lo and at or above hi (in place on one int64 copy of each chunk: no compressed copies)."""
     nb = ((hi - lo - 1) >> shift) + 1
     counts = np.zeros(nb + 2, dtype=np.int64)  # [below or not positive, the nb buckets, at or above hi]
     not_positive = 0
-    for chunk in chunks:
+    for chunk, times in chunks:
         key = np.maximum(np.ascontiguousarray(chunk, dtype=np.float64).reshape(-1).view(np.int64), 0)
-        not_positive += key.size - int(np.count_nonzero(key))
-        np.putmask(key, key >= hi, lo + (nb << shift))  # key nb: past the last bucket, in which hi may end
+        not_positive += times * (key.size - int(np.count_nonzero(key)))
+        past = key >= hi  # key nb, past the last bucket (in which hi may end)
         key -= lo
         key >>= shift  # arithmetic: every value below lo gets a negative key
         np.clip(key, -1, nb, out=key)
+        np.putmask(key, past, nb)
         key += 1
-        counts += np.bincount(key, minlength=nb + 2)
+        counts += times * np.bincount(key, minlength=nb + 2)
     return counts[1:-1], int(counts[0]) - not_positive, int(counts[-1])
 
 
@@ -210,31 +208,32 @@ def _locate(r: _Rank, counts: np.ndarray, below: int, above: int, shift: int) ->
             r.value = float(np.array([lo], dtype=np.int64).view(np.float64)[0])
 
 
-def _collect(chunks: Iterator[np.ndarray], ranks: list[_Rank]) -> None:
+def _collect(chunks: Iterator[tuple[np.ndarray, int]], ranks: list[_Rank]) -> None:
     """Gather the values of each rank's interval and partition them: the exact order statistic."""
     found: list[list[np.ndarray]] = [[] for _ in ranks]
-    for chunk in chunks:
+    for chunk, times in chunks:
         bits = _positive_bits(chunk)
         for f, r in zip(found, ranks):
-            f.append(bits[(bits >= r.lo) & (bits < r.hi)])
+            f.extend([bits[(bits >= r.lo) & (bits < r.hi)]] * times)
     for f, r in zip(found, ranks):
         vals = np.concatenate(f).view(np.float64)
         r.value = float(np.partition(vals, r.rank - r.start)[r.rank - r.start])
 
 
-def _first_interval(chunks: Iterator[np.ndarray]) -> tuple[int, int]:
+def _first_interval(chunks: Iterator[tuple[np.ndarray, int]]) -> tuple[int, int]:
     """A first bit interval: the range of the first chunk with positive values, widened by a factor 4 each way."""
-    for chunk in chunks:
+    for chunk, _ in chunks:
         bits = _positive_bits(chunk)
         if bits.size:
             return max(_POS_FIRST, int(bits.min()) - (2 << 52)), min(_POS_END, int(bits.max()) + 1 + (2 << 52))
     return _POS_FIRST, _POS_END
 
 
-def select_positive(chunks: Callable[[], Iterator[np.ndarray]], which: Callable[[int], list[int]],
-                    sample: Callable[[], Iterator[np.ndarray]] | None = None) -> list[float]:
-    """Exact order statistics of the positive values among ``chunks()`` (called once per pass; each call must
-    yield the same values). ``which(m)`` gives the wanted ranks (0-based, ascending order) for m positive values.
+def select_positive(chunks: Callable[[], Iterator[tuple[np.ndarray, int]]], which: Callable[[int], list[int]],
+                    sample: Callable[[], Iterator[tuple[np.ndarray, int]]] | None = None) -> list[float]:
+    """Exact order statistics of the positive values among ``chunks()``, which yields (values, multiplicity) pairs
+    (called once per pass; each call must yield the same). ``which(m)`` gives the wanted ranks (0-based,
+    ascending order) for m positive values, multiplicities counted.
     ``sample()``: some of the values, whose range sets the first histogram's interval (default: the first chunk);
     any choice gives the same result, a good one saves passes.
     Memory: one chunk, a histogram of 2^18 counts, and at most 2^22 collected values per rank."""
