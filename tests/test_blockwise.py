@@ -236,3 +236,15 @@ def test_approximate_mutual_knn_rejects_bad_options():
         M.mutual_knn_approx(x, y, 3, check=0)
     with pytest.raises(ValueError, match="k must be an integer"):
         M.mutual_knn_approx(x, y, 30)
+
+
+def test_u_centred_product_is_songs_formula_in_row_sums_totals_and_elementwise_products():
+    # <U(K), U(L)> = tr(K~L~) - 2/(n-2) r_K.r_L + s_K s_L/((n-1)(n-2)) = n(n-3) HSIC_1: the sums the tiles accumulate
+    x, y = _latent(12, 15, 4, 3)
+    k, l = K.gram(x, "rbf"), K.gram(y, "linear")
+    n = 15
+    kt, lt = k - np.diag(np.diag(k)), l - np.diag(np.diag(l))
+    rk, rl = kt.sum(axis=1), lt.sum(axis=1)
+    sums = float(np.vdot(kt, lt)) - 2.0 / (n - 2) * float(rk @ rl) + rk.sum() * rl.sum() / ((n - 1) * (n - 2))
+    _close(float(np.vdot(K.u_center_gram(k), K.u_center_gram(l))), sums, 1e-12)
+    _close(sums / (n * (n - 3)), ref.hsic_unbiased_ref(k, l), 1e-12)

@@ -8,14 +8,15 @@ its transpose. A tile of the RBF Gram is built like ``kernels.squared_distances`
 
 with G symmetric (a diagonal tile keeps its upper triangle and mirrors it, as numpy's syrk does for X X^T).
 
-- The median bandwidth (``median_squared_distance_blockwise``): sigma^2 = scale^2 * median{ D_ij : i != j, D_ij > 0 },
-  both triangles, the mean of the lower and upper middle values when their number is even (exactly
+- The median bandwidth (``median_squared_distance_blockwise``): sigma^2 = scale^2 * median{ D_ij : i != j,
+  D_ij > 0 }, both triangles, the mean of the lower and upper middle values when their number is even (exactly
   ``kernels.median_squared_distance``). The order statistics are selected exactly by radix passes over the tiles
   on the bits of the values (a positive float64 orders like its bit pattern): a histogram of the bits in an
   interval locates each wanted rank's bucket, and a last pass collects that bucket's few values and partitions
-  them. An off-diagonal tile's D_ij (i < j) is counted twice, for D_ji. The result is the exact order statistic of the tiles' distances, bit for bit; it equals the dense median
-  whenever the tiles' products round like the one whole-matrix product (exact for integer data; otherwise the
-  two BLAS calls may differ in the last bit of some D_ij, and the medians then differ at that level).
+  them. An off-diagonal tile's D_ij (i < j) is counted twice, for D_ji. The result is the exact order statistic
+  of the tiles' distances, bit for bit; it equals the dense median whenever the tiles' products round like the
+  one whole-matrix product (always for integer data; otherwise the two BLAS calls may differ in the last bit of
+  some D_ij, and the medians then differ at that level, ~1e-16 relative).
 - CKA (``cka_blockwise``): a first pass accumulates the row sums r of K and L (of K~ = K off its diagonal for the
   debiased estimator); a second pass centres each tile with them and accumulates the three sums of elementwise
   products <Kc, Lc>, <Kc, Kc>, <Lc, Lc>, CKA = <Kc, Lc> / sqrt(<Kc, Kc> <Lc, Lc>). Biased: Kc = H K H,

@@ -24,6 +24,7 @@ import numpy as np
 from vlalign.methods.blockwise import (
     BLOCK_ROWS,
     DENSE_MAX_N,
+    TiledGram,
     cka_of_tiles,
     tiled_grams,
     validate_block_rows,
@@ -332,7 +333,7 @@ def cka_grid(
     values = np.empty((len(vis), len(txt)))
     dims = [a.shape[1] for a in (*vis.values(), *txt.values())]
     if not _use_features(kernel, n, *dims) and block is not None:
-        tiled = {side: [tiled_grams(a, a, kernel, sigma=sigma, scale=scale, block_rows=block)[0] for a in d.values()]
+        tiled = {side: [TiledGram(a, kernel, block, sigma=sigma, scale=scale) for a in d.values()]
                  for side, d in (("vision", vis), ("text", txt))}
         for i, k in enumerate(tiled["vision"]):
             for j, l in enumerate(tiled["text"]):
