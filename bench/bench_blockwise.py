@@ -150,17 +150,16 @@ def main() -> None:
         print(report(dense, rates, args.boot))
         print(report(tiled, rates, args.boot) + f"; tiles / dense time {tiled['seconds'] / dense['seconds']:.2f}")
     for what in measures:
-        last = None
+        last, path = None, {"knn": "rows", "knn-approx": "hnsw"}.get(what, "tiles")
         for n in sizes:
             if last is not None and not args.large:
                 guess = last["seconds"] * (n / last["n"]) ** 2
                 if guess > args.budget:
-                    print(f"{what:>13} n = {n:>7,} tiles: estimated {guess:,.0f} s (n^2 from n = {last['n']:,}); "
+                    print(f"{what:>13} n = {n:>7,} {path:>5}: estimated {guess:,.0f} s (n^2 from n = {last['n']:,}); "
                           "not run (--large runs it)")
                     continue
             tiles = BLOCK_ROWS  # forced: the tiles also at n <= DENSE_MAX_N (--quick)
-            last = run_child(what, n, {"knn": "rows", "knn-approx": "hnsw"}.get(what, "tiles"), args.boot,
-                             None if what.startswith("knn") else tiles)
+            last = run_child(what, n, path, args.boot, None if what.startswith("knn") else tiles)
             print(report(last, rates, args.boot))
     print(f"(1-minute load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; "
           "other jobs on the machine inflate the times)")
