@@ -153,9 +153,11 @@ def main() -> None:
         last, path = None, {"knn": "rows", "knn-approx": "hnsw"}.get(what, "tiles")
         for n in sizes:
             if last is not None and not args.large:
-                guess = last["seconds"] * (n / last["n"]) ** 2
+                law = "n log n" if what == "knn-approx" else "n^2"  # graph building and search, or all pairs
+                m = last["n"]
+                guess = last["seconds"] * (n * np.log(n) / (m * np.log(m)) if law == "n log n" else (n / m) ** 2)
                 if guess > args.budget:
-                    print(f"{what:>13} n = {n:>7,} {path:>5}: estimated {guess:,.0f} s (n^2 from n = {last['n']:,}); "
+                    print(f"{what:>13} n = {n:>7,} {path:>5}: estimated {guess:,.0f} s ({law} from n = {last['n']:,}); "
                           "not run (--large runs it)")
                     continue
             tiles = BLOCK_ROWS  # forced: the tiles also at n <= DENSE_MAX_N (--quick)
