@@ -43,9 +43,9 @@ from vlalign.methods.kernels import KERNELS
 # The modules whose code a cell kind's results depend on. analysis holds the pairing and splitting code
 # every kind shares; the cka kind needs none of the matching modules, and the matching kind none of cka.
 ENGINE_MODULES: dict[str, tuple[str, ...]] = {
-    "cka": ("vlalign.methods.kernels", "vlalign.methods.cka", "vlalign.methods.measures", "vlalign.engine.analysis",
-            "vlalign.engine.alignment", "vlalign.methods.registry", "vlalign.methods.knn_measures",
-            "vlalign.methods.geometry_measures", "vlalign.methods.calibration"),
+    "cka": ("vlalign.methods.kernels", "vlalign.methods.cka", "vlalign.methods.blockwise", "vlalign.methods.measures",
+            "vlalign.engine.analysis", "vlalign.engine.alignment", "vlalign.methods.registry",
+            "vlalign.methods.knn_measures", "vlalign.methods.geometry_measures", "vlalign.methods.calibration"),
     "matching": ("vlalign.methods.kernels", "vlalign.methods.matching", "vlalign.methods.retrieval",
                  "vlalign.methods.baselines", "vlalign.methods.preprocess", "vlalign.engine.analysis"),
     "concepts": ("vlalign.methods.kernels", "vlalign.methods.concepts", "vlalign.datasets.wordprops",
@@ -66,7 +66,13 @@ ENGINE_LINEAGE: dict[str, dict[str, str]] = {
     # carry the Lake they read (cell.lake) instead of its root (Lake.open(cell.lake_root)); same numbers.
     # Then cka's code moved to engine.alignment, compute_cell to engine.scoring: the other kinds lost definitions
     # they never ran, same code, same numbers (cka itself moved on: its rows gained the layer columns).
-    "cka": {"14d54e47da1f07c7": "17818ab91b23ca6f", "6e6fbe4c9ecce2e2": "17818ab91b23ca6f"},
+    "cka": {"14d54e47da1f07c7": "17818ab91b23ca6f", "6e6fbe4c9ecce2e2": "17818ab91b23ca6f",
+            # then layer pairs, more measures and calibration made cka 8581d09b537f8a58 (its rows changed); then
+            # issue #20: RBF CKA and its bootstrap above blockwise.DENSE_MAX_N = 5,000 samples (or with block_rows)
+            # visit the Grams by tiles (vlalign.methods.blockwise), and mutual_knn above measures.EXACT_MAX_N =
+            # 100,000 samples is approximate; below those sizes the code that runs is unchanged and gives the same
+            # bytes. RBF cells above 5,000 samples computed before may differ at rounding (~1e-15).
+            "5ea23c8f8bbbf51c": "8581d09b537f8a58"},
     "matching": {"65073459268047d0": "3532328c6e6cfc73", "8c9cb0400243690d": "3532328c6e6cfc73", "026a34990cc2cd5f": "3532328c6e6cfc73"},
     "concepts": {"33f6c3e745c012c3": "479703d750b94290", "b059ee0b44315201": "479703d750b94290", "669a867e1ac9cbf2": "479703d750b94290"},
     "classification": {"abbcb5a4a3b99972": "e321d8a624e7e986", "d46f7cc6b1348f47": "e321d8a624e7e986",

@@ -10,6 +10,8 @@ Definitions (Kornblith et al. 2019; Song et al. 2012; Maniparambil et al. 2024):
 H is never formed: Grams are centred by subtracting row and column means (``kernels.center_gram``), and
 HSIC_0 = sum_ij (HKH)_ij (HLH)_ij / (n-1)^2 (an elementwise product; both are symmetric), so no matrix product
 is needed once the Grams exist. Linear CKA with n > d is computed in feature space and never forms an n x n matrix.
+Above ``blockwise.DENSE_MAX_N`` samples (or with ``block_rows`` given) the Grams are visited by tiles instead
+(``vlalign.methods.blockwise``): the same quantities, exact to rounding, in memory set by the tile size, not by n.
 """
 
 from __future__ import annotations
@@ -19,6 +21,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from vlalign.methods.blockwise import (
+    BLOCK_ROWS,
+    DENSE_MAX_N,
+    TiledGram,
+    cka_of_tiles,
+    tiled_grams,
+    validate_block_rows,
+    weighted_moments_of_tiles,
+)
 from vlalign.methods.kernels import (
     Kernel,
     _validate_square,
@@ -48,6 +59,8 @@ __all__ = [
 
 # Rows per block when accumulating X^T Y over row blocks (bounds the extra memory by a block, not by n).
 _BLOCK_ELEMENTS = 4_000_000
+# Blockwise bootstrap: resamples per pass over the tiles, about this many entries per (n, B) moment array.
+_BOOT_ENTRIES = 1 << 22
 
 
 def _check_grams(k: np.ndarray, l: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -214,6 +227,14 @@ def _use_features(kernel: str, n: int, *dims: int) -> bool:
     return kernel == "linear" and n > max(dims)
 
 
+def _tile_rows(n: int, block_rows: int | None) -> int | None:
+    """Rows per tile for the blockwise path, or None for the dense Grams: ``block_rows`` when given (forced),
+    else BLOCK_ROWS above DENSE_MAX_N samples (up to it, the dense path whose numbers are stored)."""
+    if block_rows is not None:
+        return validate_block_rows(block_rows)
+    return BLOCK_ROWS if n > DENSE_MAX_N else None
+
+
 def cka(
     x: np.ndarray,
     y: np.ndarray,
@@ -222,6 +243,7 @@ def cka(
     *,
     sigma: float | None = None,
     scale: float = 1.0,
+    block_rows: int | None = None,
 ) -> float:
     """CKA(X, Y) = HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L)) with K = k(X), L = k(Y).
 
@@ -229,12 +251,18 @@ def cka(
     (K_ij = exp(-||x_i - x_j||^2 / (2 sigma^2)), sigma^2 = scale^2 * median of the non-zero off-diagonal squared
     distances of that matrix, unless ``sigma`` is given). ``debiased``: HSIC_1 of Song et al. instead of HSIC_0.
     Linear with n > max(d1, d2) is computed in feature space (``feature_space_linear_cka``), never forming n x n.
+    Otherwise, above DENSE_MAX_N samples or with ``block_rows`` given, the Grams are visited by tiles of
+    ``block_rows`` rows (default BLOCK_ROWS; ``blockwise.cka_of_tiles``, exact to rounding, the RBF bandwidth the
+    exact median selected over tiles); up to DENSE_MAX_N, dense (n, n) Grams.
     """
     validate_kernel(kernel, sigma, scale)
     x, y = validate_paired(x, y, ("X", "Y"), min_rows=_min_rows(debiased))
     n = x.shape[0]
+    block = _tile_rows(n, block_rows)
     if _use_features(kernel, n, x.shape[1], y.shape[1]):
         return _feature_cka(x, y, _feature_stats(x, debiased), _feature_stats(y, debiased), debiased)
+    if block is not None:
+        return cka_of_tiles(*tiled_grams(x, y, kernel, sigma=sigma, scale=scale, block_rows=block), debiased)
     kc = _centred_gram(x, kernel, sigma, scale, debiased)
     lc = _centred_gram(y, kernel, sigma, scale, debiased)
     return _cka_from_centred(kc, lc, float(np.vdot(kc, kc)), float(np.vdot(lc, lc)))
@@ -281,13 +309,16 @@ def cka_grid(
     *,
     sigma: float | None = None,
     scale: float = 1.0,
+    block_rows: int | None = None,
 ) -> CKAGrid:
     """CKA(V_a, T_b) for every vision encoder a and text encoder b (same n samples, rows paired across all).
 
     Each encoder's Gram is built and centred once (not once per pair), and each pair then costs one elementwise
     product: CKA_ab = sum(Kc_a * Lc_b) / (||Kc_a||_F ||Lc_b||_F). Linear with n > every d uses feature space
     (per-encoder means and ||Xc^T Xc||_F once, then ||Xc_a^T Yc_b||_F^2 per pair). Memory for Grams: the text
-    Grams plus one vision Gram at a time. Kernel options as in ``cka``; the RBF bandwidth is per encoder.
+    Grams plus one vision Gram at a time. Kernel options as in ``cka``; the RBF bandwidth is per encoder. Above
+    DENSE_MAX_N samples (or with ``block_rows``) each pair's Grams are visited by tiles (``cka``), the bandwidths
+    selected once per encoder.
     """
     validate_kernel(kernel, sigma, scale)
     mr = _min_rows(debiased)
@@ -298,9 +329,16 @@ def cka_grid(
         shapes = {f"{side}[{k!r}]": a.shape for side, d in (("vision", vis), ("text", txt)) for k, a in d.items()}
         raise ValueError(f"all encoders must embed the same n samples (same number of rows), got {shapes}")
     n = sizes.pop()
+    block = _tile_rows(n, block_rows)
     values = np.empty((len(vis), len(txt)))
     dims = [a.shape[1] for a in (*vis.values(), *txt.values())]
-    if _use_features(kernel, n, *dims):
+    if not _use_features(kernel, n, *dims) and block is not None:
+        tiled = {side: [TiledGram(a, kernel, block, sigma=sigma, scale=scale) for a in d.values()]
+                 for side, d in (("vision", vis), ("text", txt))}
+        for i, k in enumerate(tiled["vision"]):
+            for j, l in enumerate(tiled["text"]):
+                values[i, j] = cka_of_tiles(k, l, debiased)
+    elif _use_features(kernel, n, *dims):
         tstats = {name: _feature_stats(y, debiased) for name, y in txt.items()}
         for i, x in enumerate(vis.values()):
             sx = _feature_stats(x, debiased)
@@ -332,6 +370,7 @@ def cka_shuffled(
     seed: int = 0,
     sigma: float | None = None,
     scale: float = 1.0,
+    block_rows: int | None = None,
 ) -> float:
     """CKA(X, Y[pi]) with pi a random permutation of the rows drawn from ``np.random.default_rng(seed)``.
 
@@ -339,7 +378,7 @@ def cka_shuffled(
     """
     x, y = validate_paired(x, y, ("X", "Y"), min_rows=_min_rows(debiased))
     perm = np.random.default_rng(seed).permutation(x.shape[0])
-    return cka(x, y[perm], kernel, debiased, sigma=sigma, scale=scale)
+    return cka(x, y[perm], kernel, debiased, sigma=sigma, scale=scale, block_rows=block_rows)
 
 
 @dataclass(frozen=True)
@@ -400,18 +439,16 @@ def _hsic_weighted(w, aw, bw, abw, ad, bd, n, debiased):
     return (t0 + sa0 * sb0 / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * u0) / (n * (n - 3))
 
 
-def _bootstrap_samples(x, y, idx, kernel, debiased, sigma, scale) -> np.ndarray:
-    """CKA of every resample (rows of ``idx``), in closed form over the full-data Grams (never a Gram per resample)."""
-    n = x.shape[0]
-    sigma2 = None
-    if kernel == "rbf":
-        sigma2 = tuple(rbf_sigma2(squared_distances(a), sigma=sigma, scale=scale) for a in (x, y))
+def _bootstrap_samples(n: int, idx: np.ndarray, debiased: bool, moments, per_chunk: int = 64) -> np.ndarray:
+    """CKA of every resample (rows of ``idx``), in closed form over the full-data Grams (never a Gram per resample).
+    ``moments(w)``: ``_weighted_moments`` (dense rows) or ``blockwise.weighted_moments_of_tiles`` for the count
+    vectors w of about ``per_chunk`` resamples at a time (each chunk is one pass over the Grams)."""
     out = []
-    for chunk in np.array_split(idx, max(1, len(idx) // 64)):
+    for chunk in np.array_split(idx, max(1, len(idx) // per_chunk)):
         w = np.zeros((n, len(chunk)))
         for b, rows in enumerate(chunk):
             np.add.at(w[:, b], rows, 1.0)
-        kw, lw, klw, kkw, llw, kd, ld = _weighted_moments(x, y, w, kernel, sigma2)
+        kw, lw, klw, kkw, llw, kd, ld = moments(w)
         kl = _hsic_weighted(w, kw, lw, klw, kd, ld, n, debiased)
         kk = _hsic_weighted(w, kw, kw, kkw, kd, kd, n, debiased)
         ll = _hsic_weighted(w, lw, lw, llw, ld, ld, n, debiased)
@@ -431,6 +468,7 @@ def cka_bootstrap(
     seed: int = 0,
     sigma: float | None = None,
     scale: float = 1.0,
+    block_rows: int | None = None,
 ) -> CKAInterval:
     """Percentile bootstrap interval for CKA(X, Y): resample the n paired rows with replacement ``n_boot`` times
     (indices from ``np.random.default_rng(seed)``), compute CKA on each resample, and report the
@@ -442,7 +480,9 @@ def cka_bootstrap(
     weighted sums over the full Grams with the draw counts as weights (``_hsic_weighted``): all resamples
     together cost a few (n, n) x (n, B) products over row blocks, never a Gram per resample. RBF: the bandwidth
     is the full data's median heuristic, held fixed across resamples (the interval is for CKA at that
-    bandwidth). Deterministic given ``seed``.
+    bandwidth). Deterministic given ``seed``. RBF above DENSE_MAX_N samples, or any kernel with ``block_rows``
+    given: the Grams are visited by tiles (``blockwise``; the bandwidths selected once, the estimate by
+    ``cka_of_tiles``, the resamples' moments by ``weighted_moments_of_tiles``), in memory O(block_rows^2 + n B).
     """
     validate_kernel(kernel, sigma, scale)
     x, y = validate_paired(x, y, ("X", "Y"), min_rows=_min_rows(debiased))
@@ -451,10 +491,20 @@ def cka_bootstrap(
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level!r}")
     n = x.shape[0]
-    estimate = cka(x, y, kernel, debiased, sigma=sigma, scale=scale)
+    block = _tile_rows(n, block_rows) if kernel == "rbf" or block_rows is not None else None
+    if block is None:  # the dense Grams' rows (linear: bounded by row blocks at any n)
+        estimate = cka(x, y, kernel, debiased, sigma=sigma, scale=scale)
+        sigma2 = None
+        if kernel == "rbf":
+            sigma2 = tuple(rbf_sigma2(squared_distances(a), sigma=sigma, scale=scale) for a in (x, y))
+        moments, per_chunk = (lambda w: _weighted_moments(x, y, w, kernel, sigma2)), 64
+    else:
+        k, l = tiled_grams(x, y, kernel, sigma=sigma, scale=scale, block_rows=block)
+        estimate = cka_of_tiles(k, l, debiased) if kernel == "rbf" else cka(x, y, kernel, debiased, block_rows=block)
+        moments, per_chunk = (lambda w: weighted_moments_of_tiles(k, l, w)), max(64, _BOOT_ENTRIES // n)
     rng = np.random.default_rng(seed)
     idx = np.stack([rng.integers(0, n, size=n) for _ in range(n_boot)])
-    samples = _bootstrap_samples(x, y, idx, kernel, debiased, sigma, scale)
+    samples = _bootstrap_samples(n, idx, debiased, moments, per_chunk)
     bias = float(np.mean(samples) - estimate)
     low, high = np.quantile(samples, [(1 - level) / 2, (1 + level) / 2]) - bias
     return CKAInterval(estimate, float(low), float(high), float(level), int(n_boot), int(seed), samples, bias)
