@@ -9,8 +9,8 @@ import ast
 import pytest
 
 from vlalign.datalake.digest import digest_values
-from vlalign.engine import cells
-from vlalign.engine.cells import ENGINE_LINEAGE, ENGINE_MODULES, _code_of, code_fingerprint, engine_version
+from vlalign.engine import cells, versions
+from vlalign.engine.versions import ENGINE_LINEAGE, ENGINE_MODULES, _code_of, code_fingerprint, engine_version
 
 ONE = '''"""Doc."""
 import numpy as np
@@ -66,7 +66,7 @@ def test_each_kind_has_a_version_and_lineage_maps_only_listed_fingerprints(monke
         fp = code_fingerprint(kind)
         assert engine_version(kind) == ENGINE_LINEAGE[kind].get(fp, fp)
     # an unlisted fingerprint (code that changed) is its own version
-    monkeypatch.setattr(cells, "code_fingerprint", lambda kind: "not-listed")
+    monkeypatch.setattr(versions, "code_fingerprint", lambda kind: "not-listed")
     assert engine_version("cka") == "not-listed"
 
 
