@@ -18,7 +18,7 @@ from vlalign.datasets.readers import DatasetSource
 from vlalign.encoders import preflight, weights_digest
 from vlalign.encoders.cache import preload_encoders
 from vlalign.engine.extract import by_range
-from vlalign.flows.runtime import Automatic, heavy_runner
+from vlalign.flows.runtime import Automatic, batch_handle, batch_of, heavy_runner
 from vlalign.tasks.extract import embed_shard_task, ingest_items, plan_extraction
 
 
@@ -103,10 +103,11 @@ def _embed(todo: list, batch_size: int | None, device: str | None, threads: int 
 
 
 @flow(name="embed-shards")
-def embed_shards_on_cluster(todo: list, batch_size: int | None = None, device: str | None = None,
+def embed_shards_on_cluster(shards: str, batch_size: int | None = None, device: str | None = None,
                             threads: int | None = None) -> list[dict]:
-    """The shards of a large extraction, on the Dask cluster of this sub-flow's task runner."""
-    return _embed(todo, batch_size, device, threads)
+    """The shards of a large extraction (``shards``: a handle, vlalign.flows.runtime.batch_handle), on the Dask
+    cluster of this sub-flow's task runner."""
+    return _embed(batch_of(shards), batch_size, device, threads)
 
 
 def embed_shards(todo: list, batch_size: int | None, device: str | None, threads: int | None) -> list[dict]:
@@ -122,7 +123,8 @@ def embed_shards(todo: list, batch_size: int | None, device: str | None, threads
             threads = max(1, (os.cpu_count() or 1) // min(tasks, os.cpu_count() or 1))  # shards share the cores
         return _embed(todo, batch_size, device, threads)
     get_run_logger().info("%d shards (%d units to embed): on a LocalCluster", len(todo), units)
-    return embed_shards_on_cluster.with_options(task_runner=runner)(todo, batch_size, device, threads)
+    with batch_handle(todo) as shards:
+        return embed_shards_on_cluster.with_options(task_runner=runner)(shards, batch_size, device, threads)
 
 
 def run_extraction(

@@ -215,6 +215,33 @@ def heavy_runner(kind: str, size: int):
     return dask_task_runner(None, None)
 
 
+_BATCHES: dict[str, object] = {}
+
+
+@contextlib.contextmanager
+def batch_handle(batch: object) -> Iterator[str]:
+    """A name for ``batch`` (a list of shards or cells) that a sub-flow of this process takes as its parameter
+    instead of the batch itself: Prefect sends a flow run's parameters to its API, which refuses more than 512 KB
+    (140 cells of the default sweep serialise to 1.4 MB), and the batch never leaves this process anyway."""
+    import uuid  # (only when a sub-flow runs)
+
+    name = uuid.uuid4().hex
+    _BATCHES[name] = batch
+    try:
+        yield name
+    finally:
+        _BATCHES.pop(name, None)
+
+
+def batch_of(handle: str) -> object:
+    """The batch :func:`batch_handle` named ``handle``."""
+    try:
+        return _BATCHES[handle]
+    except KeyError:
+        raise RuntimeError(f"no batch {handle!r} in this process: a sub-flow that takes a batch handle runs in the "
+                           "process that made it") from None
+
+
 def torch_threads_per_worker(n_workers: int | None, threads_per_worker: int = 1) -> int:
     """Cores each worker's torch may use, so that workers sharing cores do not oversubscribe them."""
     cores = os.cpu_count() or 1

@@ -5,7 +5,7 @@ runs: a rerun, or a run that overlaps another, computes only the cells that are 
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import Callable
 
 from prefect import flow, get_run_logger
 from prefect.futures import as_completed
@@ -23,7 +23,7 @@ from vlalign.engine.concept_dictionary import concept_domains
 from vlalign.engine.spec import SweepSpec
 from vlalign.engine.world import CheckedSpec, check_spec, main_selections
 from vlalign.flows.extract import run_extraction
-from vlalign.flows.runtime import configure_environment, dask_task_runner, heavy_runner
+from vlalign.flows.runtime import batch_handle, batch_of, configure_environment, dask_task_runner, heavy_runner
 from vlalign.tasks.analysis import explain_best_pairs, pair_items, score_cell, write_concepts
 from vlalign.tasks.extract import ingest_prompts
 
@@ -171,9 +171,10 @@ def _score_all(todo: list, on_done: Callable[[], None]) -> tuple[int, list[str]]
 
 
 @flow(name="score-cells")
-def score_cells_on_cluster(todo: list, on_done: Any) -> tuple[int, list[str]]:
-    """The cells of a large sweep, on the Dask cluster of this sub-flow's task runner."""
-    return _score_all(todo, on_done)
+def score_cells_on_cluster(cells: str, on_done: str) -> tuple[int, list[str]]:
+    """The cells of a large sweep (``cells``: a handle, vlalign.flows.runtime.batch_handle; ``on_done``: the handle
+    of the function that counts a finished cell), on the Dask cluster of this sub-flow's task runner."""
+    return _score_all(batch_of(cells), batch_of(on_done))
 
 
 def _score(todo: list, log, record: dict) -> tuple[int, list[str]]:
@@ -190,7 +191,8 @@ def _score(todo: list, log, record: dict) -> tuple[int, list[str]]:
     if runner is None:
         return _score_all(todo, done)
     log.info("%d cells: on a LocalCluster", len(todo))
-    return score_cells_on_cluster.with_options(task_runner=runner)(todo, done)
+    with batch_handle(todo) as cells, batch_handle(done) as counter:
+        return score_cells_on_cluster.with_options(task_runner=runner)(cells, counter)
 
 
 @flow(name="sweep", log_prints=True)

@@ -80,3 +80,22 @@ def test_the_light_limit_is_read_from_the_environment(raw, ok, monkeypatch):
             runtime.light_limit("cells")
     else:
         assert runtime.light_limit("cells") == (ok if ok is not None else runtime.LIGHT_CELLS)
+
+
+def test_sub_flows_take_handles_not_batches():
+    """A sub-flow's parameters go to the Prefect API, which refuses more than 512 KB (the default sweep's 140 cells
+    serialise to 1.4 MB): the batch stays in this process and the sub-flow gets its name."""
+    import inspect
+
+    import vlalign.flows.runtime as runtime
+    from vlalign.flows.extract import embed_shards_on_cluster
+    from vlalign.flows.sweep import score_cells_on_cluster
+
+    for sub in (embed_shards_on_cluster, score_cells_on_cluster):
+        first = next(iter(inspect.signature(sub.fn).parameters.values()))
+        assert first.annotation in (str, "str"), sub.name
+    batch = [object() for _ in range(3)]
+    with runtime.batch_handle(batch) as name:
+        assert isinstance(name, str) and len(name) < 64 and runtime.batch_of(name) is batch
+    with pytest.raises(RuntimeError, match="no batch"):
+        runtime.batch_of(name)
