@@ -24,7 +24,8 @@ def base_doc():
 def test_default_spec_is_the_full_offline_grid():
     spec = load_spec()
     assert len(spec.vision_encoders) == 3 and len(spec.text_encoders) == 3
-    assert spec.cka.kernels == ("linear", "rbf") and spec.cka.shuffled
+    assert spec.cka.kernels == ("linear",) and spec.cka.shuffled  # rbf left out for time (the README says so)
+    assert spec.cka.calibration.permutations == 200 and spec.cka.cknna and spec.cka.rsa
     assert set(spec.matching) == {"qap", "local_cka"}
     assert {(s.base_size, s.query_size, s.base_selection, s.stretch) for s in spec.settings()} == {(320, 500, "kmeans_image", True)}
     assert spec.seeds == (0, 1, 2)  # mean and spread over seeds, never a single seed
@@ -180,7 +181,12 @@ def test_unknown_keys_are_refused_at_every_level():
         (lambda d: d["analyses"]["cka"].update(kernels=["linear", "poly"]),
          "analyses.cka.kernels: unknown value 'poly'; expected one of ['linear', 'rbf']"),
         (lambda d: d["analyses"].update(cka=True),
-         "analyses.cka: expected a mapping with keys ['bootstrap', 'debiased', 'kernels', 'mutual_knn', 'shuffled']; got true"),
+         "analyses.cka: expected a mapping with keys ['bootstrap', 'calibration', 'cknna', 'cycle_knn', 'debiased', "
+         "'kernels', 'mutual_knn', 'rsa', 'shuffled', 'svcca']; got true"),
+        (lambda d: d["analyses"]["cka"].update(svcca=[1.5]),
+         "analyses.cka.svcca: every kept-variance threshold must be in (0, 1]; got 1.5"),
+        (lambda d: d["analyses"]["cka"].update(rsa="manhattan"),
+         "analyses.cka.rsa: unknown value 'manhattan'; expected one of ['correlation', 'euclidean', 'cosine']"),
         (lambda d: d["analyses"]["qap"].update(restarts=0), "analyses.qap.restarts: expected an integer >= 1; got 0"),
         (lambda d: d["analyses"]["qap"].update(restarts="20"), "analyses.qap.restarts: expected an integer >= 1; got '20'"),
         (lambda d: d["analyses"]["local_cka"].update(kernel="poly"), "analyses.local_cka.kernel: expected 'linear' or 'rbf'; got 'poly'"),

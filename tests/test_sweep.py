@@ -236,7 +236,7 @@ def test_report_prints_a_summary_and_writes_plots(reference, tmp_path):
     assert res.returncode == 0, res.stderr
     assert "true > shuffled in 2/2" in res.stdout and "chance 3.33%" in res.stdout and "rejects in tiny: 0" in res.stdout
     plots = sorted(p.name for p in (lake_root / "reports" / f"run={out['run_id']}").glob("*.png"))
-    assert plots == ["cka_linear.png", "cka_rbf.png", "matching.png", "scatter.png"]
+    assert plots == ["cka_measures.png", "matching.png", "scatter.png"]
     assert res.stdout.strip().splitlines()[-1].endswith("report.html")
     assert all((lake_root / "reports" / f"run={out['run_id']}" / p).stat().st_size > 10_000 for p in plots)
 
