@@ -130,16 +130,11 @@ WORKER_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOL
 
 
 def configure_worker_environment() -> None:
-    """Environment of the worker processes a LocalCluster spawns: Dask's defaults plus WORKER_MALLOC_ENV, and a
-    console that shows warnings and errors only (unless `vlalign --verbose`)."""
+    """Environment of the worker processes a LocalCluster spawns: Dask's defaults plus WORKER_MALLOC_ENV."""
     import dask  # (Dask, like Prefect, after configure_environment)
 
     env = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}))
     env.update(WORKER_MALLOC_ENV)
-    if not os.environ.get("VLALIGN_VERBOSE"):
-        # the workers' console: warnings and errors only (the parent prints the flow's progress and one line per
-        # failure; every record still goes to the API)
-        env.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     dask.config.set({"distributed.nanny.pre-spawn-environ": env})
     # a worker that loaded torch often takes more than the nanny's 4 s to exit when the cluster closes, and is then
     # stopped: "Worker process still alive after 4.0 seconds, killing" is a warning about nothing lost
@@ -161,6 +156,9 @@ def dask_task_runner(address: str | None = None, n_workers: int | None = None, t
             "threads_per_worker": threads_per_worker,
             "processes": True,
             "dashboard_address": ":0",  # any free port: no "Port 8787 is already in use" warning
+            # the workers' console: warnings and errors only, unless --verbose (the parent prints the flow's progress
+            # and one line per failure; every record still goes to the API). Set in the workers alone (Nanny env).
+            "env": {} if os.environ.get("VLALIGN_VERBOSE") else {"PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING"},
         },
     )
 
