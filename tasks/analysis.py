@@ -46,6 +46,7 @@ def write_concepts(lake: Lake, dataset: str, fmt: str, domains: list[str]) -> Co
 def explain_best_pairs(lake: Lake, run_id: str, spec) -> dict:
     """The sweep's explain study (:func:`vlalign.engine.explain.explain_best`): its best-matched pairs explained, or
     the explanations of the same request found in the lake."""
-    # half the page's width, two side by side: the image and the three word tokens with the largest attributions
-    plot = functools.partial(plot_explanation, special=False, max_tokens=3, strongest=True, panel_in=1.55)
+    # a third of the page's width, three side by side: the image and the three word tokens with the largest
+    # attributions
+    plot = functools.partial(plot_explanation, special=False, max_tokens=3, strongest=True, panel_in=1.05)
     return explain_best(lake, run_id, spec, engine_version("matching"), plot, log=get_run_logger().info)

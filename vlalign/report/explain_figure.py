@@ -42,7 +42,7 @@ def plot_explanation(expl: Explanation, image_bytes: Any = None, path: str | Pat
     vmax = vmax or 1.0
     ncol = min(len(idx) + 1, 6)
     nrow = math.ceil((len(idx) + 1) / ncol)
-    w = min(panel_in * ncol, MAX_WIDTH_IN)  # at most the page's width: shown at its own size, every font >= 10 px
+    w = min(panel_in * max(ncol, 4), MAX_WIDTH_IN)  # at least four panels wide: the title fits  # at most the page's width: shown at its own size, every font >= 10 px
     fig, axes = plt.subplots(nrow, ncol, figsize=(w, w / ncol * 1.08 * nrow + 0.8), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")

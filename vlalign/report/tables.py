@@ -14,7 +14,7 @@ NOT_IN_SPEC = "not in this run's spec"
 NO_ROWS = "in this run's spec, but the lake holds no results for it (yet)"
 
 #: How many rows a long table shows; the rest are one click away.
-TOP = 10
+TOP = 5
 
 SAME_COLUMNS = ("dataset", "domain", "lang", "domains", "base", "query", "selection", "stretch", "protocol", "setting",
                 "templates", "seeds", "vision encoder", "text encoder")

@@ -34,13 +34,17 @@ def lines(d: RunData, top: int) -> list[str]:
     by_measure: dict = {}
     for r in d.best_layers:
         by_measure.setdefault((r["kernel"], bool(r["debiased"])), []).append(r)
-    for (kernel, debiased), rs in by_measure.items():
-        inner = sum(1 for r in rs if (r["vision_layer"], r["text_layer"]) != (-1, -1))
-        sig = sum(1 for r in rs if r["p_value_layers"] is not None and r["p_value_layers"] <= 0.05)
-        gain = mean([r["value"] - r["output_value"] for r in rs if r["output_value"] is not None])
-        out.append(f"  layers {measure_name(kernel, debiased):>{width}}: the best layer pair is not the outputs' in "
-                   f"{inner}/{len(rs)} pairs (mean gain {gain:+.3f}); significant after the layer-search correction "
-                   f"(p <= 0.05) in {sig}/{len(rs)}")
+    if by_measure:
+        parts, sig, total = [], 0, 0
+        for (kernel, debiased), rs in by_measure.items():
+            inner = [r for r in rs if (r["vision_layer"], r["text_layer"]) != (-1, -1)]
+            sig += sum(1 for r in rs if r["p_value_layers"] is not None and r["p_value_layers"] <= 0.05)
+            total += len(rs)
+            gains = [r["value"] - r["output_value"] for r in inner if r["output_value"] is not None]
+            parts.append(f"{measure_name(kernel, debiased)} {len(inner)}/{len(rs)}"
+                         + (f" (+{mean(gains):.3f})" if gains else ""))
+        out.append("  layers: pairs whose best layer pair is not the outputs' (mean gain): " + ", ".join(parts)
+                   + f"; the best pair significant after the layer-search correction (p <= 0.05) in {sig}/{total}")
     return out
 
 
@@ -112,7 +116,9 @@ def _layers(d: RunData, out: Path) -> str | None:
     txt = sorted({r["text_encoder"] for r in rows})
     calibrated = any(r["calibrated"] is not None for r in rows)
     nv = max(len({r["vision_layer"] for r in rows if r["vision_encoder"] == v}) for v in vis)
-    fig, axes = new_figure(1.0 + 3.7 * len(txt), (1.0 + 0.3 * nv) * len(vis) + 0.6, ncols=len(txt), nrows=len(vis))
+    fig, axes = new_figure(1.0 + 3.7 * len(txt), (0.85 + 0.24 * nv) * len(vis) + 0.6, ncols=len(txt), nrows=len(vis))
+    shown_all = [r["calibrated"] if calibrated else r["value"] for r in rows]
+    top = max([x for x in shown_all if x is not None], default=1.0)  # one colour scale for every panel
     im = None
     for a, (v, t) in zip(axes, [(v, t) for v in vis for t in txt]):
         rs = [r for r in rows if (r["vision_encoder"], r["text_encoder"]) == (v, t)]
@@ -126,8 +132,8 @@ def _layers(d: RunData, out: Path) -> str | None:
             shown = r["calibrated"] if calibrated else r["value"]
             grid[i, j] = np.nan if shown is None else shown
             text[i][j] = "" if r["value"] is None else f"{r['value']:.2f}"
-        im = heatmap(a, grid, [n for _, n in vl], [n for _, n in tl], text, vmax=1.0 if not calibrated else None,
-                     fontsize=MIN_FONT_PT, rotate=True)
+        im = heatmap(a, grid, [n for _, n in vl], [n for _, n in tl], text, vmax=top, fontsize=MIN_FONT_PT,
+                     rotate=True)
         a.set_title(f"{v} x {t}")
     fig.supxlabel("text layer")
     fig.supylabel("vision layer")
@@ -159,12 +165,12 @@ def section(d: RunData, page: Page) -> Section:
              for r in d.best_layers],
             sql=f"select * from best_layers where run_id = '{d.run_id}'", top=6))
     if d.cka_summary:
-        items.append(Table("CKA per measure (scores 0-1)",
+        items.append(Table("CKA per measure (scores 0-1; the summary's lines as a table)",
                            ["measure", "rows", "mean (0-1)", "mean shuffled (0-1)", "true > shuffled", "best pair",
                             "best (0-1)"],
                            [(measure_title(r["kernel"], r["debiased"]), r["n"], r["mean_value"], r["mean_shuffled"],
                              f"{r['beats_shuffled']}/{r['n']}", r["best_pair"], r["best_value"])
-                            for r in d.cka_summary]))
+                            for r in d.cka_summary], top=0))
     if d.cka:
         rows = sorted(d.cka, key=lambda r: -r["value"] if r["value"] is not None else 1.0)
         items.append(narrow_table("Every CKA row of the run, best first",

@@ -58,5 +58,6 @@ def section(d: RunData, page: Page) -> Section:
                        note="rows shown: distinct results (a result that two cells hold is counted once)."))
     rec = d.record or {}
     items.append(Table("Run record", ["field", "value"],
-                       [(k, None if rec.get(k) is None else _text(rec[k])) for k in RECORD_FIELDS]))
+                       [(k, None if rec.get(k) is None else _text(rec[k])) for k in RECORD_FIELDS], top=0,
+                       sql=f"select * from runs where run_id = '{d.run_id}'"))
     return Section("Runs and data", items)
