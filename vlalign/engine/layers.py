@@ -7,9 +7,14 @@ and the output; a list is taken as written, checked against the model before any
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
-from vlalign.encoders import EncoderError
+import vlalign.encoders.layers as encoder_layers
+from vlalign.datalake.digest import digest_json
+from vlalign.datalake.store import atomic_write_bytes, cache_home
+from vlalign.encoders import EncoderError, weights_digest
 from vlalign.encoders.cache import load_encoder
 from vlalign.encoders.layers import OUTPUT
 from vlalign.engine.spec import SpecError, SweepSpec
@@ -39,6 +44,31 @@ def layer_name(names: tuple[str, ...], index: int) -> str:
     return "output" if index == OUTPUT else names[index]
 
 
+def layer_names(name: str) -> tuple[str, ...]:
+    """The inner layers' names of encoder ``name``: from a model loaded once, then kept per machine (in the cache
+    folder, keyed by the weights' digest and the code that names the layers: loading six models to count their
+    layers took 7 s of every `vlalign run`)."""
+    code = Path(encoder_layers.__file__).parent
+    key = digest_json([name, weights_digest(name)] + [(code / f).read_bytes().hex() for f in _NAMING_CODE])
+    path = Path(cache_home()) / "layer-names.json"
+    try:
+        known = json.loads(path.read_text())
+        known = known if isinstance(known, dict) else {}
+    except (OSError, ValueError):
+        known = {}
+    if isinstance(known.get(key), list):
+        return tuple(known[key])
+    names = tuple(load_encoder(name, device="cpu").layer_names)
+    try:
+        atomic_write_bytes(str(path), json.dumps({**known, key: list(names)}).encode(), "layers")
+    except OSError:
+        pass  # a cache only
+    return names
+
+
+_NAMING_CODE = ("layers.py", "vision.py", "text.py", "backend.py")  # vlalign/encoders: where layer names come from
+
+
 def spec_layers(spec: SweepSpec) -> dict[str, Layers]:
     """{encoder: ((index, name), ...)} for every encoder of a spec that names vision_layers or text_layers; {} for
     one that does not (only the outputs are embedded, no model is opened here). Loads each model once (on the
@@ -50,7 +80,7 @@ def spec_layers(spec: SweepSpec) -> dict[str, Layers]:
         choice = getattr(spec, key)
         for name in encoders:
             try:
-                names = () if choice == "last" else load_encoder(name, device="cpu").layer_names
+                names = () if choice == "last" else layer_names(name)
             except EncoderError as e:
                 raise SpecError(f"{key}: {name}: {e}") from None
             out[name] = tuple((i, layer_name(names, i)) for i in resolve_layers(choice, names, key, name))
