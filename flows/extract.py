@@ -119,8 +119,9 @@ def embed_shards(todo: list, batch_size: int | None, device: str | None, threads
     runner = heavy_runner("items", units)
     if runner is None:
         if threads is None and isinstance(FlowRunContext.get().task_runner, Automatic):
-            tasks = len(by_range(todo))
-            threads = max(1, (os.cpu_count() or 1) // min(tasks, os.cpu_count() or 1))  # shards share the cores
+            # shards of one encoder run one after another (one model per process): encoders share the cores
+            encoders = len({s.encoder for s in todo})
+            threads = max(1, (os.cpu_count() or 1) // min(encoders, os.cpu_count() or 1))
         return _embed(todo, batch_size, device, threads)
     get_run_logger().info("%d shards (%d units to embed): on a LocalCluster", len(todo), units)
     with batch_handle(todo) as shards:

@@ -237,10 +237,15 @@ def sweep_flow(
                                f"`vlalign resume {run_id}` computes the rest. First error: {errors[0]}")
         record["cells_done"] = len(cells)
         if sweep.explain:
-            got = explain_best_pairs(lake, run_id, sweep)
-            record["explain"] = {"run_id": got["run_id"], "items": got["items"]}
-            log.info("explain: %d best-matched pairs%s (%s); pictures in %s", len(got["items"]),
-                     " (done before)" if got["reused"] else "", got["run_id"], got["dir"])
+            try:  # in this process: it needs both encoders as differentiable functions, and takes seconds
+                got = explain_best_pairs(lake, run_id, sweep)
+            except Exception as e:  # noqa: BLE001 - the cells are done: the run completes, the record says why
+                record["explain"] = {"error": f"{type(e).__name__}: {e}"}
+                log.error("explain failed (the run's cells are all done): %s: %s", type(e).__name__, e)
+            else:
+                record["explain"] = {"run_id": got["run_id"], "items": got["items"]}
+                log.info("explain: %d best-matched pairs%s (%s); pictures in %s", len(got["items"]),
+                         " (done before)" if got["reused"] else "", got["run_id"], got["dir"])
     return {"run_id": run_id, "lake": lake.root, "cells": len(cells), "computed": computed,
             "seconds": time.perf_counter() - t_start}
 

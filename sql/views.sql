@@ -55,22 +55,29 @@ JOIN run_cells rc ON rc.cell_id = c.cell_id AND rc.table_name = 'cka'
 
 -- view: best_layers
 -- per (run, data set, domain, lang, vision encoder, text encoder, measure = kernel, debiased): the best layer pair by
--- the raw value and by the calibrated value; p_value_layers is the p-value of the raw maximum against the null of
--- the maximum over every layer pair of the cell (the same permutation for each pair): corrected for the search
-SELECT run_id, dataset, domain, lang, vision_encoder, text_encoder, kernel, debiased,
-       count(*) AS layer_pairs,
-       arg_max(vision_layer, value) AS vision_layer, arg_max(text_layer, value) AS text_layer,
-       arg_max(vision_layer_name, value) AS vision_layer_name, arg_max(text_layer_name, value) AS text_layer_name,
-       max(value) AS value, arg_max(shuffled_value, value) AS shuffled_value,
-       arg_max(calibrated, value) AS calibrated_at_best, arg_max(p_value_layers, value) AS p_value_layers,
-       arg_max(vision_layer, calibrated) AS calibrated_vision_layer,
-       arg_max(text_layer, calibrated) AS calibrated_text_layer, max(calibrated) AS calibrated,
-       arg_max(p_value, calibrated) AS calibrated_p_value,
-       max(CASE WHEN vision_layer = -1 AND text_layer = -1 THEN value END) AS output_value,
-       max(permutations) AS permutations
-FROM cka
-WHERE value IS NOT NULL
-GROUP BY run_id, dataset, domain, lang, vision_encoder, text_encoder, kernel, debiased
+-- the raw value and, as a whole row too, by the calibrated value (ties: the higher raw value, then the lower layers);
+-- p_value_layers is the p-value of the raw maximum against the null of the maximum over every layer pair of the
+-- cell (the same permutation for each pair): corrected for the search
+WITH ranked AS (
+    SELECT *,
+           row_number() OVER w_raw AS r_raw,
+           row_number() OVER w_cal AS r_cal,
+           count(*) OVER w AS n_pairs,
+           max(CASE WHEN vision_layer = -1 AND text_layer = -1 THEN value END) OVER w AS out_value
+    FROM cka
+    WHERE value IS NOT NULL
+    WINDOW w AS (PARTITION BY run_id, dataset, domain, lang, vision_encoder, text_encoder, kernel, debiased),
+           w_raw AS (w ORDER BY value DESC, vision_layer, text_layer),
+           w_cal AS (w ORDER BY calibrated DESC NULLS LAST, value DESC, vision_layer, text_layer)
+)
+SELECT r.run_id, r.dataset, r.domain, r.lang, r.vision_encoder, r.text_encoder, r.kernel, r.debiased,
+       r.n_pairs AS layer_pairs, r.vision_layer, r.text_layer, r.vision_layer_name, r.text_layer_name, r.value,
+       r.shuffled_value, r.calibrated AS calibrated_at_best, r.p_value_layers,
+       c.vision_layer AS calibrated_vision_layer, c.text_layer AS calibrated_text_layer, c.calibrated,
+       c.p_value AS calibrated_p_value, r.out_value AS output_value, r.permutations
+FROM ranked r
+JOIN ranked c USING (run_id, dataset, domain, lang, vision_encoder, text_encoder, kernel, debiased)
+WHERE r.r_raw = 1 AND c.r_cal = 1
 
 -- view: matching
 SELECT rc.run_id, c.* FROM read_parquet({matching}, union_by_name = true, hive_partitioning = false) c

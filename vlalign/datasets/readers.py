@@ -27,15 +27,17 @@ its ingest read each data set's index once; :func:`ingest_batches` takes the kep
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import OrderedDict
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Callable, Iterator, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from vlalign.datalake.digest import digest_json
+from vlalign.datalake.digest import digest_json, digest_values
 from vlalign.datalake.schemas import ITEM_SCHEMA
 from vlalign.datasets.format_readers import (
     coco,
@@ -174,10 +176,27 @@ def _read_kept(source: DatasetSource) -> list[ReadResult]:
     return batches
 
 
-def source_fingerprint(source: DatasetSource) -> str:
-    """A digest of the source's settings and of its files' fingerprint (the reader's: sizes, times, inodes of the
-    files that make its items): the same while reading it again would give the same items."""
-    return digest_json([source.to_dict(), _kept_key(source)[1]])
+# formats whose fingerprint sees only the top of a folder tree (an image added two folders down changes nothing in
+# it): fine for the in-process read cache, not for a cache kept between runs
+SHALLOW_FINGERPRINTS = ("imagefolder", "hf-imagefolder")
+
+
+def source_fingerprint(source: DatasetSource) -> str | None:
+    """A digest of the source's settings, of its files' fingerprint (the reader's: sizes, times, inodes of the
+    files that make its items) and of the readers' code: the same while reading it again would give the same items.
+    None for a format whose fingerprint cannot tell (SHALLOW_FINGERPRINTS): read it every time."""
+    if source.format in SHALLOW_FINGERPRINTS:
+        return None
+    return digest_json([source.to_dict(), _kept_key(source)[1], _readers_code()])
+
+
+@functools.lru_cache(maxsize=1)
+def _readers_code() -> str:
+    """A digest of the readers' code (vlalign/datasets: formats, readers, format_readers/*.py) and the item schema."""
+    root = Path(__file__).parent
+    files = sorted(p for p in root.rglob("*.py"))
+    return digest_values([str(p.relative_to(root)) for p in files] + [p.read_bytes() for p in files]
+                         + [str(ITEM_SCHEMA)])
 
 
 def forget_reads() -> None:

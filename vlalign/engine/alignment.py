@@ -16,7 +16,6 @@ import numpy as np
 
 from vlalign.engine.analysis import _finite, input_problem, paired
 from vlalign.engine.cells import CKACell, Embeddings
-from vlalign.methods.cka import cka, cka_bootstrap
 from vlalign.methods.calibration import (
     calibrate,
     calibrated_score,
@@ -24,10 +23,10 @@ from vlalign.methods.calibration import (
     permutation_p_value,
     permutations,
 )
+from vlalign.methods.cka import cka, cka_bootstrap
 from vlalign.methods.measures import mutual_knn
 from vlalign.methods.registry import MEASURES
 from vlalign.methods.registry import measure as registry_measure
-
 
 # the measures a row's ``kernel`` names beside CKA's kernels: prefix -> (registry name, setting, its type)
 _NAMED = {"mutual_knn_k": ("mutual_knn", "k", int), "cknna_k": ("cknna", "k", int),
@@ -64,8 +63,19 @@ def calibration_columns(cell: CKACell, xs: list[np.ndarray], ys: list[np.ndarray
     name, settings = measure_call(cell.kernel, cell.debiased)
     n = xs[0].shape[0]
     perms = permutations(n, cell.permutations, seed=cell.seed)
-    cal = calibrate(name, xs, ys, perms=perms, alpha=cell.alpha, **settings)
-    null_max = cal.null.reshape(cal.null.shape[0], -1).max(axis=1)
+    try:
+        cal = calibrate(name, xs, ys, perms=perms, alpha=cell.alpha, **settings)
+    except (ValueError, FloatingPointError, np.linalg.LinAlgError) as e:  # a layer pair the measure cannot take
+        for row in rows:
+            row.pop("_pair")
+            row["note"] = "; ".join(filter(None, [row["note"], f"not calibrated: {e}"]))
+        return
+    # the null of the maximum over the pairs that have a finite value (a pair without one is not searched over)
+    finite = np.zeros(cal.values.shape, bool)
+    for row in rows:
+        if row["value"] is not None:
+            finite[row["_pair"]] = True
+    null_max = np.nanmax(np.where(finite[None], cal.null, np.nan).reshape(cal.null.shape[0], -1), axis=1)
     smax = MEASURES[name].smax
     for row in rows:
         i, j = row.pop("_pair")
@@ -132,10 +142,9 @@ def pair_row(cell: CKACell, x: np.ndarray, y: np.ndarray, perm: np.ndarray) -> d
         "tau": None, "p_value": None, "calibrated": None, "null_mean": None, "p_value_layers": None,
         "permutations": None, "alpha": None,
     }
-    if row["note"] is None and cell.kernel.startswith("mutual_knn_k"):
-        k = int(cell.kernel.removeprefix("mutual_knn_k"))
-        if k >= x.shape[0]:
-            row["note"] = f"k = {k} needs more than {x.shape[0]} pairs"
+    name, settings = measure_call(cell.kernel, cell.debiased)
+    if row["note"] is None and "k" in settings and settings["k"] >= x.shape[0]:  # every kNN measure
+        row["note"] = f"k = {settings['k']} needs more than {x.shape[0]} pairs"
     if row["note"] is None:
         row["value"] = _finite(measure(x, y, cell.kernel, cell.debiased))
         if cell.shuffled:

@@ -406,7 +406,7 @@ def _main_grid(plan: _Plan) -> list[Cell]:
                 measures += [(f"mutual_knn_k{k}", False) for k in spec.cka.mutual_knn]
                 measures += [(f"cknna_k{k}", False) for k in spec.cka.cknna]
                 measures += [(f"cycle_knn_k{k}", False) for k in spec.cka.cycle_knn]
-                measures += [(f"svcca_{v:g}", False) for v in spec.cka.svcca]
+                measures += [(f"svcca_{v!r}", False) for v in spec.cka.svcca]  # repr: parsed back exactly
                 measures += [(f"rsa_{d}", False) for d in spec.cka.rsa]
                 vlay = [plan.layers.get((ds.name, v, domain), ()) for v in spec.vision_encoders]
                 tlay = [plan.layers.get((ds.name, t, lang), ()) for t in spec.text_encoders]

@@ -407,7 +407,7 @@ def ingest_dataset(lake: Lake, source: DatasetSource) -> dict:
     annotations file, a filter that matches nothing) raises and leaves the lake's items and rejects as they were."""
     ingested = IngestedSources(lake)
     fingerprint = source_fingerprint(source)
-    known = ingested.unchanged(source.name, fingerprint)
+    known = ingested.unchanged(source.name, fingerprint) if fingerprint else None
     if known is not None:
         return known  # the lake's items were read from these very files: reading them again gives the same
     with ItemsWriter() as w:
@@ -421,7 +421,8 @@ def ingest_dataset(lake: Lake, source: DatasetSource) -> dict:
         if w.duplicates:
             raise DatasetError(f"data set {source.name!r}: item ids are not unique; nothing in the lake was changed")
         result = w.commit(lake, source.name, source.to_dict())
-    ingested.remember(source.name, fingerprint, result)
+    if fingerprint:
+        ingested.remember(source.name, fingerprint, result)
     return result
 
 
@@ -461,11 +462,12 @@ def plan_dataset_shards(
     for s in planned:
         if verified.unchanged(s):
             continue
+        before = verified.before(s)
         _, why = verify_shard(lake, s)
         if why is not None:
             todo.append((s, why))
         else:
-            verified.add(s)
+            verified.add(s, before)
     verified.save()
     return planned, todo
 
@@ -476,10 +478,10 @@ def compute_shard(spec: ShardSpec, batch_size: int | None = None, device: str | 
     """Embed one shard unless it is done; the encoder is loaded once per process and reused. ``more``: the shards
     of other layers of the same item range, computed in the same forward passes (those not done).
 
-    The shard's lock (the first one's, for all its layers) is held while it is computed: a concurrent run that
-    planned the same shard waits, then finds it done and computes nothing."""
+    The item range's lock (no layer in it: every run that embeds any layer of this range takes the same one) is
+    held while it is computed: a concurrent run that planned the same shards waits, then finds them done."""
     lake = spec.lake
-    with lake.lock(f"shard-{digest_json(spec.path)}"):
+    with lake.lock(f"shard-{digest_json([spec.dataset, spec.lake_name, spec.part, spec.shard_size, spec.shard])}"):
         todo = [s for s in (spec, *more) if not shard_is_done(lake, s)]
         if not todo:  # written meanwhile by another run
             return {"path": spec.path, "encoder": spec.encoder, "rows": 0, "rejects": 0, "seconds": 0.0, "reused": True}

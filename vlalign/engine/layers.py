@@ -49,7 +49,8 @@ def layer_names(name: str) -> tuple[str, ...]:
     folder, keyed by the weights' digest and the code that names the layers: loading six models to count their
     layers took 7 s of every `vlalign run`)."""
     code = Path(encoder_layers.__file__).parent
-    key = digest_json([name, weights_digest(name)] + [(code / f).read_bytes().hex() for f in _NAMING_CODE])
+    key = digest_json([name, weights_digest(name), _library_versions()]
+                      + [(code / f).read_bytes().hex() for f in _NAMING_CODE])
     path = Path(cache_home()) / "layer-names.json"
     try:
         known = json.loads(path.read_text())
@@ -64,6 +65,19 @@ def layer_names(name: str) -> tuple[str, ...]:
     except OSError:
         pass  # a cache only
     return names
+
+
+def _library_versions() -> list[str | None]:
+    """The versions of the libraries whose models the layers come from (timm's feature_info, transformers)."""
+    from importlib.metadata import PackageNotFoundError, version  # (only when layers are counted)
+
+    out = []
+    for dist in ("timm", "transformers", "sentence-transformers", "torch"):
+        try:
+            out.append(version(dist))
+        except PackageNotFoundError:
+            out.append(None)
+    return out
 
 
 _NAMING_CODE = ("layers.py", "vision.py", "text.py", "backend.py")  # vlalign/encoders: where layer names come from

@@ -39,9 +39,13 @@ class VerifiedShards:
         old = self.entries.get(self.lake.relpath(s.path))
         return old is not None and old == self._entry(s)
 
-    def add(self, s) -> None:
+    def before(self, s) -> list | None:
+        """The shard file's signature before it is verified (:meth:`add` stores it only if still the same)."""
+        return self._entry(s)
+
+    def add(self, s, before: list | None) -> None:
         entry = self._entry(s)
-        if entry is not None:
+        if entry is not None and entry == before:  # the file verified is the file whose signature is kept
             self.new[self.lake.relpath(s.path)] = entry
 
     def save(self) -> None:

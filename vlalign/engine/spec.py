@@ -162,7 +162,7 @@ class CKASpec(_Section):
     mutual_knn: Annotated[tuple[int, ...], Grid(int, ge=1, allow_empty=True)] = Field(
         (), description="k values of mutual k-nearest-neighbour alignment (Huh et al. 2024), rows kernel=mutual_knn_k<k>"
     )
-    cknna: Annotated[tuple[int, ...], Grid(int, ge=1, allow_empty=True)] = Field(
+    cknna: Annotated[tuple[int, ...], Grid(int, ge=2, allow_empty=True)] = Field(
         (), description="k values of CKNNA (Huh et al. 2024), rows kernel=cknna_k<k>")
     cycle_knn: Annotated[tuple[int, ...], Grid(int, ge=1, allow_empty=True)] = Field(
         (), description="k values of cycle k-NN (Huh et al. 2024), rows kernel=cycle_knn_k<k>")

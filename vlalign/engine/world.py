@@ -142,8 +142,9 @@ def _read_selections(spec: SweepSpec, i: int, ds: DatasetSpec) -> tuple[dict[tup
     return counts, labels
 
 
-def _selections_key(ds: DatasetSpec, domains, langs) -> str:
-    return digest_json([source_fingerprint(ds.source()), domains, langs, ds.domains, ds.langs])
+def _selections_key(ds: DatasetSpec, domains, langs) -> str | None:
+    fingerprint = source_fingerprint(ds.source())
+    return digest_json([fingerprint, domains, langs, ds.domains, ds.langs]) if fingerprint else None
 
 
 _SELECTIONS_FILE = "selections.json"
@@ -152,8 +153,11 @@ _SELECTIONS_FILE = "selections.json"
 def _known_selections(ds: DatasetSpec, domains, langs) -> tuple[dict, dict] | None:
     """What _read_selections found for the same data set files and selection before (kept per machine in the
     cache folder, keyed by the source's fingerprint: sizes, times and inodes of its files), else None."""
+    key = _selections_key(ds, domains, langs)
+    if key is None:
+        return None
     try:
-        got = json.loads((Path(cache_home()) / _SELECTIONS_FILE).read_text())[_selections_key(ds, domains, langs)]
+        got = json.loads((Path(cache_home()) / _SELECTIONS_FILE).read_text())[key]
         counts = {tuple(k.split("\0", 1)): int(v) for k, v in got["counts"].items()}
         return counts, {f: set(v) for f, v in got["labels"].items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
@@ -162,6 +166,8 @@ def _known_selections(ds: DatasetSpec, domains, langs) -> tuple[dict, dict] | No
 
 def _remember_selections(ds: DatasetSpec, domains, langs, counts: dict, labels: dict) -> None:
     path = Path(cache_home()) / _SELECTIONS_FILE
+    if _selections_key(ds, domains, langs) is None:
+        return
     try:
         try:
             known = json.loads(path.read_text())
@@ -172,7 +178,7 @@ def _remember_selections(ds: DatasetSpec, domains, langs, counts: dict, labels: 
             "counts": {f"{d}\0{lang}": n for (d, lang), n in counts.items()},
             "labels": {f: sorted(v, key=lambda x: (x is None, str(x))) for f, v in labels.items()}}
         atomic_write_bytes(str(path), json.dumps(known).encode(), "selections")
-    except (OSError, ValueError):
+    except (OSError, ValueError, TypeError):
         pass  # a cache only
 
 
